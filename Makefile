@@ -1,0 +1,22 @@
+# Two commands do everything on a fresh machine: `make train` and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export VLLM_ENABLE_V1_MULTIPROCESSING ?= 0
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: setup train test lint tiny-model
+
+setup:
+	@bash scripts/setup.sh
+
+train: setup
+	$(PY) -m rllib_rpp train tiny-arith
+
+test: setup
+	$(PY) -m pytest -x -q tests
+
+lint: setup
+	$(VENV)/bin/ruff check rllib_rpp envs tests tuned_examples benchmarks
+
+tiny-model: setup
+	$(PY) -m rllib_rpp tiny-model

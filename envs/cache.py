@@ -1,0 +1,53 @@
+"""On-disk cache for models this project builds itself (no downloads anywhere).
+
+`$RLLIB_RPP_CACHE` (default `~/.cache/rllib_rpp`). Concurrent first use is safe: one process
+builds under a file lock into a temporary directory and renames it into place; the others wait
+for the lock and then find it built. A directory counts as built once its `build_info.json`
+exists, so a killed build is simply redone.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("RLLIB_RPP_CACHE") or Path.home() / ".cache" / "rllib_rpp")
+
+
+def cached_dir(name: str, recipe: dict) -> Path:
+    digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:10]
+    return cache_root() / f"{name}-{digest}"
+
+
+def ensure_built(final: Path, build: Callable[[Path], dict], *, rebuild: bool = False) -> Path:
+    """`final`, after building it with `build(tmp_dir) -> report` if it is missing."""
+    if not rebuild and (final / "build_info.json").exists():
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with open(final.parent / f"{final.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if rebuild and final.exists():
+            shutil.rmtree(final)
+        if not (final / "build_info.json").exists():
+            tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
+            try:
+                report = build(tmp)
+                (tmp / "build_info.json").write_text(json.dumps(report, indent=2))
+                if final.exists():  # leftovers of a killed build
+                    shutil.rmtree(final)
+                os.replace(tmp, final)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def build_info(final: Path) -> dict:
+    return json.loads((final / "build_info.json").read_text())

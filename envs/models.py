@@ -1,0 +1,109 @@
+"""Where models and tokenizers come from: a local directory, a Hugging Face id, or a built-in name.
+
+Built-in names (`tiny-arith`) are built on first use and cached; every API in this project that
+takes a model name goes through `resolve_model_path`, so they work everywhere a path does.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+BUILTIN_MODELS = ("tiny-arith", "tiny-arith-rm")
+
+
+class ModelNotFoundError(ValueError):
+    """A model name that is neither built in, nor a local directory, nor loadable by id."""
+
+
+def resolve_model_path(name_or_path: str) -> str:
+    """Local directory for a built-in name; the argument itself for a path or a hub id."""
+    if not isinstance(name_or_path, (str, os.PathLike)) or not str(name_or_path).strip():
+        raise ModelNotFoundError(
+            f"model must be a non-empty name or path, got {name_or_path!r}; "
+            f"built-in names: {', '.join(BUILTIN_MODELS)}"
+        )
+    name = str(name_or_path)
+    if name == "tiny-arith":
+        from envs.tiny_arith import ensure_tiny_arith
+
+        return str(ensure_tiny_arith())
+    if name == "tiny-arith-rm":
+        from envs.reward_model import ensure_tiny_arith_rm
+
+        return str(ensure_tiny_arith_rm())
+    return name
+
+
+def _load(loader, name: str, what: str, **kwargs) -> Any:
+    path = resolve_model_path(name)
+    try:
+        return loader(path, **kwargs)
+    except (OSError, ValueError) as e:
+        if os.path.isdir(path):
+            raise ModelNotFoundError(f"could not load the {what} from directory {path!r}: {e}") from e
+        raise ModelNotFoundError(
+            f"unknown model {name!r}: not a built-in name ({', '.join(BUILTIN_MODELS)}), not a "
+            f"local directory, and not loadable as a Hugging Face id from the local cache "
+            f"(downloads are not possible here). Original error: {e}"
+        ) from e
+
+
+def load_tokenizer(name_or_path: str, *, pad_token: str | None = None):
+    """AutoTokenizer for `name_or_path`; refuses a tokenizer without a pad token.
+
+    Batched generation and scoring need padding. Pass `pad_token` (for example the EOS token's
+    text) to set one explicitly rather than having it chosen silently.
+    """
+    from transformers import AutoTokenizer
+
+    tok = _load(AutoTokenizer.from_pretrained, name_or_path, "tokenizer")
+    if pad_token is not None:
+        tok.pad_token = pad_token
+    if tok.pad_token_id is None:
+        raise ValueError(
+            f"the tokenizer of {name_or_path!r} has no pad token; batched generation needs one. "
+            f"Set `pad_token=` (e.g. pad_token={tok.eos_token!r}, its EOS token)."
+        )
+    return tok
+
+
+def load_causal_lm(name_or_path: str, *, dtype: str = "float32", **kwargs):
+    """AutoModelForCausalLM in `dtype`, dropout off (train mode must not change log-probs)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = _load(
+        AutoModelForCausalLM.from_pretrained,
+        name_or_path,
+        "causal LM",
+        dtype=getattr(torch, dtype),
+        **kwargs,
+    )
+    disable_dropout(model)
+    return model
+
+
+def disable_dropout(model) -> None:
+    """Zero every dropout probability: pi_old must equal pi_theta before the first step."""
+    import torch
+
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+    cfg = getattr(model, "config", None)
+    for key in ("attention_dropout", "hidden_dropout", "dropout", "resid_pdrop", "embd_pdrop"):
+        if cfg is not None and isinstance(getattr(cfg, key, None), float):
+            setattr(cfg, key, 0.0)
+
+
+def model_max_length(name_or_path: str) -> int | None:
+    """Longest sequence the model's config admits, or None when it does not say."""
+    from transformers import AutoConfig
+
+    cfg = _load(AutoConfig.from_pretrained, name_or_path, "config")
+    for key in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+        value = getattr(cfg, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None

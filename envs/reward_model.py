@@ -1,0 +1,180 @@
+"""Bradley-Terry reward models: score completions with any one-label sequence classifier, and
+train one on preference pairs (loss -log sigmoid(r_chosen - r_rejected)).
+
+`tiny-arith-rm` is a built-in reward model: tiny-arith's weights with a scalar head, trained on
+arithmetic preference pairs (correct sum preferred over a wrong one). Used by tests and examples.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from envs.cache import cached_dir, ensure_built
+from envs.models import _load, load_tokenizer, resolve_model_path
+
+TINY_RM_RECIPE = {"version": 1, "seed": 0, "steps": 500, "batch_size": 64, "lr": 3e-4}
+
+
+def _as_text(prompt, completion, tokenizer) -> tuple[str, bool]:
+    """Text the reward model reads, and whether the tokenizer should add special tokens."""
+    if isinstance(prompt, list):  # chat: score the whole conversation
+        reply = completion if isinstance(completion, str) else "".join(m["content"] for m in completion)
+        messages = prompt + [{"role": "assistant", "content": reply}]
+        return tokenizer.apply_chat_template(messages, tokenize=False), False
+    return prompt + completion, True
+
+
+def _encode(tokenizer, prompts, completions, max_length=None) -> dict:
+    pairs = [_as_text(p, c, tokenizer) for p, c in zip(prompts, completions)]
+    add_special = all(a for _, a in pairs)
+    return tokenizer(
+        [t for t, _ in pairs],
+        add_special_tokens=add_special,
+        padding=True,
+        truncation=max_length is not None,
+        max_length=max_length,
+        return_tensors="pt",
+    )
+
+
+def load_reward_model(name_or_path: str, *, dtype: str = "float32"):
+    """(model, tokenizer) for a Bradley-Terry reward model; refuses anything but one label."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    cfg = _load(AutoConfig.from_pretrained, name_or_path, "reward model config")
+    archs = getattr(cfg, "architectures", None) or []
+    if archs and not any(a.endswith("ForSequenceClassification") for a in archs):
+        raise ValueError(
+            f"reward model {name_or_path!r} is a {archs[0]}, not a sequence classifier: "
+            f"a Bradley-Terry reward model is an AutoModelForSequenceClassification with one label"
+        )
+    if cfg.num_labels != 1:
+        raise ValueError(
+            f"reward model {name_or_path!r} has {cfg.num_labels} labels; a Bradley-Terry reward "
+            f"model outputs one scalar (num_labels=1)"
+        )
+    model = _load(AutoModelForSequenceClassification.from_pretrained, name_or_path, "reward model",
+                  dtype=getattr(torch, dtype))
+    tokenizer = load_tokenizer(name_or_path)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    return model.eval(), tokenizer
+
+
+class RewardModelScorer:
+    """A reward function (TRL signature) backed by a reward model, batched on `device`."""
+
+    def __init__(self, name_or_path: str, *, device: str = "cpu", batch_size: int = 64,
+                 max_length: int | None = None, dtype: str = "float32"):
+        self.model, self.tokenizer = load_reward_model(name_or_path, dtype=dtype)
+        self.model.to(device)
+        self.device, self.batch_size, self.max_length = device, batch_size, max_length
+        self.__name__ = f"reward_model({name_or_path})"
+
+    @torch.no_grad()
+    def __call__(self, prompts: Sequence, completions: Sequence, **kwargs) -> list[float]:
+        scores: list[float] = []
+        for i in range(0, len(completions), self.batch_size):
+            enc = _encode(self.tokenizer, prompts[i : i + self.batch_size],
+                          completions[i : i + self.batch_size], self.max_length)
+            logits = self.model(**{k: v.to(self.device) for k, v in enc.items()}).logits
+            scores += logits[:, 0].float().cpu().tolist()
+        return scores
+
+
+def bradley_terry_loss(chosen: torch.Tensor, rejected: torch.Tensor) -> torch.Tensor:
+    """-log sigma(r_c - r_r), averaged over pairs."""
+    return -F.logsigmoid(chosen - rejected).mean()
+
+
+def train_reward_model(model, tokenizer, pairs: Sequence[dict], *, steps: int, batch_size: int = 32,
+                       lr: float = 1e-4, seed: int = 0, log=None) -> dict:
+    """Train `model` (one-label sequence classifier) on {prompt, chosen, rejected} pairs."""
+    if not pairs:
+        raise ValueError("train_reward_model needs at least one preference pair")
+    if model.config.num_labels != 1:
+        raise ValueError(f"the model has {model.config.num_labels} labels; Bradley-Terry needs 1")
+    model.config.pad_token_id = tokenizer.pad_token_id
+    rng = random.Random(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    model.train()
+    for step in range(1, steps + 1):
+        batch = [pairs[rng.randrange(len(pairs))] for _ in range(batch_size)]
+        prompts = [p["prompt"] for p in batch] * 2
+        enc = _encode(tokenizer, prompts, [p["chosen"] for p in batch] + [p["rejected"] for p in batch])
+        r = model(**enc).logits[:, 0]
+        loss = bradley_terry_loss(r[:batch_size], r[batch_size:])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if log and step % 100 == 0:
+            log(f"reward model step {step}: Bradley-Terry loss {loss.item():.3f}")
+    model.eval()
+    return {"final_loss": loss.item()}
+
+
+@torch.no_grad()
+def preference_accuracy(model, tokenizer, pairs: Sequence[dict]) -> float:
+    """Fraction of pairs where the model scores `chosen` above `rejected`."""
+    prompts = [p["prompt"] for p in pairs] * 2
+    enc = _encode(tokenizer, prompts, [p["chosen"] for p in pairs] + [p["rejected"] for p in pairs])
+    r = model(**enc).logits[:, 0]
+    return (r[: len(pairs)] > r[len(pairs) :]).float().mean().item()
+
+
+def arithmetic_preference_pairs(split: str = "train", *, seed: int = 0) -> list[dict]:
+    """Pairs preferring the correct sum over a nearby wrong one (off by 1..10 or digits swapped)."""
+    from envs.tasks.arithmetic import arithmetic_prompts
+
+    rng = random.Random(seed)
+    pairs = []
+    for r in arithmetic_prompts(split):
+        right = int(r["answer"])
+        wrong = right + rng.choice([-1, 1]) * rng.randint(1, 10)
+        if rng.random() < 0.3 and right >= 10 and str(right)[::-1] != str(right):
+            wrong = int(str(right)[::-1])
+        pairs.append({"prompt": r["prompt"], "chosen": str(right), "rejected": str(abs(wrong))})
+    return pairs
+
+
+def _log(msg: str) -> None:
+    print(f"[tiny-arith-rm] {msg}", file=sys.stderr, flush=True)
+
+
+def build_tiny_arith_rm(out_dir: Path, recipe: dict = TINY_RM_RECIPE) -> dict:
+    from transformers import AutoModelForSequenceClassification, logging
+
+    t0 = time.time()
+    torch.manual_seed(recipe["seed"])
+    base = resolve_model_path("tiny-arith")
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity_error()  # the new score head is expected to be freshly initialised
+    model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=1)
+    logging.set_verbosity(verbosity)
+    tokenizer = load_tokenizer(base)
+    _log(f"training a Bradley-Terry head on arithmetic preference pairs ({recipe['steps']} steps)")
+    report = train_reward_model(model, tokenizer, arithmetic_preference_pairs("train", seed=recipe["seed"]),
+                                steps=recipe["steps"], batch_size=recipe["batch_size"], lr=recipe["lr"],
+                                seed=recipe["seed"], log=_log)
+    report["heldout_preference_accuracy"] = preference_accuracy(
+        model, tokenizer, arithmetic_preference_pairs("eval", seed=recipe["seed"]))
+    report.update(build_seconds=round(time.time() - t0, 1), recipe=recipe)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    _log(f"built in {report['build_seconds']} s, held-out preference accuracy "
+         f"{report['heldout_preference_accuracy']:.1%} -> {out_dir}")
+    return report
+
+
+def ensure_tiny_arith_rm(rebuild: bool = False) -> Path:
+    from envs.tiny_arith import tiny_arith_dir
+
+    key = {**TINY_RM_RECIPE, "base": tiny_arith_dir().name}  # rebuilt when the base changes
+    return ensure_built(cached_dir(f"tiny-arith-rm-v{TINY_RM_RECIPE['version']}", key),
+                        build_tiny_arith_rm, rebuild=rebuild)

@@ -1,0 +1,197 @@
+"""The reward step: score a whole batch of completions with weighted reward functions.
+
+A reward function has TRL's signature, `fn(prompts, completions, **columns) -> list[float | None]`:
+it also receives `completion_ids` and every extra column of the prompt source (`answer`, ...)
+as keyword arguments, so TRL reward functions work unchanged. `None` means "does not apply to
+this sample" and is left out of the weighted sum (as in TRL). A reward model is one more
+function: give its id or path instead of a callable.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import numbers
+import re
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+
+class RewardFunctionError(RuntimeError):
+    """A reward function raised, or returned something that is not one finite float per sample."""
+
+
+@dataclass
+class RewardResult:
+    rewards: np.ndarray  # [N] weighted sum, float64
+    components: dict[str, np.ndarray]  # per function, NaN where it returned None
+
+
+def _text(completion) -> str:
+    """Completion text, for plain and conversational ([{"role", "content"}]) completions."""
+    if isinstance(completion, list):
+        return "".join(m.get("content", "") for m in completion)
+    return completion
+
+
+def exact_match(completions, answer, **kwargs) -> list[float]:
+    """1.0 when the completion, stripped, equals the reference answer."""
+    return [float(_text(c).strip() == str(a).strip()) for c, a in zip(completions, answer)]
+
+
+def math_verify_reward(completions, answer, **kwargs) -> list[float]:
+    """1.0 when math-verify finds the completion's final answer equal to the reference."""
+    from math_verify import parse, verify
+
+    # math-verify's timeouts use signals, which only work in the main thread.
+    timeout = 5 if threading.current_thread() is threading.main_thread() else None
+    out = []
+    for c, a in zip(completions, answer):
+        a = str(a)
+        gold = parse(a if ("$" in a or "\\boxed" in a) else f"${a}$", parsing_timeout=timeout)
+        pred = parse(_text(c), parsing_timeout=timeout)
+        out.append(float(bool(gold) and bool(pred) and verify(gold, pred, timeout_seconds=timeout)))
+    return out
+
+
+def format_reward(pattern: str, name: str | None = None) -> Callable:
+    """Reward function: 1.0 when the whole stripped completion matches the regex `pattern`."""
+    regex = re.compile(pattern, re.DOTALL)
+
+    def fn(completions, **kwargs):
+        return [float(regex.fullmatch(_text(c).strip()) is not None) for c in completions]
+
+    fn.__name__ = name or f"format({pattern})"
+    return fn
+
+
+def length_reward(max_chars: int, name: str | None = None) -> Callable:
+    """Reward function: 0 up to `max_chars` characters, then -(excess / max_chars), floored at -1."""
+    if max_chars < 1:
+        raise ValueError(f"max_chars must be >= 1, got {max_chars}")
+
+    def fn(completions, **kwargs):
+        return [-min(1.0, max(0, len(_text(c)) - max_chars) / max_chars) for c in completions]
+
+    fn.__name__ = name or f"length(<={max_chars})"
+    return fn
+
+
+BUILTIN_REWARDS: dict[str, Callable] = {
+    "exact_match": exact_match,
+    "math_verify": math_verify_reward,
+    "digits_format": format_reward(r"-?\d+", "digits_format"),
+    "boxed_format": format_reward(r".*\\boxed\{.+\}.*", "boxed_format"),
+}
+
+
+def resolve_reward_func(spec, *, device: str = "cpu", batch_size: int = 64) -> tuple[str, Callable]:
+    """(name, callable) for a callable, a built-in name, "module:function", or a reward model."""
+    if callable(spec):
+        return getattr(spec, "__name__", type(spec).__name__), spec
+    if not isinstance(spec, str) or not spec:
+        raise TypeError(f"a reward function must be a callable or a name, got {spec!r}")
+    if spec in BUILTIN_REWARDS:
+        return spec, BUILTIN_REWARDS[spec]
+    if re.fullmatch(r"[\w.]+:\w+", spec):
+        module, attr = spec.split(":")
+        try:
+            return attr, getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as e:
+            raise ValueError(f"reward function {spec!r} could not be imported: {e}") from e
+    from envs.reward_model import RewardModelScorer
+
+    scorer = RewardModelScorer(spec, device=device, batch_size=batch_size)
+    return scorer.__name__, scorer
+
+
+class RewardStep:
+    """Weighted sum of reward functions over a batch, with every output checked."""
+
+    def __init__(self, reward_funcs, reward_weights: Sequence[float] | None = None, *,
+                 device: str = "cpu", batch_size: int = 64):
+        specs = reward_funcs if isinstance(reward_funcs, (list, tuple)) else [reward_funcs]
+        if not specs:
+            raise ValueError("at least one reward function (or reward model) is needed")
+        self.funcs = [resolve_reward_func(s, device=device, batch_size=batch_size) for s in specs]
+        names = [n for n, _ in self.funcs]
+        self.names = [n if names.count(n) == 1 else f"{n}_{i}" for i, n in enumerate(names)]
+        weights = [1.0] * len(specs) if reward_weights is None else list(reward_weights)
+        if len(weights) != len(specs):
+            raise ValueError(f"reward_weights has {len(weights)} entries for {len(specs)} reward functions")
+        if not all(isinstance(w, numbers.Real) and math.isfinite(w) for w in weights):
+            raise ValueError(f"reward_weights must be finite numbers, got {weights}")
+        self.weights = np.asarray(weights, dtype=np.float64)
+
+    def __call__(self, prompts: Sequence, completions: Sequence, completion_ids=None, **columns) -> RewardResult:
+        n = len(completions)
+        if len(prompts) != n:
+            raise ValueError(f"{len(prompts)} prompts for {n} completions")
+        for key, col in columns.items():
+            if len(col) != n:
+                raise ValueError(f"column {key!r} has {len(col)} values for {n} completions")
+        kwargs = dict(columns, completion_ids=completion_ids)
+        table = np.full((len(self.funcs), n), np.nan)
+        for k, ((_, fn), name) in enumerate(zip(self.funcs, self.names)):
+            table[k] = self._call_checked(name, fn, prompts, completions, kwargs)
+        unscored = np.flatnonzero(np.isnan(table).all(axis=0))
+        if unscored.size:
+            i = int(unscored[0])
+            raise RewardFunctionError(
+                f"no reward function scored sample {i} (all returned None); completion: {_short(completions[i])}"
+            )
+        rewards = np.nansum(table * self.weights[:, None], axis=0)
+        return RewardResult(rewards, dict(zip(self.names, table)))
+
+    @staticmethod
+    def _call_checked(name, fn, prompts, completions, kwargs) -> np.ndarray:
+        n = len(completions)
+        try:
+            out = fn(prompts=list(prompts), completions=list(completions), **kwargs)
+        except Exception as e:
+            # Find the sample that breaks it, so the error can name it.
+            for i in range(n):
+                try:
+                    fn(prompts=[prompts[i]], completions=[completions[i]],
+                       **{k: (None if v is None else v[i : i + 1]) for k, v in kwargs.items()})
+                except Exception:
+                    raise RewardFunctionError(
+                        f"reward function {name!r} raised {type(e).__name__}: {e} — on sample {i} "
+                        f"(prompt {_short(prompts[i])}, completion {_short(completions[i])})"
+                    ) from e
+            raise RewardFunctionError(
+                f"reward function {name!r} raised {type(e).__name__}: {e} on the batch of {n} "
+                f"(every sample alone passes)"
+            ) from e
+        if isinstance(out, np.ndarray):
+            out = out.tolist()
+        if not isinstance(out, Sequence) or isinstance(out, (str, bytes)):
+            raise RewardFunctionError(f"reward function {name!r} returned a {type(out).__name__}; "
+                                      f"expected a list of {n} floats (or None)")
+        if len(out) != n:
+            raise RewardFunctionError(f"reward function {name!r} returned {len(out)} values for {n} completions")
+        values = np.empty(n)
+        for i, v in enumerate(out):
+            if v is None:
+                values[i] = np.nan
+            elif isinstance(v, (numbers.Real, np.bool_)):
+                if not math.isfinite(float(v)):
+                    raise RewardFunctionError(
+                        f"reward function {name!r} returned {v} for sample {i} "
+                        f"(completion {_short(completions[i])}); rewards must be finite"
+                    )
+                values[i] = float(v)
+            else:
+                raise RewardFunctionError(
+                    f"reward function {name!r} returned {v!r} ({type(v).__name__}) for sample {i}; "
+                    f"expected a float or None"
+                )
+        return values
+
+
+def _short(x, n: int = 60) -> str:
+    s = repr(_text(x) if isinstance(x, list) and x and isinstance(x[0], dict) else x)
+    return s if len(s) <= n else s[: n - 3] + "..."

@@ -1,0 +1,3 @@
+from envs.tasks.arithmetic import arithmetic_prompts, arithmetic_split
+
+__all__ = ["arithmetic_prompts", "arithmetic_split"]

@@ -1,0 +1,153 @@
+"""The built-in model `tiny-arith`: a 0.5M-parameter Llama LM that half-knows addition.
+
+Built on first use, deterministically from `RECIPE`: a character-level tokenizer over printable
+ASCII, a randomly initialised 2-layer Llama, and a supervised warm-up on the arithmetic train
+split that stops as soon as held-out greedy accuracy reaches `target_accuracy` (moderate on
+purpose: RL needs room to improve and enough signal to start from). Saved in Hugging Face format,
+so transformers and vLLM load it from its directory. (Llama rather than Qwen2: transformers 5
+forces its own byte-level pre-tokenizer onto any `qwen2` checkpoint, which would drop spaces.)
+
+Cached on disk (see `envs.cache`); `python -m rllib_rpp tiny-model [--rebuild]` prints where.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from envs.cache import build_info, cached_dir, ensure_built
+
+RECIPE = {
+    "version": 2,
+    "architecture": "LlamaForCausalLM",
+    "seed": 0,
+    "hidden_size": 128,
+    "intermediate_size": 512,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 256,
+    "lr": 1e-3,
+    "batch_size": 64,
+    "target_accuracy": 0.30,
+    "max_steps": 3000,
+    "eval_every": 50,
+    "max_new_tokens": 5,
+}
+SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>"]
+CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}assistant: {% endif %}"
+)
+
+
+def tiny_arith_dir() -> Path:
+    return cached_dir(f"tiny-arith-v{RECIPE['version']}", RECIPE)
+
+
+def char_tokenizer():
+    """Character-level tokenizer: printable ASCII and newline, plus <pad>, <s>, </s>, <unk>."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    chars = [chr(i) for i in range(32, 127)] + ["\n"]
+    vocab = {t: i for i, t in enumerate(SPECIAL_TOKENS + chars)}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    tok.decoder = decoders.Fuse()
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A", special_tokens=[("<s>", vocab["<s>"])]
+    )
+    hf = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
+    )
+    hf.chat_template = CHAT_TEMPLATE
+    hf.model_max_length = RECIPE["max_position_embeddings"]
+    return hf
+
+
+def _log(msg: str) -> None:
+    print(f"[tiny-arith] {msg}", file=sys.stderr, flush=True)
+
+
+def build_tiny_arith(out_dir: str | Path, recipe: dict = RECIPE, log=_log) -> dict:
+    """Build the model into `out_dir`; returns the build report."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from envs.evaluation import greedy_accuracy
+    from envs.tasks.arithmetic import arithmetic_prompts
+
+    t0 = time.time()
+    torch.manual_seed(recipe["seed"])
+    tok = char_tokenizer()
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=recipe["hidden_size"],
+        intermediate_size=recipe["intermediate_size"],
+        num_hidden_layers=recipe["num_hidden_layers"],
+        num_attention_heads=recipe["num_attention_heads"],
+        num_key_value_heads=recipe["num_key_value_heads"],
+        max_position_embeddings=recipe["max_position_embeddings"],
+        tie_word_embeddings=True,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
+    model = LlamaForCausalLM(config)
+    n_params = sum(p.numel() for p in model.parameters())
+    log(f"building: Llama {n_params / 1e6:.2f}M parameters, warm-up until held-out greedy "
+        f"accuracy >= {recipe['target_accuracy']:.0%} (at most {recipe['max_steps']} steps)")
+
+    train = arithmetic_prompts("train", seed=recipe["seed"])
+    evals = arithmetic_prompts("eval", seed=recipe["seed"])
+    # Sequences "<s>a+b=" + "sum</s>"; loss on the completion tokens only.
+    prompt_ids = [tok(r["prompt"])["input_ids"] for r in train]
+    answer_ids = [tok(r["answer"], add_special_tokens=False)["input_ids"] + [tok.eos_token_id] for r in train]
+    seqs = [p + a for p, a in zip(prompt_ids, answer_ids)]
+    width = max(map(len, seqs))
+    ids = torch.full((len(seqs), width), tok.pad_token_id, dtype=torch.long)
+    labels = torch.full_like(ids, -100)
+    for i, (p, s) in enumerate(zip(prompt_ids, seqs)):
+        ids[i, : len(s)] = torch.tensor(s)
+        labels[i, len(p) : len(s)] = torch.tensor(s[len(p) :])
+    mask = (ids != tok.pad_token_id).long()
+
+    gen = torch.Generator().manual_seed(recipe["seed"])
+    opt = torch.optim.AdamW(model.parameters(), lr=recipe["lr"])
+    acc, step = 0.0, 0
+    while step < recipe["max_steps"]:
+        model.train()
+        idx = torch.randint(len(seqs), (recipe["batch_size"],), generator=gen)
+        loss = model(input_ids=ids[idx], attention_mask=mask[idx], labels=labels[idx]).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        if step % recipe["eval_every"] == 0:
+            acc = greedy_accuracy(model, tok, evals, max_new_tokens=recipe["max_new_tokens"])
+            log(f"step {step}: loss {loss.item():.3f}, held-out greedy accuracy {acc:.1%}")
+            if acc >= recipe["target_accuracy"]:
+                break
+    report = {
+        "parameters": n_params,
+        "steps": step,
+        "heldout_greedy_accuracy": acc,
+        "build_seconds": round(time.time() - t0, 1),
+        "recipe": recipe,
+    }
+    model.generation_config.pad_token_id = tok.pad_token_id
+    model.save_pretrained(out_dir)
+    tok.save_pretrained(out_dir)
+    log(f"built in {report['build_seconds']} s: {step} steps, held-out accuracy {acc:.1%} -> {out_dir}")
+    return report
+
+
+def ensure_tiny_arith(rebuild: bool = False) -> Path:
+    """Directory of the built model, building it (once, under a lock) when missing."""
+    return ensure_built(tiny_arith_dir(), build_tiny_arith, rebuild=rebuild)
+
+
+def tiny_arith_info() -> dict:
+    return build_info(ensure_tiny_arith())

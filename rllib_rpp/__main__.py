@@ -1,0 +1,3 @@
+from rllib_rpp.cli import main
+
+main()

@@ -1,0 +1,25 @@
+import os
+
+# Nothing may be downloaded: unknown ids must fail fast instead of trying the hub.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_path() -> str:
+    from envs.models import resolve_model_path
+
+    return resolve_model_path("tiny-arith")
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(tiny_path):
+    from envs.models import load_tokenizer
+
+    return load_tokenizer(tiny_path)
