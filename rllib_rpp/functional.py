@@ -1,0 +1,324 @@
+"""REINFORCE++ math, once: small pure torch functions (no Ray) to hold next to the paper.
+
+Tensors are [B, T] over response tokens, right-padded, with a 0/1 `mask` (1 = action token).
+Sequence-level tensors are [B]. Equation numbers refer to `docs/algorithm.md` sections.
+
+Pipeline of one iteration (driver, then learners):
+    r          raw scalar reward per sample (reward step)
+    r̂          = process_rewards(r)                 §4: normalise -> clip -> scale
+    s          = sequence_scores(r̂, groups)         §6: the estimator's baseline (if any)
+    KL_t       = token_kl(log π_old, log π_ref)     §1
+    r_t        = shape_rewards(s, KL, mask, β)      §1: -β KL_t, plus s on the last token
+    G_t        = discounted_returns(r_t, mask, γ)   §2
+    Â_t        = whiten(G_t, mask)                  §2: global over the whole batch
+    L          = clipped_policy_loss(...)           §3
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import torch
+
+KL_ESTIMATORS = ("k1", "k2", "k3")
+ADVANTAGE_ESTIMATORS = ("reinforce_pp", "reinforce_pp_baseline", "grpo", "rloo")
+GROUP_ESTIMATORS = ("reinforce_pp_baseline", "grpo", "rloo")
+WHITENED_ESTIMATORS = ("reinforce_pp", "reinforce_pp_baseline")
+LOSS_AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum")
+
+# Sums a tensor over every learner (torch.distributed.all_reduce), or nothing for one process.
+AllReduce = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _no_reduce(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
+# ---------------------------------------------------------------------------------------------
+# §1 Token-level KL
+# ---------------------------------------------------------------------------------------------
+def token_kl(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, estimator: str = "k1",
+             clamp: float = 10.0) -> torch.Tensor:
+    """Per-token KL estimate from δ_t = log π(a_t|s_t) - log π_ref(a_t|s_t):
+    k1 = δ;  k2 = δ²/2;  k3 = exp(-δ) - 1 + δ;  clamped to [-clamp, clamp]."""
+    delta = logprobs - ref_logprobs
+    if estimator == "k1":
+        kl = delta
+    elif estimator == "k2":
+        kl = 0.5 * delta.square()
+    elif estimator == "k3":
+        kl = torch.expm1(-delta) + delta
+    else:
+        raise ValueError(f"unknown KL estimator {estimator!r}; expected one of {KL_ESTIMATORS}")
+    return kl.clamp(-clamp, clamp)
+
+
+def last_token_index(mask: torch.Tensor) -> torch.Tensor:
+    """Index T_b of the last action token of each row (0 for an empty row)."""
+    positions = torch.arange(mask.shape[-1], device=mask.device).expand_as(mask)
+    return (positions * (mask > 0)).amax(dim=-1)
+
+
+def shape_rewards(rewards: torch.Tensor, kl: torch.Tensor, mask: torch.Tensor,
+                  kl_coef: float) -> torch.Tensor:
+    """r_t = -β·KL_t + 1[t = T]·r̂   (masked: 0 at padding)."""
+    token_rewards = -kl_coef * kl * mask
+    last = last_token_index(mask).unsqueeze(-1)
+    return token_rewards.scatter_add(-1, last, rewards.to(token_rewards.dtype).unsqueeze(-1))
+
+
+# ---------------------------------------------------------------------------------------------
+# §2 Returns and global whitening
+# ---------------------------------------------------------------------------------------------
+def discounted_returns(token_rewards: torch.Tensor, mask: torch.Tensor, gamma: float = 1.0) -> torch.Tensor:
+    """G_t = Σ_{i=t..T} γ^{i-t} r_i, right to left; 0 at padding."""
+    returns = torch.zeros_like(token_rewards)
+    running = torch.zeros_like(token_rewards[:, 0])
+    for t in reversed(range(token_rewards.shape[1])):
+        running = (token_rewards[:, t] + gamma * running) * mask[:, t]
+        returns[:, t] = running
+    return returns
+
+
+def masked_mean_var(values: torch.Tensor, mask: torch.Tensor,
+                    all_reduce: AllReduce = _no_reduce) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and population variance (ddof=0) over valid entries of every learner, in float64."""
+    x, m = values.double(), mask.double()
+    sums = all_reduce(torch.stack([(x * m).sum(), m.sum()]))
+    count = sums[1].clamp(min=1.0)
+    mean = sums[0] / count
+    var = all_reduce((((x - mean) * m) ** 2).sum().reshape(1))[0] / count
+    return mean, var
+
+
+def whiten(values: torch.Tensor, mask: torch.Tensor, *, shift_mean: bool = True, scale: bool = True,
+           eps: float = 1e-8, all_reduce: AllReduce = _no_reduce) -> torch.Tensor:
+    """Â = (A - μ) / (σ + eps), μ and σ over all valid tokens of the whole batch (population σ).
+
+    `scale=False` subtracts the mean only; `shift_mean=False` keeps the mean (scales only).
+    All-equal values give exactly-zero-up-to-rounding Â, never NaN. Padding stays 0."""
+    mean, var = masked_mean_var(values, mask, all_reduce)
+    out = values.double() - mean
+    if scale:
+        out = out / (var.sqrt() + eps)
+    if not shift_mean:
+        out = out + mean
+    return (out * mask).to(values.dtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# §4 Reward processing and §6 sequence-level baselines
+# ---------------------------------------------------------------------------------------------
+class RunningMoments:
+    """Running mean/variance of all rewards seen (Chan et al. parallel update), for `running`
+    reward normalisation. Its state is three floats, saved with checkpoints."""
+
+    def __init__(self) -> None:
+        self.count, self.mean, self.m2 = 0.0, 0.0, 0.0
+
+    def update(self, x: torch.Tensor) -> None:
+        x = x.double()
+        n, mean = float(x.numel()), x.mean().item()
+        m2 = ((x - mean) ** 2).sum().item()
+        total = self.count + n
+        delta = mean - self.mean
+        self.mean += delta * n / total
+        self.m2 += m2 + delta**2 * self.count * n / total
+        self.count = total
+
+    @property
+    def std(self) -> float:
+        return (self.m2 / self.count) ** 0.5 if self.count else 1.0
+
+    def get_state(self) -> dict:
+        return {"count": self.count, "mean": self.mean, "m2": self.m2}
+
+    def set_state(self, state: dict) -> None:
+        self.count, self.mean, self.m2 = state["count"], state["mean"], state["m2"]
+
+
+def process_rewards(rewards: torch.Tensor, *, normalize: str | None = None,
+                    running: RunningMoments | None = None, clip_range: tuple[float, float] | None = (-10.0, 10.0),
+                    scale: float = 1.0, eps: float = 1e-8) -> torch.Tensor:
+    """r̂ = scale · clip((r - μ) / (σ + eps)), each step optional (§4, in this order).
+
+    normalize: None; "batch" (μ, σ of this batch); "running" (of every reward seen so far,
+    this batch included: `running` is updated in place)."""
+    r = rewards.double()
+    if normalize == "batch":
+        mean, var = masked_mean_var(r, torch.ones_like(r))
+        r = (r - mean) / (var.sqrt() + eps)
+    elif normalize == "running":
+        if running is None:
+            raise ValueError("normalize='running' needs a RunningMoments")
+        running.update(r)
+        r = (r - running.mean) / (running.std + eps)
+    elif normalize is not None:
+        raise ValueError(f"unknown reward normalisation {normalize!r}; expected None, 'batch' or 'running'")
+    if clip_range is not None:
+        r = r.clamp(clip_range[0], clip_range[1])
+    return (r * scale).to(rewards.dtype)
+
+
+def _group_index(group_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    _, inverse, counts = torch.unique(group_ids, return_inverse=True, return_counts=True)
+    return inverse, counts
+
+
+def sequence_scores(rewards: torch.Tensor, group_ids: torch.Tensor | None = None,
+                    estimator: str = "reinforce_pp", eps: float = 1e-6) -> torch.Tensor:
+    """The scalar each estimator puts on the last token (§6). Groups are prompt ids.
+
+    reinforce_pp:          s = r̂
+    reinforce_pp_baseline: s = r̂ - mean_g(r̂)
+    grpo:                  s = (r̂ - mean_g(r̂)) / (std_g(r̂) + eps)      (std with ddof=1)
+    rloo:                  s = r̂ - (Σ_g r̂ - r̂) / (n_g - 1)              (leave-one-out mean)
+    """
+    if estimator not in ADVANTAGE_ESTIMATORS:
+        raise ValueError(f"unknown advantage estimator {estimator!r}; expected one of {ADVANTAGE_ESTIMATORS}")
+    if estimator == "reinforce_pp":
+        return rewards
+    if group_ids is None:
+        raise ValueError(f"estimator {estimator!r} subtracts a per-prompt baseline and needs group_ids")
+    inverse, counts = _group_index(group_ids)
+    if (counts < 2).any():
+        bad = group_ids[(counts[inverse] < 2)][0].item()
+        raise ValueError(f"estimator {estimator!r} needs >= 2 samples per prompt; group {bad} has 1")
+    r = rewards.double()
+    n = counts.double()
+    group_sum = torch.zeros_like(n).index_add_(0, inverse, r)
+    mean = (group_sum / n)[inverse]
+    if estimator == "reinforce_pp_baseline":
+        s = r - mean
+    elif estimator == "rloo":
+        s = r - (group_sum[inverse] - r) / (n[inverse] - 1)
+    else:  # grpo
+        sq = torch.zeros_like(n).index_add_(0, inverse, (r - mean) ** 2)
+        std = (sq / (n - 1)).sqrt()[inverse]
+        s = (r - mean) / (std + eps)
+    return s.to(rewards.dtype)
+
+
+class Advantages(NamedTuple):
+    advantages: torch.Tensor  # [B, T] Â_t, 0 at padding
+    returns: torch.Tensor  # [B, T] G_t before whitening
+    kl: torch.Tensor  # [B, T] KL_t used in the reward (0 when kl_coef = 0)
+
+
+def token_advantages(scores: torch.Tensor, logprobs: torch.Tensor, ref_logprobs: torch.Tensor,
+                     mask: torch.Tensor, *, estimator: str = "reinforce_pp", kl_coef: float = 0.0,
+                     kl_estimator: str = "k1", gamma: float = 1.0, std_normalize: bool = True,
+                     all_reduce: AllReduce = _no_reduce) -> Advantages:
+    """Token-level half of compute_advantages, given the sequence scores s (§1, §2).
+
+    Runs on each learner's shard; `all_reduce` makes the whitening statistics global."""
+    kl = token_kl(logprobs, ref_logprobs, kl_estimator) * mask
+    returns = discounted_returns(shape_rewards(scores, kl, mask, kl_coef), mask, gamma)
+    if estimator in WHITENED_ESTIMATORS:
+        adv = whiten(returns, mask, scale=std_normalize, all_reduce=all_reduce)
+    else:  # grpo / rloo: already normalised per group, no global whitening
+        adv = returns * mask
+    return Advantages(adv, returns, kl)
+
+
+def compute_advantages(rewards: torch.Tensor, logprobs: torch.Tensor, ref_logprobs: torch.Tensor,
+                       mask: torch.Tensor, *, estimator: str = "reinforce_pp", kl_coef: float = 0.0,
+                       kl_estimator: str = "k1", gamma: float = 1.0, group_ids: torch.Tensor | None = None,
+                       std_normalize: bool = True, all_reduce: AllReduce = _no_reduce) -> Advantages:
+    """Â for one whole batch: sequence_scores (baseline) then token_advantages.
+
+    `rewards` are the processed r̂ (§4). `logprobs` are π_old's, recomputed by the learner.
+    Pass kl_coef = 0 when KL is a loss term instead (never both)."""
+    scores = sequence_scores(rewards, group_ids, estimator)
+    return token_advantages(scores, logprobs, ref_logprobs, mask, estimator=estimator, kl_coef=kl_coef,
+                            kl_estimator=kl_estimator, gamma=gamma, std_normalize=std_normalize,
+                            all_reduce=all_reduce)
+
+
+# ---------------------------------------------------------------------------------------------
+# §3 Clipped policy loss
+# ---------------------------------------------------------------------------------------------
+def aggregate_loss(values: torch.Tensor, mask: torch.Tensor, mode: str = "token-mean", *,
+                   num_tokens: float | torch.Tensor | None = None,
+                   num_seqs: float | torch.Tensor | None = None) -> torch.Tensor:
+    """Reduce a [B, T] per-token loss to a scalar.
+
+    token-mean:          Σ M·L / N_tokens
+    seq-mean-token-mean: Σ_b (Σ_t M·L / Σ_t M) / N_seqs
+    seq-mean-token-sum:  Σ_b Σ_t M·L / N_seqs
+    N_tokens / N_seqs default to this batch's counts; pass the optimizer step's global counts
+    when a step spans several micro-batches or learners."""
+    if mode == "token-mean":
+        return (values * mask).sum() / (mask.sum() if num_tokens is None else num_tokens)
+    per_seq = (values * mask).sum(-1)
+    if mode == "seq-mean-token-mean":
+        per_seq = per_seq / mask.sum(-1).clamp(min=1)
+    elif mode != "seq-mean-token-sum":
+        raise ValueError(f"unknown loss_agg_mode {mode!r}; expected one of {LOSS_AGG_MODES}")
+    return per_seq.sum() / (mask.shape[0] if num_seqs is None else num_seqs)
+
+
+def truncated_is_weights(old_logprobs: torch.Tensor, sampler_logprobs: torch.Tensor,
+                         cap: float = 2.0) -> torch.Tensor:
+    """Token-level truncated importance weights min(π_old / π_sampler, cap) (TIS), detached:
+    corrects for the sampler's log-probs differing from the learner's."""
+    return torch.exp(old_logprobs - sampler_logprobs).clamp(max=cap).detach()
+
+
+class PolicyLoss(NamedTuple):
+    loss: torch.Tensor
+    clip_fraction: torch.Tensor
+    dual_clip_fraction: torch.Tensor
+    ratio_mean: torch.Tensor
+    ratio_max: torch.Tensor
+    approx_kl: torch.Tensor  # k3 estimate of KL(π_old || π_θ) on these tokens
+
+
+def clipped_policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,
+                        mask: torch.Tensor, *, clip_low: float = 0.2, clip_high: float = 0.2,
+                        dual_clip: float | None = None, loss_agg_mode: str = "token-mean",
+                        num_tokens=None, num_seqs=None, is_weights: torch.Tensor | None = None,
+                        log_ratio_clamp: float = 20.0) -> PolicyLoss:
+    """L_t = -min(ρ_t Â_t, clip(ρ_t, 1 - ε_low, 1 + ε_high) Â_t),  ρ_t = exp(log π_θ - log π_old).
+
+    Dual clip (c > 1): for Â_t < 0, L_t = min(L_t, -c·Â_t). Optional per-token `is_weights`
+    multiply L_t (truncated importance sampling). Aggregated by `aggregate_loss`."""
+    log_ratio = (logprobs - old_logprobs).clamp(-log_ratio_clamp, log_ratio_clamp)
+    ratio = torch.exp(log_ratio)
+    surr = ratio * advantages
+    surr_clipped = ratio.clamp(1 - clip_low, 1 + clip_high) * advantages
+    losses = -torch.minimum(surr, surr_clipped)
+    clipped = (surr_clipped < surr).float()
+    dual = torch.zeros_like(losses)
+    if dual_clip is not None:
+        dual_bound = -dual_clip * advantages
+        dual = ((advantages < 0) & (losses > dual_bound)).float()
+        losses = torch.where(advantages < 0, torch.minimum(losses, dual_bound), losses)
+    if is_weights is not None:
+        losses = losses * is_weights
+    loss = aggregate_loss(losses, mask, loss_agg_mode, num_tokens=num_tokens, num_seqs=num_seqs)
+    with torch.no_grad():
+        n = mask.sum().clamp(min=1)
+        valid = mask > 0
+        stats = (
+            (clipped * mask).sum() / n,
+            (dual * mask).sum() / n,
+            (ratio * mask).sum() / n,
+            ratio[valid].max() if valid.any() else ratio.new_tensor(1.0),
+            ((torch.expm1(log_ratio) - log_ratio) * mask).sum() / n,
+        )
+    return PolicyLoss(loss, *stats)
+
+
+def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
+    """H = logsumexp(z) - Σ softmax(z)·z, per position."""
+    probs = torch.softmax(logits, dim=-1)
+    return torch.logsumexp(logits, dim=-1) - (probs * logits).sum(-1)
+
+
+def adaptive_kl_coef(kl_coef: float, observed_kl: float, *, target: float, horizon: float,
+                     n_samples: int) -> float:
+    """β ← β · (1 + clip(KL/target - 1, -0.2, 0.2) · n_samples / horizon)  (Ziegler et al.)."""
+    error = min(max(observed_kl / target - 1.0, -0.2), 0.2)
+    return kl_coef * (1.0 + error * n_samples / horizon)
