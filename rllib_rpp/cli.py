@@ -1,10 +1,19 @@
-"""Command line: `rllib-rpp <command>` or `python -m rllib_rpp <command>`."""
+"""rllib-rpp: REINFORCE++ on Ray RLlib.
+
+  rllib-rpp train tiny-arith            REINFORCE++ on the built-in tiny model (CPU, ~5 min)
+  rllib-rpp tiny-model [--rebuild]      where the built-in model is (built on first use)
+
+Also `python -m rllib_rpp ...`.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+
+EXAMPLES = ("tiny-arith",)
 
 
 def _tiny_model(args) -> None:
@@ -19,9 +28,44 @@ def _tiny_model(args) -> None:
     print(json.dumps(info), file=sys.stderr)
 
 
+def _train(args) -> None:
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    from tuned_examples.runner import run
+
+    if args.example == "tiny-arith":
+        from tuned_examples.tiny_arith import build_config
+
+        options = {k: v for k, v in vars(args).items()
+                   if k in ("lr", "kl_coef", "estimator", "sampler", "seed", "num_prompts", "samples_per_prompt")
+                   and v is not None}
+        config = build_config(**options)
+    run(config, time_budget_s=args.time_budget, iterations=args.iterations, eval_every_s=args.eval_every,
+        checkpoint_dir=args.checkpoint_dir, export_dir=args.export_dir)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rllib-rpp", description=__doc__)
+    parser = argparse.ArgumentParser(prog="rllib-rpp", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a tuned example", description="Train a tuned example, "
+                       "printing progress and held-out greedy evaluations before, during and after.")
+    t.add_argument("example", choices=EXAMPLES, help="which tuned example")
+    t.add_argument("--time-budget", type=float, default=300.0, help="seconds of training (evaluations excluded)")
+    t.add_argument("--iterations", type=int, default=None, help="stop after this many iterations")
+    t.add_argument("--eval-every", type=float, default=30.0, help="seconds of training between evaluations")
+    t.add_argument("--sampler", choices=("transformers", "vllm"), help="generation backend of the env runners")
+    t.add_argument("--lr", type=float, help="learning rate")
+    t.add_argument("--kl-coef", type=float, help="β, the KL penalty coefficient")
+    t.add_argument("--estimator", choices=("reinforce_pp", "reinforce_pp_baseline", "grpo", "rloo"),
+                   help="advantage estimator")
+    t.add_argument("--num-prompts", type=int, help="prompts per iteration")
+    t.add_argument("--samples-per-prompt", type=int, help="completions per prompt")
+    t.add_argument("--seed", type=int, help="random seed")
+    t.add_argument("--checkpoint-dir", help="save an RLlib checkpoint here at the end")
+    t.add_argument("--export-dir", help="export the trained policy (save_pretrained) here at the end")
+    t.set_defaults(func=_train)
+
     p = sub.add_parser("tiny-model", help="print where the built-in tiny-arith model is (building it if needed)")
     p.add_argument("--rebuild", action="store_true", help="rebuild it even if it is cached")
     p.add_argument("--reward-model", action="store_true", help="the built-in reward model tiny-arith-rm instead")

@@ -250,13 +250,14 @@ def aggregate_loss(values: torch.Tensor, mask: torch.Tensor, mode: str = "token-
     N_tokens / N_seqs default to this batch's counts; pass the optimizer step's global counts
     when a step spans several micro-batches or learners."""
     if mode == "token-mean":
-        return (values * mask).sum() / (mask.sum() if num_tokens is None else num_tokens)
+        count = mask.sum() if num_tokens is None else num_tokens
+        return (values * mask).sum() / max(count, 1)  # an all-masked batch gives 0, not NaN
     per_seq = (values * mask).sum(-1)
     if mode == "seq-mean-token-mean":
         per_seq = per_seq / mask.sum(-1).clamp(min=1)
     elif mode != "seq-mean-token-sum":
         raise ValueError(f"unknown loss_agg_mode {mode!r}; expected one of {LOSS_AGG_MODES}")
-    return per_seq.sum() / (mask.shape[0] if num_seqs is None else num_seqs)
+    return per_seq.sum() / max(mask.shape[0] if num_seqs is None else num_seqs, 1)
 
 
 def truncated_is_weights(old_logprobs: torch.Tensor, sampler_logprobs: torch.Tensor,

@@ -1,0 +1,247 @@
+"""TextEnvRunner: samples a whole iteration's prompts x samples in ONE generate call.
+
+Per `sample()`: draw `num_prompts` prompts from the text env, generate
+`num_samples_per_prompt` completions each with the configured sampler (transformers or vLLM),
+score all of them in one call of the env's reward step, and return one single-step
+`SingleAgentEpisode` per completion carrying token ids, the response mask and the sampler's
+per-token log-probs. The learner cannot tell which sampler produced them.
+
+Weights arrive through RLlib's `set_state` after every learner update and go straight into the
+sampler (transformers `load_state_dict`, or vLLM's reload path); each sample is tagged with the
+weights version it came from.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+import ray
+from envs.prompts import encode_prompts
+from envs.text_env import SingleTurnTextEnv
+from ray.rllib.core import COMPONENT_RL_MODULE, DEFAULT_MODULE_ID
+from ray.rllib.env import INPUT_ENV_SINGLE_SPACES, INPUT_ENV_SPACES
+from ray.rllib.env.env_context import EnvContext
+from ray.rllib.env.env_runner import EnvRunner
+from ray.rllib.env.single_agent_episode import SingleAgentEpisode
+from ray.rllib.utils.checkpoints import Checkpointable
+from ray.rllib.utils.metrics import (
+    EPISODE_LEN_MEAN,
+    EPISODE_RETURN_MAX,
+    EPISODE_RETURN_MEAN,
+    EPISODE_RETURN_MIN,
+    NUM_ENV_STEPS_SAMPLED,
+    NUM_ENV_STEPS_SAMPLED_LIFETIME,
+    NUM_EPISODES,
+    NUM_EPISODES_LIFETIME,
+    WEIGHTS_SEQ_NO,
+)
+from rllib_rpp.reinforce_pp.connectors import RESPONSE_MASK, SAMPLER_LOGPROBS
+from rllib_rpp.samplers import Generation, SamplingParams, make_sampler
+
+logger = logging.getLogger(__name__)
+
+GROUP_ID = "group_id"  # custom_data: unique id of the prompt draw (one group = n samples)
+TRUNCATED = "truncated_response"  # custom_data: the response hit max_new_tokens without EOS
+WEIGHTS_VERSION = "weights_version"
+
+
+def strip_module_prefix(state: dict, prefix: str = "lm.") -> dict:
+    """RLModule state (keys "lm.*") -> Hugging Face state dict."""
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+class TextEnvRunner(EnvRunner, Checkpointable):
+    def __init__(self, *, config, **kwargs):
+        super().__init__(config=config, **kwargs)
+        self.worker_index = kwargs.get("worker_index") or 0
+        self._env_creator = kwargs.get("env_creator")
+        self.num_env_steps_sampled_lifetime = 0
+        self._weights_seq_no = 0
+        self._pending_weights: dict | None = None
+        self._draws = 0
+        self.sampler = None
+        self.env: SingleTurnTextEnv | None = None
+        self.make_env()
+        # The local runner of an algorithm with remote runners never samples: build lazily.
+        if self.worker_index > 0 or self.config.num_env_runners == 0:
+            self._ensure_sampler()
+
+    # -- construction ----------------------------------------------------------------------
+    def make_env(self) -> None:
+        cfg = self.config
+        env_config = dict(cfg.env_config or {})
+        model = cfg.model_config.get("model", "tiny-arith")
+        env_config.setdefault("model", model)
+        if env_config.setdefault("max_new_tokens", cfg.max_new_tokens) != cfg.max_new_tokens:
+            raise ValueError(
+                f"env_config max_new_tokens={env_config['max_new_tokens']} differs from the generation "
+                f"setting max_new_tokens={cfg.max_new_tokens}; set it once, with .generation(max_new_tokens=...)"
+            )
+        num_shards = max(1, cfg.num_env_runners)
+        env_config.update(shard_index=max(0, self.worker_index - 1) % num_shards, num_shards=num_shards)
+        if cfg.seed is not None:
+            env_config["seed"] = cfg.seed
+        ctx = EnvContext(env_config, worker_index=self.worker_index, num_workers=cfg.num_env_runners)
+        env = self._env_creator(ctx) if self._env_creator else SingleTurnTextEnv(ctx)
+        env = getattr(env, "unwrapped", env)
+        if not isinstance(env, SingleTurnTextEnv):
+            raise TypeError(f"TextEnvRunner needs a SingleTurnTextEnv (or a subclass), got {type(env).__name__}")
+        self.env = env
+
+    def _ensure_sampler(self):
+        if self.sampler is None:
+            cfg = self.config
+            mc = cfg.model_config
+            self.sampler = make_sampler(
+                cfg.sampler, mc.get("model", "tiny-arith"), eos_token_id=self.env.eos_token_id,
+                pad_token_id=self.env.pad_token_id, dtype=mc.get("dtype", "float32"),
+                **(cfg.sampler_kwargs or {}),
+            )
+            if self._pending_weights is not None:
+                self.sampler.load_weights(self._pending_weights, self._weights_seq_no)
+                self._pending_weights = None
+        return self.sampler
+
+    # -- sampling --------------------------------------------------------------------------
+    def sample(self, *, num_prompts: int | None = None, explore: bool = True, **kwargs) -> list[SingleAgentEpisode]:
+        cfg = self.config
+        sampler = self._ensure_sampler()
+        k = num_prompts or cfg.num_prompts_per_iteration // max(1, cfg.num_env_runners)
+        n = cfg.num_samples_per_prompt if explore else 1
+        prompts = self.env.next_prompts(k)
+        params = SamplingParams(n=n, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+                                top_p=cfg.top_p, greedy=not explore)
+        t0 = time.perf_counter()
+        gen: Generation = sampler.generate([p.input_ids for p in prompts], params)
+        t1 = time.perf_counter()
+        expanded = [p for p in prompts for _ in range(n)]
+        rewards = self.env.score(expanded, gen.token_ids)
+        t2 = time.perf_counter()
+        episodes = self._episodes(expanded, gen, rewards.rewards, n)
+        self._log(gen, rewards, len(prompts), sample_s=t1 - t0, reward_s=t2 - t1)
+        return episodes
+
+    def _episodes(self, prompts, gen: Generation, rewards: np.ndarray, n: int) -> list[SingleAgentEpisode]:
+        env, R = self.env, self.env.max_new_tokens
+        obs_space, act_space = env.observation_space, env.action_space
+        base = (self.worker_index << 40) + self._draws
+        self._draws += len(prompts) // n
+        episodes = []
+        for i, (prompt, ids) in enumerate(zip(prompts, gen.token_ids)):
+            action = np.full(R, env.pad_token_id, np.int64)
+            action[: len(ids)] = ids
+            mask = np.zeros(R, np.float32)
+            mask[: len(ids)] = 1.0
+            logprobs = np.zeros(R, np.float32)
+            if gen.logprobs:
+                logprobs[: len(ids)] = gen.logprobs[i]
+            obs = env.observation(prompt)
+            ep = SingleAgentEpisode(observation_space=obs_space, action_space=act_space)
+            ep.add_env_reset(observation=obs, infos={"prompt_index": prompt.index})
+            ep.add_env_step(observation=obs, action=action, reward=float(rewards[i]), terminated=True,
+                            extra_model_outputs={RESPONSE_MASK: mask, SAMPLER_LOGPROBS: logprobs})
+            ep.custom_data.update({GROUP_ID: base + i // n, TRUNCATED: not gen.finished[i],
+                                   WEIGHTS_VERSION: self._weights_seq_no})
+            episodes.append(ep.to_numpy())
+        return episodes
+
+    def _log(self, gen: Generation, rewards, num_prompts: int, *, sample_s: float, reward_s: float) -> None:
+        m, n = self.metrics, len(gen.token_ids)
+        lengths = np.array([len(t) for t in gen.token_ids], np.float64)
+        r = rewards.rewards
+        m.log_value(NUM_ENV_STEPS_SAMPLED, n, reduce="sum")
+        m.log_value(NUM_EPISODES, n, reduce="sum")
+        m.log_value(NUM_ENV_STEPS_SAMPLED_LIFETIME, n, reduce="lifetime_sum")
+        m.log_value(NUM_EPISODES_LIFETIME, n, reduce="lifetime_sum")
+        self.num_env_steps_sampled_lifetime += n
+        m.log_value(EPISODE_RETURN_MEAN, float(r.mean()), reduce="mean")
+        m.log_value(EPISODE_RETURN_MIN, float(r.min()), reduce="min")
+        m.log_value(EPISODE_RETURN_MAX, float(r.max()), reduce="max")
+        m.log_value(EPISODE_LEN_MEAN, 1, reduce="mean")
+        m.log_value("reward_std", float(r.std()), reduce="mean")
+        for name, values in rewards.components.items():
+            m.log_value(("reward", name), float(np.nanmean(values)) if np.isfinite(values).any() else 0.0,
+                        reduce="mean")
+        m.log_value("response_length_mean", float(lengths.mean()), reduce="mean")
+        m.log_value("response_length_max", float(lengths.max()), reduce="max")
+        m.log_value("truncated_fraction", 1.0 - float(np.mean(gen.finished)), reduce="mean")
+        m.log_value(WEIGHTS_VERSION, self._weights_seq_no, reduce="max")
+        m.log_value(("timers", "sample_s"), sample_s, reduce="sum")
+        m.log_value(("timers", "reward_s"), reward_s, reduce="sum")
+        m.log_value("completions_per_s", n / max(sample_s, 1e-9), reduce="mean")
+        m.log_value("tokens_per_s", float(lengths.sum()) / max(sample_s, 1e-9), reduce="mean")
+
+    # -- evaluation ------------------------------------------------------------------------
+    def evaluate_greedy(self, rows: list[dict]) -> dict[str, float]:
+        """Greedy completions of prompt `rows` with the current weights, scored by the env's
+        reward step: mean total reward and mean of each reward function."""
+        env = self.env
+        cfg = env.env_config
+        records = encode_prompts(rows, env.tokenizer, prompt_key=cfg.prompt_key,
+                                 apply_chat_template=cfg.apply_chat_template,
+                                 max_prompt_tokens=env.max_prompt_tokens, truncate=cfg.truncate_prompts)
+        params = SamplingParams(n=1, max_new_tokens=self.config.max_new_tokens, greedy=True)
+        gen = self._ensure_sampler().generate([r.input_ids for r in records], params)
+        res = env.score(records, gen.token_ids)
+        out = {"reward_mean": float(res.rewards.mean()), "num_prompts": len(records)}
+        out.update({f"reward/{k}": float(np.nanmean(v)) for k, v in res.components.items()})
+        out["response_length_mean"] = float(np.mean([len(t) for t in gen.token_ids]))
+        return out
+
+    # -- RLlib EnvRunner / Checkpointable API ----------------------------------------------
+    def get_spaces(self):
+        spaces = (self.env.observation_space, self.env.action_space)
+        return {INPUT_ENV_SPACES: spaces, INPUT_ENV_SINGLE_SPACES: spaces, DEFAULT_MODULE_ID: spaces}
+
+    def get_metrics(self):
+        return self.metrics.reduce()
+
+    def assert_healthy(self):
+        assert self.env is not None
+
+    def get_state(self, components=None, *, not_components=None, **kwargs) -> dict[str, Any]:
+        # Weights are not part of a runner's state: the learner owns them.
+        return {
+            NUM_ENV_STEPS_SAMPLED_LIFETIME: self.num_env_steps_sampled_lifetime,
+            WEIGHTS_SEQ_NO: self._weights_seq_no,
+            "env": self.env.get_state(),
+            "draws": self._draws,
+            "torch_rng": torch.get_rng_state(),
+        }
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        if COMPONENT_RL_MODULE in state:
+            seq_no = state.get(WEIGHTS_SEQ_NO, 0)
+            if seq_no == 0 or seq_no > self._weights_seq_no:
+                module_state = state[COMPONENT_RL_MODULE]
+                if isinstance(module_state, ray.ObjectRef):
+                    module_state = ray.get(module_state)
+                module_state = module_state.get(DEFAULT_MODULE_ID, module_state)
+                self._weights_seq_no = max(seq_no, self._weights_seq_no)
+                weights = strip_module_prefix(module_state)
+                if self.sampler is None:
+                    self._pending_weights = weights
+                else:
+                    self.sampler.load_weights(weights, self._weights_seq_no)
+        if "env" in state:  # restoring a checkpoint: the algorithm pushes the weights next
+            self.env.set_state(state["env"])
+            self._draws = state["draws"]
+            torch.set_rng_state(state["torch_rng"])
+            self._weights_seq_no = 0
+        if NUM_ENV_STEPS_SAMPLED_LIFETIME in state:
+            self.num_env_steps_sampled_lifetime = state[NUM_ENV_STEPS_SAMPLED_LIFETIME]
+
+    def get_ctor_args_and_kwargs(self):
+        return (), {"config": self.config}
+
+    def get_checkpointable_components(self):
+        return []
+
+    def stop(self) -> None:
+        if self.sampler is not None:
+            self.sampler.stop()

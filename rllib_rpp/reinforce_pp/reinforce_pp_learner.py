@@ -1,0 +1,62 @@
+"""Framework-independent part of the REINFORCE++ learner: β (fixed or adaptive), the learner
+connector pieces, and β in checkpoints."""
+
+from __future__ import annotations
+
+import abc
+from typing import Any
+
+from ray.rllib.core.learner.learner import Learner
+from rllib_rpp.functional import adaptive_kl_coef
+from rllib_rpp.reinforce_pp.connectors import EpisodesToTokenBatch, ReinforcePPAdvantages
+
+KL_COEF = "kl_coef"
+
+
+class ReinforcePPLearner(Learner):
+    def build(self) -> None:
+        super().build()
+        self.kl_coef = float(self.config.kl_coef)
+        self._kl_per_seq = 0.0  # last batch's mean per-sequence KL(π_old || π_ref), all learners
+        self._num_seqs = 0
+        self.build_reference_model()
+        if self._learner_connector is not None:
+            self._learner_connector.append(EpisodesToTokenBatch(device=self._device))
+            self._learner_connector.append(ReinforcePPAdvantages(learner=self))
+
+    @abc.abstractmethod
+    def build_reference_model(self) -> None:
+        """Load the frozen reference policy π_ref (never trained, never synced)."""
+
+    @abc.abstractmethod
+    def policy_logprobs(self, batch: dict) -> Any:
+        """log π_old of the batch's response tokens (current weights, no grad)."""
+
+    @abc.abstractmethod
+    def reference_logprobs(self, batch: dict) -> Any:
+        """log π_ref of the batch's response tokens."""
+
+    @abc.abstractmethod
+    def compute_batch_advantages(self, batch: dict) -> None:
+        """Put `advantages` (and optional `is_weights`) into the batch; log batch statistics."""
+
+    def after_gradient_based_update(self, *, timesteps: dict[str, Any]) -> None:
+        super().after_gradient_based_update(timesteps=timesteps)
+        cfg = self.config
+        if cfg.kl_target is not None:
+            # Classic controller, fed the same per-sequence KL that is penalised.
+            self.kl_coef = adaptive_kl_coef(self.kl_coef, self._kl_per_seq, target=cfg.kl_target,
+                                            horizon=cfg.kl_horizon, n_samples=self._num_seqs)
+        from ray.rllib.core import DEFAULT_MODULE_ID
+
+        self.metrics.log_value((DEFAULT_MODULE_ID, KL_COEF), self.kl_coef, window=1)
+
+    def get_state(self, components=None, *, not_components=None, **kwargs):
+        state = super().get_state(components, not_components=not_components, **kwargs)
+        state[KL_COEF] = self.kl_coef
+        return state
+
+    def set_state(self, state) -> None:
+        super().set_state(state)
+        if KL_COEF in state:
+            self.kl_coef = float(state[KL_COEF])

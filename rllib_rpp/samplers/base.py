@@ -1,0 +1,63 @@
+"""The sampler interface an env runner drives.
+
+A sampler turns a batch of prompts (token ids) into `n` completions each, in ONE call, and
+reports each sampled token's log-probability under the distribution it sampled from (after
+temperature and top-p: the same quantity the learner computes from logits / temperature).
+It also takes new weights (a Hugging Face state dict) after every learner update.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    n: int = 1
+    max_new_tokens: int = 16
+    temperature: float = 1.0
+    top_p: float = 1.0
+    greedy: bool = False
+
+
+@dataclass
+class Generation:
+    """Completions in prompt-major order: prompt 0's n samples, then prompt 1's, ..."""
+
+    token_ids: list[list[int]]  # each ends with EOS when `finished`, no padding
+    logprobs: list[list[float]]  # sampler log-prob of each token (empty lists when greedy)
+    finished: list[bool]  # True: stopped at EOS; False: hit max_new_tokens (truncated)
+
+
+class Sampler:
+    """Base class: `generate`, `load_weights`, `stop`."""
+
+    weights_version: int = 0
+
+    def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> Generation:
+        raise NotImplementedError
+
+    def load_weights(self, state_dict: Mapping[str, torch.Tensor], version: int) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        pass
+
+
+SAMPLERS = ("transformers", "vllm")
+
+
+def make_sampler(kind: str, model: str, *, eos_token_id: int, pad_token_id: int, **kwargs) -> Sampler:
+    """A sampler of `kind` ("transformers" or "vllm") serving `model` (id, path or built-in)."""
+    if kind == "transformers":
+        from rllib_rpp.samplers.hf import TransformersSampler
+
+        return TransformersSampler(model, eos_token_id=eos_token_id, pad_token_id=pad_token_id, **kwargs)
+    if kind == "vllm":
+        from rllib_rpp.samplers.vllm import VLLMSampler
+
+        return VLLMSampler(model, eos_token_id=eos_token_id, pad_token_id=pad_token_id, **kwargs)
+    raise ValueError(f"unknown sampler {kind!r}; expected one of {SAMPLERS}")

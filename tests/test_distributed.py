@@ -1,0 +1,80 @@
+"""Ray Tune, several learners (gloo on CPU) and remote env runners."""
+
+import pytest
+import ray
+import torch
+from ray import tune
+
+from rllib_rpp import ReinforcePP, ReinforcePPConfig
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ray_session():
+    ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield
+    ray.shutdown()
+
+
+def config(**training):
+    opts = dict(lr=1e-4, num_prompts_per_iteration=16, num_samples_per_prompt=4, minibatch_size=32)
+    opts.update(training)
+    return (
+        ReinforcePPConfig()
+        .environment(env_config={"prompts": "arithmetic", "reward_funcs": ["exact_match"]})
+        .generation(max_new_tokens=5)
+        .training(**opts)
+        .debugging(seed=0)
+    )
+
+
+def test_two_learners_whiten_globally_with_a_remote_runner():
+    cfg = config(minibatch_size=16).learners(num_learners=2).env_runners(num_env_runners=1)
+    algo = cfg.build_algo()
+    r = algo.train()
+    assert r["env_runners"]["num_env_steps_sampled"] == 64
+    shards = algo.learner_group.foreach_learner(lambda learner: learner.last_advantages)
+    shards = [s.get() for s in shards.result_or_errors]
+    assert len(shards) == 2
+    values = torch.cat([adv[mask > 0] for adv, mask in shards]).double()
+    # Whitened over the whole batch: zero mean, unit (population) std over BOTH shards' tokens...
+    assert values.mean().item() == pytest.approx(0.0, abs=1e-5)
+    assert values.std(unbiased=False).item() == pytest.approx(1.0, abs=1e-4)
+    # ...while each shard alone is not standardised (per-shard whitening would make it so).
+    per_shard = [adv[mask > 0].double() for adv, mask in shards]
+    assert any(abs(s.mean().item()) > 1e-3 or abs(s.std(unbiased=False).item() - 1) > 1e-3 for s in per_shard)
+    # Both learners hold identical weights after the DDP update, and the runner got them.
+    w = algo.learner_group.foreach_learner(
+        lambda learner: {k: v.clone() for k, v in learner.module["default_policy"].unwrapped().lm.state_dict().items()})
+    w0, w1 = [x.get() for x in w.result_or_errors]
+    assert all(torch.equal(w0[k], w1[k]) for k in w0)
+    versions = algo.env_runner_group.foreach_env_runner(lambda runner: runner.sampler.weights_version,
+                                                        local_env_runner=False)
+    assert versions == [1]
+    r2 = algo.train()
+    assert r2["env_runners"]["weights_version"] == 1  # the second batch came from the updated policy
+    algo.stop()
+
+
+def test_two_remote_runners_draw_disjoint_prompts():
+    algo = config().env_runners(num_env_runners=2).build_algo()
+    eps = algo.env_runner_group.foreach_env_runner(lambda runner: runner.sample(num_prompts=8),
+                                                   local_env_runner=False)
+    idx = [[e.get_infos(0)["prompt_index"] for e in runner_eps[::4]] for runner_eps in eps]
+    assert len(idx[0]) == len(idx[1]) == 8 and not set(idx[0]) & set(idx[1])
+    algo.stop()
+
+
+def test_tune_grid_search_runs_two_trials_and_string_name():
+    param_space = config().training(lr=tune.grid_search([1e-4, 3e-4]))
+    tuner = tune.Tuner(ReinforcePP, param_space=param_space,
+                       run_config=tune.RunConfig(stop={"training_iteration": 2}, verbose=0))
+    results = tuner.fit()
+    assert len(results) == 2 and not results.errors
+    lrs = sorted(r.config["lr"] for r in results)
+    assert lrs == [1e-4, 3e-4]
+    for r in results:
+        assert r.metrics["training_iteration"] == 2
+        assert 0.0 <= r.metrics["env_runners"]["episode_return_mean"] <= 1.0
+    by_name = tune.Tuner("ReinforcePP", param_space=config(), run_config=tune.RunConfig(
+        stop={"training_iteration": 1}, verbose=0)).fit()
+    assert not by_name.errors and by_name[0].metrics["training_iteration"] == 1

@@ -1,0 +1,1 @@
+"""Runnable REINFORCE++ configurations (`rllib-rpp train <name>`)."""
