@@ -18,11 +18,8 @@ import time
 from typing import Any
 
 import numpy as np
-import torch
-
 import ray
-from envs.prompts import encode_prompts
-from envs.text_env import SingleTurnTextEnv
+import torch
 from ray.rllib.core import COMPONENT_RL_MODULE, DEFAULT_MODULE_ID
 from ray.rllib.env import INPUT_ENV_SINGLE_SPACES, INPUT_ENV_SPACES
 from ray.rllib.env.env_context import EnvContext
@@ -40,6 +37,9 @@ from ray.rllib.utils.metrics import (
     NUM_EPISODES_LIFETIME,
     WEIGHTS_SEQ_NO,
 )
+
+from envs.prompts import encode_prompts
+from envs.text_env import SingleTurnTextEnv
 from rllib_rpp.reinforce_pp.connectors import RESPONSE_MASK, SAMPLER_LOGPROBS
 from rllib_rpp.samplers import Generation, SamplingParams, make_sampler
 

@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 import torch
-
 from ray.rllib.connectors.connector_v2 import ConnectorV2
 from ray.rllib.core import DEFAULT_MODULE_ID
 

@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 import torch
-
 from ray.rllib.algorithms.algorithm import Algorithm
 from ray.rllib.algorithms.algorithm_config import AlgorithmConfig, NotProvided
 from ray.rllib.core import COMPONENT_LEARNER, COMPONENT_RL_MODULE, DEFAULT_MODULE_ID
@@ -33,6 +32,7 @@ from ray.rllib.utils.metrics import (
     SYNCH_WORKER_WEIGHTS_TIMER,
     TIMERS,
 )
+
 from rllib_rpp import functional as F
 from rllib_rpp.reinforce_pp.connectors import LOSS_WEIGHT, SCORE
 from rllib_rpp.samplers.base import SAMPLERS

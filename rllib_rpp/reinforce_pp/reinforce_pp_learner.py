@@ -7,6 +7,7 @@ import abc
 from typing import Any
 
 from ray.rllib.core.learner.learner import Learner
+
 from rllib_rpp.functional import adaptive_kl_coef
 from rllib_rpp.reinforce_pp.connectors import EpisodesToTokenBatch, ReinforcePPAdvantages
 

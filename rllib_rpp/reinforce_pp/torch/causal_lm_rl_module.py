@@ -9,9 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from ray.rllib.core.rl_module.torch import TorchRLModule
 
 from envs.models import load_causal_lm
-from ray.rllib.core.rl_module.torch import TorchRLModule
 from rllib_rpp.functional import entropy_from_logits
 
 

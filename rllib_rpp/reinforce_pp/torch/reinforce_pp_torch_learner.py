@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 import torch.distributed as dist
-
-from envs.models import load_causal_lm
 from ray.rllib.core import DEFAULT_MODULE_ID
 from ray.rllib.core.learner.torch.torch_learner import TorchLearner
+
+from envs.models import load_causal_lm
 from rllib_rpp import functional as F
 from rllib_rpp.reinforce_pp.connectors import chunked
 from rllib_rpp.reinforce_pp.reinforce_pp_learner import ReinforcePPLearner
