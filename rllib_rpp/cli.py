@@ -1,6 +1,8 @@
 """rllib-rpp: REINFORCE++ on Ray RLlib.
 
   rllib-rpp train tiny-arith            REINFORCE++ on the built-in tiny model (CPU, ~5 min)
+  rllib-rpp train math --model M --prompts P [--gpus N]     math answers, vLLM, GPUs
+  rllib-rpp train general --model M --reward-model RM --prompts P [--gpus N]
   rllib-rpp tiny-model [--rebuild]      where the built-in model is (built on first use)
 
 Also `python -m rllib_rpp ...`.
@@ -13,7 +15,8 @@ import json
 import os
 import sys
 
-EXAMPLES = ("tiny-arith",)
+EXAMPLES = ("tiny-arith", "math", "general")
+_COMMON = ("lr", "kl_coef", "estimator", "seed", "num_prompts", "samples_per_prompt")
 
 
 def _tiny_model(args) -> None:
@@ -32,14 +35,30 @@ def _train(args) -> None:
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     from tuned_examples.runner import run
 
+    options = {k: v for k, v in vars(args).items() if k in _COMMON and v is not None}
     if args.example == "tiny-arith":
         from tuned_examples.tiny_arith import build_config
 
-        options = {k: v for k, v in vars(args).items()
-                   if k in ("lr", "kl_coef", "estimator", "sampler", "seed", "num_prompts", "samples_per_prompt")
-                   and v is not None}
+        if args.sampler:
+            options["sampler"] = args.sampler
         config = build_config(**options)
-    run(config, time_budget_s=args.time_budget, iterations=args.iterations, eval_every_s=args.eval_every,
+    else:
+        if not args.model or not args.prompts:
+            raise SystemExit(f"`train {args.example}` needs --model and --prompts")
+        options.update(model=args.model, prompts=args.prompts, eval_prompts=args.eval_prompts, gpus=args.gpus)
+        if args.example == "math":
+            from tuned_examples.math_gpu import build_config
+        else:
+            from tuned_examples.general_gpu import build_config
+
+            if not args.reward_model:
+                raise SystemExit("`train general` needs --reward-model (a Bradley-Terry reward model id or path)")
+            options["reward_model"] = args.reward_model
+        config = build_config(**options)
+    budget = args.time_budget if args.time_budget is not None else (300.0 if args.example == "tiny-arith" else None)
+    if budget is None and args.iterations is None:
+        raise SystemExit("give --time-budget or --iterations")
+    run(config, time_budget_s=budget, iterations=args.iterations, eval_every_s=args.eval_every,
         checkpoint_dir=args.checkpoint_dir, export_dir=args.export_dir)
 
 
@@ -51,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a tuned example", description="Train a tuned example, "
                        "printing progress and held-out greedy evaluations before, during and after.")
     t.add_argument("example", choices=EXAMPLES, help="which tuned example")
-    t.add_argument("--time-budget", type=float, default=300.0, help="seconds of training (evaluations excluded)")
+    t.add_argument("--time-budget", type=float, default=None,
+                   help="seconds of training, evaluations excluded (default: 300 for tiny-arith, none otherwise)")
     t.add_argument("--iterations", type=int, default=None, help="stop after this many iterations")
     t.add_argument("--eval-every", type=float, default=30.0, help="seconds of training between evaluations")
     t.add_argument("--sampler", choices=("transformers", "vllm"), help="generation backend of the env runners")
@@ -62,6 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--num-prompts", type=int, help="prompts per iteration")
     t.add_argument("--samples-per-prompt", type=int, help="completions per prompt")
     t.add_argument("--seed", type=int, help="random seed")
+    t.add_argument("--model", help="math/general: policy model (HF id or local path)")
+    t.add_argument("--prompts", help="math/general: prompt source (.jsonl with prompt [+ answer] columns)")
+    t.add_argument("--eval-prompts", help="math/general: held-out prompt source for greedy evaluations")
+    t.add_argument("--reward-model", help="general: Bradley-Terry reward model (HF id or local path)")
+    t.add_argument("--gpus", type=int, default=2, help="math/general: GPUs to use (1 = colocated learner and vLLM)")
     t.add_argument("--checkpoint-dir", help="save an RLlib checkpoint here at the end")
     t.add_argument("--export-dir", help="export the trained policy (save_pretrained) here at the end")
     t.set_defaults(func=_train)

@@ -23,3 +23,8 @@ def tiny_tokenizer(tiny_path):
     from envs.models import load_tokenizer
 
     return load_tokenizer(tiny_path)
+
+
+def pytest_collection_modifyitems(config, items):
+    # An in-process vLLM engine binds threads and re-seeds the process: run those tests last.
+    items.sort(key=lambda item: item.get_closest_marker("vllm") is not None)

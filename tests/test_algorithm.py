@@ -155,6 +155,19 @@ def test_adaptive_kl_coef_moves_and_is_checkpointed(tmp_path):
     restored.stop()
 
 
+def test_bf16_policy_trains_and_checkpoints_exactly(tmp_path):
+    algo = small_config().rl_module(model_config={"model": "tiny-arith", "dtype": "bfloat16"}).build_algo()
+    algo.train()
+    weights = _policy(algo)
+    assert all(v.dtype == torch.bfloat16 for v in weights.values())
+    path = algo.save_to_path(str(tmp_path / "bf16"))
+    restored = ReinforcePP.from_checkpoint(path)
+    assert all(torch.equal(weights[k], v) for k, v in _policy(restored).items())
+    assert np.isfinite(restored.train()["learners"]["default_policy"]["policy_loss"])
+    algo.stop()
+    restored.stop()
+
+
 def test_truncated_responses_penalize_and_mask():
     # max_new_tokens=1 cannot fit an answer plus EOS: every response is truncated.
     algo = small_config(truncated_response="penalize", truncated_reward=-2.0).generation(max_new_tokens=1).build_algo()

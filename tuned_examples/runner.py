@@ -29,8 +29,11 @@ def run(config, *, time_budget_s: float | None = 300.0, iterations: int | None =
     algo = config.build_algo()
     log(f"built in {time.time() - t0:.1f} s")
     evals = []
+    can_eval = config.greedy_eval_prompts is not None
 
     def evaluate(train_s):
+        if not can_eval:
+            return
         res = algo.evaluate_greedy()
         evals.append({"train_s": round(train_s, 1), **res})
         log(f"[eval] after {train_s:6.1f} s of training: held-out greedy reward {res['reward_mean']:.3f} "
@@ -58,20 +61,24 @@ def run(config, *, time_budget_s: float | None = 300.0, iterations: int | None =
         "iterations": it,
         "train_seconds": round(train_s, 1),
         "completions_per_s": round(completions / max(train_s, 1e-9), 1),
-        "eval_before": evals[0]["reward_mean"],
-        "eval_after": evals[-1]["reward_mean"],
-        "eval_last_two_mean": sum(e["reward_mean"] for e in evals[-2:]) / len(evals[-2:]),
-        "evals": [(e["train_s"], round(e["reward_mean"], 4)) for e in evals],
+        "last_result_reward_mean": result.get("env_runners", {}).get("episode_return_mean"),
     }
-    summary["gain_points"] = round(100 * (summary["eval_last_two_mean"] - summary["eval_before"]), 1)
+    if evals:
+        summary.update(
+            eval_before=evals[0]["reward_mean"], eval_after=evals[-1]["reward_mean"],
+            eval_last_two_mean=sum(e["reward_mean"] for e in evals[-2:]) / len(evals[-2:]),
+            evals=[(e["train_s"], round(e["reward_mean"], 4)) for e in evals],
+        )
+        summary["gain_points"] = round(100 * (summary["eval_last_two_mean"] - summary["eval_before"]), 1)
     if checkpoint_dir:
         summary["checkpoint"] = str(algo.save_to_path(os.path.abspath(checkpoint_dir)))
         log(f"checkpoint: {summary['checkpoint']}")
     if export_dir:
         summary["export"] = str(algo.export_policy(export_dir))
         log(f"exported policy (transformers / vLLM loadable): {summary['export']}")
-    log(f"held-out greedy reward: {summary['eval_before']:.3f} before -> {summary['eval_after']:.3f} after "
-        f"({summary['gain_points']:+.1f} points, mean of the last two evaluations)")
+    if evals:
+        log(f"held-out greedy reward: {summary['eval_before']:.3f} before -> {summary['eval_after']:.3f} after "
+            f"({summary['gain_points']:+.1f} points, mean of the last two evaluations)")
     print("SUMMARY " + json.dumps(summary), file=sys.stdout, flush=True)
     algo.stop()
     return summary

@@ -97,10 +97,13 @@ class TextEnvRunner(EnvRunner, Checkpointable):
         if self.sampler is None:
             cfg = self.config
             mc = cfg.model_config
+            extra = dict(cfg.sampler_kwargs or {})
+            if cfg.sampler == "vllm":
+                extra.setdefault("required_len", self.env.max_prompt_tokens + cfg.max_new_tokens)
+                extra.setdefault("seed", (cfg.seed or 0) + self.worker_index)
             self.sampler = make_sampler(
                 cfg.sampler, mc.get("model", "tiny-arith"), eos_token_id=self.env.eos_token_id,
-                pad_token_id=self.env.pad_token_id, dtype=mc.get("dtype", "float32"),
-                **(cfg.sampler_kwargs or {}),
+                pad_token_id=self.env.pad_token_id, dtype=mc.get("dtype", "float32"), **extra,
             )
             if self._pending_weights is not None:
                 self.sampler.load_weights(self._pending_weights, self._weights_seq_no)

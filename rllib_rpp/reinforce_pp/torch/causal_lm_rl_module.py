@@ -58,8 +58,9 @@ class CausalLMTorchRLModule(TorchRLModule):
         return {"logprobs": logprobs, "entropy": entropy, "response_width": response_ids.shape[1]}
 
     def get_state(self, components=None, *, not_components=None, inference_only: bool = False, **kwargs):
-        # Torch tensors, not numpy: keeps bf16/fp16 exact (numpy has no bf16).
-        return {k: v.detach() for k, v in self.state_dict().items()}
+        # Torch tensors, not numpy: keeps bf16/fp16 exact (numpy has no bf16). On CPU, so any
+        # runner can load them (no copy when the learner is on CPU).
+        return {k: v.detach().cpu() for k, v in self.state_dict().items()}
 
     def set_state(self, state) -> None:
         state = {k: (torch.as_tensor(v) if not isinstance(v, torch.Tensor) else v) for k, v in state.items()}

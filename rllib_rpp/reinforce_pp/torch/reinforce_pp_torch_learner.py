@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 import torch.distributed as dist
+import tree
 from ray.rllib.core import DEFAULT_MODULE_ID
 from ray.rllib.core.learner.torch.torch_learner import TorchLearner
 
@@ -117,6 +118,18 @@ class ReinforcePPTorchLearner(ReinforcePPLearner, TorchLearner):
     def log_connector_timings(self, *, old_s: float, ref_s: float, adv_s: float) -> None:
         for k, v in (("old_logprobs_s", old_s), ("ref_logprobs_s", ref_s), ("advantages_s", adv_s)):
             self.metrics.log_value((DEFAULT_MODULE_ID, "timers", k), v, window=1)
+
+    # -- checkpoints -----------------------------------------------------------------------
+    def _get_optimizer_state(self):
+        # Torch tensors, not numpy (RLlib's default): exact for bf16/fp16 optimizer state.
+        def snapshot(x):
+            return x.detach().cpu().clone() if isinstance(x, torch.Tensor) else x
+
+        return {
+            name: {"module_id": self._optimizer_name_to_module[name],
+                   "state": tree.map_structure(snapshot, optim.state_dict())}
+            for name, optim in self._named_optimizers.items()
+        }
 
     # -- loss ------------------------------------------------------------------------------
     def compute_loss_for_module(self, *, module_id, config, batch, fwd_out):

