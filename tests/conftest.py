@@ -28,3 +28,13 @@ def tiny_tokenizer(tiny_path):
 def pytest_collection_modifyitems(config, items):
     # An in-process vLLM engine binds threads and re-seeds the process: run those tests last.
     items.sort(key=lambda item: item.get_closest_marker("vllm") is not None)
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    import ray
+
+    ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False, configure_logging=False,
+             ignore_reinit_error=True)
+    yield
+    ray.shutdown()

@@ -35,3 +35,28 @@ def test_gpu_examples_refuse_bad_placement():
         math_gpu.build_config(gpus=0)
     with pytest.raises(ValueError, match="must split over 3 vLLM runners"):
         math_gpu.build_config(gpus=4, num_prompts=64)
+
+
+def test_custom_reward_function_example_trains(ray_local):
+    from tuned_examples.custom_reward import build_config, close_enough
+
+    assert close_enough(["p"] * 3, ["12", "15", "x"], ["12"] * 3) == [1.0, 0.7, 0.0]
+    algo = build_config().build_algo()
+    r = algo.train()
+    assert "close_enough" in r["env_runners"]["reward"]
+    algo.stop()
+
+
+def test_custom_env_subclass_example_trains(ray_local):
+    from tuned_examples.custom_env import PalindromeEnv, build_config
+
+    env = PalindromeEnv()
+    env.reset()
+    ids = env.tokenizer("cba", add_special_tokens=False)["input_ids"] + [env.eos_token_id]
+    rec = env.prompts[0]
+    assert env.score([rec], [ids]).rewards.tolist() == [1.0]
+    algo = build_config().build_algo()
+    r = algo.train()
+    assert r["env_runners"]["num_env_steps_sampled"] == 40
+    assert "reversed_word" in r["env_runners"]["reward"]
+    algo.stop()
