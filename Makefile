@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 export VLLM_ENABLE_V1_MULTIPROCESSING ?= 0
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup train test lint tiny-model
+.PHONY: setup train test lint tiny-model bench-throughput bench-breakdown bench-estimators
 
 setup:
 	@bash scripts/setup.sh
@@ -20,3 +20,14 @@ lint: setup
 
 tiny-model: setup
 	$(PY) -m rllib_rpp tiny-model
+
+# Benchmarks (one command each; numbers and plots land in benchmarks/results/).
+bench-throughput:
+	@bash scripts/setup.sh cpu,dev,bench
+	$(PY) -m benchmarks.throughput
+
+bench-breakdown: setup
+	$(PY) -m benchmarks.breakdown
+
+bench-estimators: setup
+	$(PY) -m benchmarks.estimators

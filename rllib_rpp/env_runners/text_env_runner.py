@@ -118,7 +118,7 @@ class TextEnvRunner(EnvRunner, Checkpointable):
         n = cfg.num_samples_per_prompt if explore else 1
         prompts = self.env.next_prompts(k)
         params = SamplingParams(n=n, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-                                top_p=cfg.top_p, greedy=not explore)
+                                top_p=cfg.top_p, greedy=not explore, ignore_eos=cfg.ignore_eos)
         t0 = time.perf_counter()
         gen: Generation = sampler.generate([p.input_ids for p in prompts], params)
         t1 = time.perf_counter()

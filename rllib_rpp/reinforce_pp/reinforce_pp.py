@@ -14,6 +14,7 @@ One iteration (`training_step`):
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +119,7 @@ class ReinforcePPConfig(AlgorithmConfig):
         self.max_new_tokens = 16
         self.temperature = 1.0
         self.top_p = 1.0
+        self.ignore_eos = False
         # Greedy evaluation on held-out prompts, reported under "greedy_eval".
         self.greedy_eval_prompts = None
         self.greedy_eval_interval = 0
@@ -197,6 +199,7 @@ class ReinforcePPConfig(AlgorithmConfig):
         max_new_tokens: int = NotProvided,
         temperature: float = NotProvided,
         top_p: float = NotProvided,
+        ignore_eos: bool = NotProvided,
     ) -> ReinforcePPConfig:
         """Sets how env runners generate.
 
@@ -207,6 +210,7 @@ class ReinforcePPConfig(AlgorithmConfig):
             max_new_tokens: Response budget (also the env's action length).
             temperature: Sampling temperature; the learner's log-probs use logits / temperature.
             top_p: Nucleus sampling mass (keep 1.0 for unbiased policy-gradient samples).
+            ignore_eos: Always generate max_new_tokens tokens (for cost benchmarks).
         """
         for name, value in list(locals().items()):
             if name != "self" and value is not NotProvided:
@@ -346,14 +350,17 @@ class ReinforcePP(Algorithm):
 
     def training_step(self) -> None:
         cfg = self.config
+        t0 = time.perf_counter()
         with self.metrics.log_time((TIMERS, ENV_RUNNER_SAMPLING_TIMER)):
             episodes, runner_metrics = self._sample()
         self.metrics.aggregate(runner_metrics, key=ENV_RUNNER_RESULTS)
         if not episodes:
             return
+        t1 = time.perf_counter()
         self._score(episodes)
         if cfg.shuffle_batch_per_epoch:  # RLlib reshuffles between epochs; shuffle the first too
             episodes = [episodes[i] for i in self._shuffle_rng.permutation(len(episodes))]
+        t2 = time.perf_counter()
         with self.metrics.log_time((TIMERS, LEARNER_UPDATE_TIMER)):
             results = self.learner_group.update(
                 episodes=episodes,
@@ -364,11 +371,17 @@ class ReinforcePP(Algorithm):
                 shuffle_batch_per_epoch=cfg.shuffle_batch_per_epoch,
             )
         self.metrics.aggregate(results, key=LEARNER_RESULTS)
+        t3 = time.perf_counter()
         with self.metrics.log_time((TIMERS, SYNCH_WORKER_WEIGHTS_TIMER)):
             self.env_runner_group.sync_weights(
                 from_worker_or_learner_group=self.learner_group, policies=[DEFAULT_MODULE_ID],
                 inference_only=True, timeout_seconds=cfg.weight_sync_timeout_s,
             )
+        t4 = time.perf_counter()
+        # This iteration's phases (RLlib's own timers are smoothed averages).
+        self.metrics.log_dict({"sample_s": t1 - t0, "score_s": t2 - t1, "update_s": t3 - t2, "sync_s": t4 - t3,
+                               "completions_per_s": len(episodes) / (t4 - t0)},
+                              key=("reinforce_pp", "iteration"), window=1)
         if cfg.greedy_eval_interval and (self.iteration + 1) % cfg.greedy_eval_interval == 0:
             self.metrics.log_dict(self.evaluate_greedy(), key="greedy_eval", window=1)
 

@@ -21,6 +21,7 @@ class SamplingParams:
     temperature: float = 1.0
     top_p: float = 1.0
     greedy: bool = False
+    ignore_eos: bool = False  # always generate max_new_tokens (cost benchmarks)
 
 
 @dataclass

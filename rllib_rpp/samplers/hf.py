@@ -46,6 +46,7 @@ class TransformersSampler(Sampler):
         cfg = GenerationConfig(
             do_sample=not params.greedy, temperature=params.temperature, top_p=params.top_p, top_k=0,
             max_new_tokens=params.max_new_tokens, eos_token_id=self.eos_token_id,
+            min_new_tokens=params.max_new_tokens if params.ignore_eos else None,
             pad_token_id=self.pad_token_id, return_dict_in_generate=True, output_scores=not params.greedy,
         )
         out = self.model.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),

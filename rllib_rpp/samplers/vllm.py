@@ -133,7 +133,7 @@ class VLLMSampler(Sampler):
         sp = vllm.SamplingParams(
             n=params.n, temperature=0.0 if params.greedy else params.temperature,
             top_p=1.0 if params.greedy else params.top_p, max_tokens=params.max_new_tokens,
-            logprobs=None if params.greedy else 0, detokenize=False,
+            logprobs=None if params.greedy else 0, detokenize=False, ignore_eos=params.ignore_eos,
         )
         outs = self.llm.generate([TokensPrompt(prompt_token_ids=list(p)) for p in prompts], sp, use_tqdm=False)
         gen = Generation([], [], [])

@@ -1,0 +1,114 @@
+"""REINFORCE++ vs its variants, as in the paper's comparison: same sample budget, several seeds.
+
+    python -m benchmarks.estimators [--iterations 120] [--seeds 0 1 2]
+
+Estimators reinforce_pp, reinforce_pp_baseline, grpo, rloo on the tiny arithmetic task. Per
+iteration: sampled reward, KL to the reference per sequence, response length. At the end: held-out
+greedy accuracy. Plots (PNG): reward vs samples, KL vs samples, reward gain vs KL, response
+length vs samples. Writes benchmarks/results/estimators.json and estimators.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import numpy as np
+
+from benchmarks.common import RESULTS, WORKLOAD, run_child, save, table
+
+ESTIMATORS = ["reinforce_pp", "reinforce_pp_baseline", "grpo", "rloo"]
+
+
+def one_run(args: dict) -> dict:
+    import ray
+
+    from tuned_examples.tiny_arith import build_config
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    algo = build_config(estimator=args["estimator"], seed=args["seed"], lr=WORKLOAD["lr"],
+                        kl_coef=WORKLOAD["kl_coef"]).build_algo()
+    before = algo.evaluate_greedy()["reward_mean"]
+    curve = []
+    for i in range(args["iterations"]):
+        r = algo.train()
+        learner = r["learners"]["default_policy"]
+        curve.append({"samples": (i + 1) * 256, "reward": r["env_runners"]["episode_return_mean"],
+                      "kl_per_seq": learner["kl_ref_per_seq"], "length": r["env_runners"]["response_length_mean"]})
+    after = algo.evaluate_greedy()["reward_mean"]
+    algo.stop()
+    return {"estimator": args["estimator"], "seed": args["seed"], "before": before, "after": after, "curve": curve}
+
+
+def smooth(x, k=10):
+    x = np.asarray(x, float)
+    return np.convolve(x, np.ones(k) / k, mode="valid") if len(x) >= k else x
+
+
+def plot(runs: list[dict], path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 4, figsize=(20, 4.5))
+    for est in ESTIMATORS:
+        mine = [r for r in runs if r["estimator"] == est]
+        samples = smooth([c["samples"] for c in mine[0]["curve"]])
+        for key, ax in (("reward", axes[0]), ("kl_per_seq", axes[1]), ("length", axes[3])):
+            ys = np.stack([smooth([c[key] for c in r["curve"]]) for r in mine])
+            ax.plot(samples, ys.mean(0), label=est)
+            ax.fill_between(samples, ys.min(0), ys.max(0), alpha=0.15)
+        gain = np.stack([smooth([c["reward"] for c in r["curve"]]) - r["curve"][0]["reward"] for r in mine]).mean(0)
+        kl = np.stack([smooth([c["kl_per_seq"] for c in r["curve"]]) for r in mine]).mean(0)
+        axes[2].plot(kl, gain, label=est)
+    for ax, (x, y) in zip(axes, [("samples", "sampled reward"), ("samples", "KL(π||π_ref) per sequence"),
+                                 ("KL per sequence", "reward gain"), ("samples", "response length (tokens)")]):
+        ax.set_xlabel(x)
+        ax.set_ylabel(y)
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    fig.suptitle(f"tiny-arith, {len(runs) // len(ESTIMATORS)} seeds each (mean, min-max band; 10-iteration smoothing)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--iterations", type=int, default=120)
+    parser.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2])
+    args = parser.parse_args(argv)
+    runs = []
+    for seed in args.seeds:
+        for est in ESTIMATORS:
+            res = run_child("benchmarks.estimators", {"estimator": est, "seed": seed, "iterations": args.iterations})
+            runs.append(res)
+            print(f"{est:22s} seed {seed}: held-out {res['before']:.3f} -> {res['after']:.3f}, "
+                  f"KL/seq {res['curve'][-1]['kl_per_seq']:.3f}", flush=True)
+    rows = []
+    for est in ESTIMATORS:
+        mine = [r for r in runs if r["estimator"] == est]
+        acc = np.array([r["after"] for r in mine])
+        kl = np.array([np.mean([c["kl_per_seq"] for c in r["curve"][-10:]]) for r in mine])
+        gain = np.array([np.mean([c["reward"] for c in r["curve"][-10:]]) - np.mean([c["reward"] for c in r["curve"][:5]])
+                         for r in mine])
+        length = np.array([np.mean([c["length"] for c in r["curve"][-10:]]) for r in mine])
+        rows.append({"estimator": est, "held-out acc": f"{acc.mean():.3f} ± {acc.std():.3f}",
+                     "KL/seq (last 10)": f"{kl.mean():.3f} ± {kl.std():.3f}",
+                     "reward gain": f"{gain.mean():.3f} ± {gain.std():.3f}",
+                     "gain per unit KL": f"{(gain / np.maximum(kl, 1e-6)).mean():.2f} ± {(gain / np.maximum(kl, 1e-6)).std():.2f}",
+                     "length": f"{length.mean():.2f}"})
+    print(table(rows, list(rows[0])))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    plot(runs, RESULTS / "estimators.png")
+    path = save("estimators", {"iterations": args.iterations, "seeds": args.seeds, "summary": rows, "runs": runs})
+    print(f"raw numbers: {path}; plots: {RESULTS / 'estimators.png'}")
+    return {"summary": rows}
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 2 and sys.argv[1].startswith("{"):
+        print("RESULT " + json.dumps(one_run(json.loads(sys.argv[1]))), flush=True)
+    else:
+        main()

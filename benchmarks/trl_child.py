@@ -1,0 +1,59 @@
+"""One TRL GRPOTrainer measurement in its own process, on the same workload as rllib-rpp.
+
+Same model (tiny-arith), prompts (arithmetic train split), batch shape (64 prompts x 4
+samples = one generation batch of 256, <= 5 new tokens), 2 optimizer steps per generation
+batch (steps_per_generation=2), a reference model (beta > 0) and the exact-match reward;
+transformers generation on CPU (no vLLM), as rllib-rpp's default sampler."""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+import time
+
+
+def measure(args: dict) -> dict:
+    import datasets
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    from envs.models import resolve_model_path
+    from envs.tasks.arithmetic import arithmetic_prompts
+
+    path = resolve_model_path("tiny-arith")
+    per_step = args["num_prompts"] * args["samples_per_prompt"] // args["minibatches"]
+    warmup, iters = args.get("warmup", 2), args["iterations"]
+    stamps: list[float] = []
+
+    class Clock(TrainerCallback):
+        def on_step_end(self, *a, **k):
+            stamps.append(time.perf_counter())
+
+    def exact_match(completions, answer, **kwargs):
+        return [float(c.strip() == a) for c, a in zip(completions, answer)]
+
+    config = GRPOConfig(
+        output_dir=tempfile.mkdtemp(), per_device_train_batch_size=per_step, gradient_accumulation_steps=1,
+        steps_per_generation=args["minibatches"], num_generations=args["samples_per_prompt"],
+        max_completion_length=args["max_new_tokens"], beta=args["kl_coef"], learning_rate=args["lr"],
+        max_grad_norm=1.0, use_cpu=True, bf16=False, logging_steps=1, save_strategy="no", report_to="none",
+        disable_tqdm=True, max_steps=args["minibatches"] * (warmup + iters), seed=0, temperature=1.0,
+    )
+    trainer = GRPOTrainer(
+        model=AutoModelForCausalLM.from_pretrained(path), reward_funcs=exact_match, args=config,
+        train_dataset=datasets.Dataset.from_list(arithmetic_prompts("train")),
+        processing_class=AutoTokenizer.from_pretrained(path), callbacks=[Clock()],
+    )
+    trainer.train()
+    start = stamps[args["minibatches"] * warmup - 1]
+    dt = stamps[-1] - start
+    completions = iters * args["num_prompts"] * args["samples_per_prompt"]
+    lengths = [h["completions/mean_length"] for h in trainer.state.log_history if "completions/mean_length" in h]
+    mean_len = sum(lengths[-iters * args["minibatches"]:]) / max(1, len(lengths[-iters * args["minibatches"]:]))
+    return {"seconds": dt, "completions_per_s": completions / dt, "tokens_per_s": completions * mean_len / dt,
+            "iteration_s": dt / iters}
+
+
+if __name__ == "__main__":
+    print("RESULT " + json.dumps(measure(json.loads(sys.argv[1]))), flush=True)
