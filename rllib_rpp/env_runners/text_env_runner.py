@@ -144,13 +144,16 @@ class TextEnvRunner(EnvRunner, Checkpointable):
             if gen.logprobs:
                 logprobs[: len(ids)] = gen.logprobs[i]
             obs = env.observation(prompt)
-            ep = SingleAgentEpisode(observation_space=obs_space, action_space=act_space)
-            ep.add_env_reset(observation=obs, infos={"prompt_index": prompt.index})
-            ep.add_env_step(observation=obs, action=action, reward=float(rewards[i]), terminated=True,
-                            extra_model_outputs={RESPONSE_MASK: mask, SAMPLER_LOGPROBS: logprobs})
+            # One step: reset observation, the whole response as the action, the reward.
+            ep = SingleAgentEpisode(
+                observations=[obs, obs], actions=[action], rewards=[float(rewards[i])],
+                infos=[{"prompt_index": prompt.index}, {}], terminated=True, len_lookback_buffer=0,
+                extra_model_outputs={RESPONSE_MASK: [mask], SAMPLER_LOGPROBS: [logprobs]},
+                observation_space=obs_space, action_space=act_space,
+            )
             ep.custom_data.update({GROUP_ID: base + i // n, TRUNCATED: not gen.finished[i],
                                    WEIGHTS_VERSION: self._weights_seq_no})
-            episodes.append(ep.to_numpy())
+            episodes.append(ep)
         return episodes
 
     def _log(self, gen: Generation, rewards, num_prompts: int, *, sample_s: float, reward_s: float) -> None:
@@ -215,6 +218,7 @@ class TextEnvRunner(EnvRunner, Checkpointable):
             "env": self.env.get_state(),
             "draws": self._draws,
             "torch_rng": torch.get_rng_state(),
+            "numpy_rng": np.random.get_state(),
         }
 
     def set_state(self, state: dict[str, Any]) -> None:
@@ -235,6 +239,8 @@ class TextEnvRunner(EnvRunner, Checkpointable):
             self.env.set_state(state["env"])
             self._draws = state["draws"]
             torch.set_rng_state(state["torch_rng"])
+            if "numpy_rng" in state:
+                np.random.set_state(state["numpy_rng"])
             self._weights_seq_no = 0
         if NUM_ENV_STEPS_SAMPLED_LIFETIME in state:
             self.num_env_steps_sampled_lifetime = state[NUM_ENV_STEPS_SAMPLED_LIFETIME]

@@ -106,6 +106,7 @@ class ReinforcePPConfig(AlgorithmConfig):
         self.loss_agg_mode = "token-mean"
         self.entropy_coef = 0.0
         self.tis_cap = None
+        self.nonfinite_logprobs = "error"
         # Batch shape.
         self.num_samples_per_prompt = 4
         self.num_prompts_per_iteration = 64
@@ -144,6 +145,7 @@ class ReinforcePPConfig(AlgorithmConfig):
         loss_agg_mode: str = NotProvided,
         entropy_coef: float = NotProvided,
         tis_cap: float | None = NotProvided,
+        nonfinite_logprobs: str = NotProvided,
         num_samples_per_prompt: int = NotProvided,
         num_prompts_per_iteration: int = NotProvided,
         logprob_batch_size: int = NotProvided,
@@ -177,6 +179,8 @@ class ReinforcePPConfig(AlgorithmConfig):
             loss_agg_mode: "token-mean", "seq-mean-token-mean" or "seq-mean-token-sum".
             entropy_coef: Entropy bonus coefficient (0: entropy is only logged).
             tis_cap: Truncated importance-sampling cap for sampler/learner mismatch; None off.
+            nonfinite_logprobs: NaN/inf in a response's log-probs: "error" (default, nothing is
+                updated) or "mask" (the response is left out and counted).
             num_samples_per_prompt: Completions per prompt (group size).
             num_prompts_per_iteration: Prompts per iteration, over all env runners.
             logprob_batch_size: Rows per forward pass of the π_old / π_ref log-prob passes.
@@ -224,8 +228,9 @@ class ReinforcePPConfig(AlgorithmConfig):
         Args:
             greedy_eval_prompts: Held-out prompt source (any env prompt source, e.g.
                 "arithmetic-eval"), completed greedily and scored by the env's reward step.
-            greedy_eval_interval: Evaluate every this many iterations (0: only on request,
-                `algo.evaluate_greedy()`); results go to `result["greedy_eval"]`.
+            greedy_eval_interval: Evaluate on the first iteration and then every this many (0: only
+                on request, `algo.evaluate_greedy()`); the latest evaluation is in every result
+                under `result["greedy_eval"]` (`at_iteration` says when it was made).
         """
         super().evaluation(**kwargs)
         if greedy_eval_prompts is not NotProvided:
@@ -308,6 +313,8 @@ class ReinforcePPConfig(AlgorithmConfig):
             bad("loss_agg_mode", self.loss_agg_mode, f"one of {F.LOSS_AGG_MODES}")
         if self.tis_cap is not None and not self.tis_cap > 0:
             bad("tis_cap", self.tis_cap, "None or > 0")
+        if self.nonfinite_logprobs not in ("error", "mask"):
+            bad("nonfinite_logprobs", self.nonfinite_logprobs, "'error' or 'mask'")
         if self.truncated_response not in TRUNCATION_POLICIES:
             bad("truncated_response", self.truncated_response, f"one of {TRUNCATION_POLICIES}")
         if not 0 < self.gamma <= 1:
@@ -347,6 +354,7 @@ class ReinforcePP(Algorithm):
         super().setup(config)
         self.reward_moments = F.RunningMoments()
         self._shuffle_rng = np.random.default_rng(self.config.seed)
+        self._last_eval = None
 
     def training_step(self) -> None:
         cfg = self.config
@@ -373,17 +381,32 @@ class ReinforcePP(Algorithm):
         self.metrics.aggregate(results, key=LEARNER_RESULTS)
         t3 = time.perf_counter()
         with self.metrics.log_time((TIMERS, SYNCH_WORKER_WEIGHTS_TIMER)):
-            self.env_runner_group.sync_weights(
-                from_worker_or_learner_group=self.learner_group, policies=[DEFAULT_MODULE_ID],
-                inference_only=True, timeout_seconds=cfg.weight_sync_timeout_s,
-            )
+            self._sync_weights()
         t4 = time.perf_counter()
         # This iteration's phases (RLlib's own timers are smoothed averages).
         self.metrics.log_dict({"sample_s": t1 - t0, "score_s": t2 - t1, "update_s": t3 - t2, "sync_s": t4 - t3,
                                "completions_per_s": len(episodes) / (t4 - t0)},
                               key=("reinforce_pp", "iteration"), window=1)
-        if cfg.greedy_eval_interval and (self.iteration + 1) % cfg.greedy_eval_interval == 0:
-            self.metrics.log_dict(self.evaluate_greedy(), key="greedy_eval", window=1)
+        if cfg.greedy_eval_interval:
+            # Evaluate on the first iteration and every `greedy_eval_interval`; report the latest
+            # evaluation every iteration (Tune schedulers need the metric in every result).
+            if self._last_eval is None or (self.iteration + 1) % cfg.greedy_eval_interval == 0:
+                self._last_eval = {**self.evaluate_greedy(), "at_iteration": self.iteration + 1}
+            self.metrics.log_dict(self._last_eval, key="greedy_eval", window=1)
+
+    def _sync_weights(self) -> None:
+        """New weights to every env runner before the next sample."""
+        group = self.env_runner_group
+        if group.num_remote_env_runners() == 0 and self.learner_group.is_local:
+            # Runner and learner share this process: hand the tensors over directly
+            # (RLlib's sync_weights would pickle them through the object store first).
+            state = self.learner_group.get_state(
+                components=f"{COMPONENT_LEARNER}/{COMPONENT_RL_MODULE}/{DEFAULT_MODULE_ID}",
+                inference_only=True)[COMPONENT_LEARNER]
+            self.env_runner.set_state(state)
+        else:
+            group.sync_weights(from_worker_or_learner_group=self.learner_group, policies=[DEFAULT_MODULE_ID],
+                               inference_only=True, timeout_seconds=self.config.weight_sync_timeout_s)
 
     def _sample(self):
         group = self.env_runner_group
@@ -469,9 +492,7 @@ class ReinforcePP(Algorithm):
             self.reward_moments.set_state(state["reinforce_pp"]["reward_moments"])
             self._shuffle_rng.bit_generator.state = state["reinforce_pp"]["shuffle_rng"]
         # Runners must sample with the restored weights, not the ones they were built with.
-        self.env_runner_group.sync_weights(from_worker_or_learner_group=self.learner_group,
-                                           policies=[DEFAULT_MODULE_ID], inference_only=True,
-                                           timeout_seconds=self.config.weight_sync_timeout_s)
+        self._sync_weights()
 
     def restore_env_runners(self, env_runner_group) -> list[int]:
         """After RLlib restarts a failed env runner, give it the current weights."""

@@ -79,6 +79,9 @@ class VLLMSampler(Sampler):
                  weight_transfer: str = "auto", **engine_kwargs):
         # In-process engine by default: direct weight reload, no second process per runner.
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        # vLLM's CPU backend drops torch to one thread unless OMP_NUM_THREADS is set; a learner
+        # sharing this process would lose its other cores.
+        os.environ.setdefault("OMP_NUM_THREADS", str(torch.get_num_threads()))
         vllm = import_vllm()
         from vllm.platforms import current_platform
 

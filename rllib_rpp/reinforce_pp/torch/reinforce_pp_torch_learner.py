@@ -73,9 +73,28 @@ class ReinforcePPTorchLearner(ReinforcePPLearner, TorchLearner):
         return self._logprobs(self.ref_lm, batch)[0]
 
     # -- advantages ------------------------------------------------------------------------
+    def _drop_nonfinite(self, b) -> None:
+        """NaN/inf log-probs never reach the loss: raise (default) or drop those responses."""
+        mask = b["response_mask"] > 0
+        bad = torch.zeros(mask.shape[0], dtype=torch.bool, device=mask.device)
+        for key in ("old_logprobs", "ref_logprobs", "sampler_logprobs"):
+            rows = (~torch.isfinite(b[key]) & mask).any(-1)
+            if rows.any() and self.config.nonfinite_logprobs == "error":
+                raise FloatingPointError(
+                    f"{key} contain NaN/inf in {int(rows.sum())} of {len(rows)} responses (first: row "
+                    f"{int(rows.nonzero()[0])}); no update was applied. Check the model weights and dtype, or "
+                    f"set nonfinite_logprobs='mask' to leave such responses out (they are counted)")
+            bad |= rows
+        if bad.any():
+            b["response_mask"] = b["response_mask"] * (~bad).unsqueeze(-1)
+            for key in ("old_logprobs", "ref_logprobs", "sampler_logprobs"):
+                b[key] = torch.nan_to_num(b[key], nan=0.0, posinf=0.0, neginf=0.0)
+        self.metrics.log_value((DEFAULT_MODULE_ID, "nonfinite_responses"), int(bad.sum()), reduce="sum")
+
     @torch.no_grad()
     def compute_batch_advantages(self, b) -> None:
         cfg = self.config
+        self._drop_nonfinite(b)
         mask = b["response_mask"]
         in_reward = cfg.uses_kl_in_reward
         res = F.token_advantages(
@@ -156,6 +175,9 @@ class ReinforcePPTorchLearner(ReinforcePPLearner, TorchLearner):
         if config.entropy_coef:
             entropy = F.aggregate_loss(fwd_out["entropy"], mask, config.loss_agg_mode, **agg)
             loss = loss - config.entropy_coef * entropy
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"the loss is {loss.item()} (policy loss {pl.loss.item()}); the optimizer "
+                                     f"step was not taken, the weights are unchanged by this mini-batch")
         for k, v in (("policy_loss", pl.loss), ("clip_fraction", pl.clip_fraction),
                      ("dual_clip_fraction", pl.dual_clip_fraction), ("ratio_mean", pl.ratio_mean),
                      ("ratio_max", pl.ratio_max), ("approx_kl_old", pl.approx_kl)):
