@@ -2,8 +2,10 @@
 
     python -m benchmarks.estimators [--iterations 120] [--seeds 0 1 2]
 
-Estimators reinforce_pp, reinforce_pp_baseline, grpo, rloo on the tiny arithmetic task. Per
-iteration: sampled reward, KL to the reference per sequence, response length. At the end: held-out
+Estimators reinforce_pp, reinforce_pp_baseline, grpo, rloo on the tiny arithmetic task, each
+with its default KL placement (k1 in the reward for reinforce_pp/rloo, a k2 loss term for the
+other two), β = 0.01. Per iteration: sampled reward, KL(π_old || π_ref) per sequence (always the
+k1 estimate, so runs are comparable whatever they penalise), response length. At the end: held-out
 greedy accuracy. Plots (PNG): reward vs samples, KL vs samples, reward gain vs KL, response
 length vs samples. Writes benchmarks/results/estimators.json and estimators.png.
 """
@@ -35,7 +37,7 @@ def one_run(args: dict) -> dict:
         r = algo.train()
         learner = r["learners"]["default_policy"]
         curve.append({"samples": (i + 1) * 256, "reward": r["env_runners"]["episode_return_mean"],
-                      "kl_per_seq": learner["kl_ref_per_seq"], "length": r["env_runners"]["response_length_mean"]})
+                      "kl_per_seq": learner["kl_ref_k1_per_seq"], "length": r["env_runners"]["response_length_mean"]})
     after = algo.evaluate_greedy()["reward_mean"]
     algo.stop()
     return {"estimator": args["estimator"], "seed": args["seed"], "before": before, "after": after, "curve": curve}

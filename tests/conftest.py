@@ -38,3 +38,10 @@ def ray_local():
              ignore_reinit_error=True)
     yield
     ray.shutdown()
+
+
+def pytest_configure(config):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))  # tests/helpers.py

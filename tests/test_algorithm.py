@@ -2,30 +2,12 @@
 
 import numpy as np
 import pytest
-import ray
 import torch
+from helpers import small_config
 
 from rllib_rpp import ReinforcePP, ReinforcePPConfig
 
-
-@pytest.fixture(scope="module", autouse=True)
-def ray_session():
-    ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    yield
-    ray.shutdown()
-
-
-def small_config(**training) -> ReinforcePPConfig:
-    opts = dict(lr=1e-4, num_prompts_per_iteration=16, num_samples_per_prompt=4, minibatch_size=32)
-    opts.update(training)
-    return (
-        ReinforcePPConfig()
-        .environment(env_config={"prompts": "arithmetic", "reward_funcs": ["exact_match"]})
-        .generation(max_new_tokens=5)
-        .training(**opts)
-        .evaluation(greedy_eval_prompts="arithmetic-eval")
-        .debugging(seed=0)
-    )
+pytestmark = pytest.mark.usefixtures("ray_local")
 
 
 def _policy(algo):

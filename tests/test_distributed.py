@@ -1,34 +1,17 @@
 """Ray Tune, several learners (gloo on CPU) and remote env runners."""
 
 import pytest
-import ray
 import torch
+from helpers import small_config
 from ray import tune
 
-from rllib_rpp import ReinforcePP, ReinforcePPConfig
+from rllib_rpp import ReinforcePP
 
-
-@pytest.fixture(scope="module", autouse=True)
-def ray_session():
-    ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    yield
-    ray.shutdown()
-
-
-def config(**training):
-    opts = dict(lr=1e-4, num_prompts_per_iteration=16, num_samples_per_prompt=4, minibatch_size=32)
-    opts.update(training)
-    return (
-        ReinforcePPConfig()
-        .environment(env_config={"prompts": "arithmetic", "reward_funcs": ["exact_match"]})
-        .generation(max_new_tokens=5)
-        .training(**opts)
-        .debugging(seed=0)
-    )
+pytestmark = pytest.mark.usefixtures("ray_local")
 
 
 def test_two_learners_whiten_globally_with_a_remote_runner():
-    cfg = config(minibatch_size=16).learners(num_learners=2).env_runners(num_env_runners=1)
+    cfg = small_config(minibatch_size=16).learners(num_learners=2).env_runners(num_env_runners=1)
     algo = cfg.build_algo()
     r = algo.train()
     assert r["env_runners"]["num_env_steps_sampled"] == 64
@@ -56,7 +39,7 @@ def test_two_learners_whiten_globally_with_a_remote_runner():
 
 
 def test_two_remote_runners_draw_disjoint_prompts():
-    algo = config().env_runners(num_env_runners=2).build_algo()
+    algo = small_config().env_runners(num_env_runners=2).build_algo()
     eps = algo.env_runner_group.foreach_env_runner(lambda runner: runner.sample(num_prompts=8),
                                                    local_env_runner=False)
     idx = [[e.get_infos(0)["prompt_index"] for e in runner_eps[::4]] for runner_eps in eps]
@@ -65,7 +48,7 @@ def test_two_remote_runners_draw_disjoint_prompts():
 
 
 def test_tune_grid_search_runs_two_trials_and_string_name():
-    param_space = config().training(lr=tune.grid_search([1e-4, 3e-4]))
+    param_space = small_config().training(lr=tune.grid_search([1e-4, 3e-4]))
     tuner = tune.Tuner(ReinforcePP, param_space=param_space,
                        run_config=tune.RunConfig(stop={"training_iteration": 2}, verbose=0))
     results = tuner.fit()
@@ -75,6 +58,6 @@ def test_tune_grid_search_runs_two_trials_and_string_name():
     for r in results:
         assert r.metrics["training_iteration"] == 2
         assert 0.0 <= r.metrics["env_runners"]["episode_return_mean"] <= 1.0
-    by_name = tune.Tuner("ReinforcePP", param_space=config(), run_config=tune.RunConfig(
+    by_name = tune.Tuner("ReinforcePP", param_space=small_config(), run_config=tune.RunConfig(
         stop={"training_iteration": 1}, verbose=0)).fit()
     assert not by_name.errors and by_name[0].metrics["training_iteration"] == 1

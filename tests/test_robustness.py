@@ -9,28 +9,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import ray
 import torch
+from helpers import small_config
 
 from envs.models import ModelNotFoundError
-from rllib_rpp import ReinforcePP, ReinforcePPConfig
+from rllib_rpp import ReinforcePP
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def ray_session():
-    ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    yield
-    ray.shutdown()
-
-
-def small(**training):
-    opts = dict(lr=1e-4, num_prompts_per_iteration=16, num_samples_per_prompt=4, minibatch_size=32)
-    opts.update(training)
-    return (ReinforcePPConfig()
-            .environment(env_config={"prompts": "arithmetic", "reward_funcs": ["exact_match"]})
-            .generation(max_new_tokens=5).training(**opts).debugging(seed=0))
+pytestmark = pytest.mark.usefixtures("ray_local")
 
 
 def _child(*args):
@@ -53,7 +41,7 @@ def test_resume_in_a_new_process_equals_training_straight_through(tmp_path):
 
 
 def test_killed_remote_runner_is_restarted_and_training_continues():
-    algo = small().env_runners(num_env_runners=2).fault_tolerance(restart_failed_env_runners=True).build_algo()
+    algo = small_config().env_runners(num_env_runners=2).fault_tolerance(restart_failed_env_runners=True).build_algo()
     algo.train()
     group = algo.env_runner_group
     pids = group.foreach_env_runner(lambda runner: os.getpid(), local_env_runner=False)
@@ -80,7 +68,7 @@ def flaky(prompts, completions, **kwargs):
 
 
 def test_raising_reward_function_fails_the_step_and_checkpoint_stays_loadable(tmp_path):
-    algo = small(reward_normalization="running").environment(
+    algo = small_config(reward_normalization="running").environment(
         env_config={"prompts": "arithmetic", "reward_funcs": [flaky, "exact_match"]}).build_algo()
     algo.train()
     path = algo.save_to_path(str(tmp_path / "ckpt"))
@@ -109,7 +97,7 @@ def _poison_sampler(algo):
 
 
 def test_nan_log_probs_are_caught_or_masked_never_trained_on():
-    algo = small().build_algo()
+    algo = small_config().build_algo()
     _poison_sampler(algo)
     before = algo.get_policy_state_dict()
     with pytest.raises(Exception, match=r"sampler_logprobs contain NaN/inf in 1 of 64 responses"):
@@ -117,7 +105,7 @@ def test_nan_log_probs_are_caught_or_masked_never_trained_on():
     after = algo.get_policy_state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
     algo.stop()
-    algo = small(nonfinite_logprobs="mask").build_algo()
+    algo = small_config(nonfinite_logprobs="mask").build_algo()
     _poison_sampler(algo)
     r = algo.train()
     assert r["learners"]["default_policy"]["nonfinite_responses"] == 1
@@ -127,7 +115,7 @@ def test_nan_log_probs_are_caught_or_masked_never_trained_on():
 
 def test_unknown_policy_model_is_a_clear_error():
     with pytest.raises(ModelNotFoundError, match="unknown model 'no-such-org/no-such-model'"):
-        small().rl_module(model_config={"model": "no-such-org/no-such-model"}).build_algo()
+        small_config().rl_module(model_config={"model": "no-such-org/no-such-model"}).build_algo()
 
 
 def test_cli_help_explains_the_options():
@@ -162,7 +150,7 @@ def test_tensorboard_logs_carry_the_reinforce_pp_metrics(tmp_path):
     from ray import tune
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    tune.Tuner(ReinforcePP, param_space=small(), run_config=tune.RunConfig(
+    tune.Tuner(ReinforcePP, param_space=small_config(), run_config=tune.RunConfig(
         stop={"training_iteration": 2}, storage_path=str(tmp_path), verbose=0)).fit()
     events = list(tmp_path.rglob("events.out.tfevents*"))
     assert events

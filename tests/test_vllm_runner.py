@@ -4,33 +4,20 @@ import builtins
 
 import numpy as np
 import pytest
-import ray
 import torch
+from helpers import small_config
 
-from rllib_rpp import ReinforcePP, ReinforcePPConfig
+from rllib_rpp import ReinforcePP
 from rllib_rpp.reinforce_pp.torch.causal_lm_rl_module import response_logprobs
 
-pytestmark = pytest.mark.vllm
+pytestmark = [pytest.mark.vllm, pytest.mark.usefixtures("ray_local")]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def ray_session():
-    ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    yield
-    ray.shutdown()
 
 
 def vllm_config(**training):
-    opts = dict(lr=3e-4, num_prompts_per_iteration=16, num_samples_per_prompt=4, minibatch_size=32)
-    opts.update(training)
-    return (
-        ReinforcePPConfig()
-        .environment(env_config={"prompts": "arithmetic", "reward_funcs": ["exact_match"]})
-        .generation(sampler="vllm", max_new_tokens=5, sampler_kwargs={"kv_cache_memory_bytes": 64 << 20})
-        .training(**opts)
-        .evaluation(greedy_eval_prompts="arithmetic-eval")
-        .debugging(seed=0)
-    )
+    return small_config(lr=3e-4, **training).generation(
+        sampler="vllm", sampler_kwargs={"kv_cache_memory_bytes": 64 << 20})
 
 
 def learner_logprobs(algo, prompts, responses):
@@ -151,3 +138,48 @@ def test_weight_transfer_paths_load_new_weights(transfer):
     np.testing.assert_allclose(got, want, atol=1e-4)
     assert sampler.weights_version == 7
     sampler.stop()
+
+
+def test_colocated_sleep_mode_wakes_weights_before_reload_and_kv_cache_before_generate():
+    """The call order of the CUDA-only sleep mode, against a recording stand-in for the engine
+    (sleep is a no-op on the CPU backend; the GPU behaviour itself is not checked here)."""
+    import vllm
+
+    from rllib_rpp.samplers.base import SamplingParams
+    from rllib_rpp.samplers.vllm import InProcessReload, VLLMSampler
+
+    calls = []
+
+    class Out:
+        def __init__(self):
+            step = {5: type("L", (), {"logprob": -0.5})()}
+            self.outputs = [type("C", (), {"index": 0, "token_ids": [5], "logprobs": [step], "finish_reason": "length"})()]
+
+    class Engine:
+        def sleep(self, level):
+            calls.append(("sleep", level))
+
+        def wake_up(self, tags):
+            calls.append(("wake_up", tuple(tags)))
+
+        def generate(self, prompts, params, use_tqdm):
+            calls.append(("generate",))
+            return [Out() for _ in prompts]
+
+        def collective_rpc(self, method, kwargs):
+            calls.append((method,))
+
+        def reset_prefix_cache(self):
+            calls.append(("reset_prefix_cache",))
+
+    sampler = VLLMSampler.__new__(VLLMSampler)
+    sampler._vllm, sampler.llm, sampler.transfer = vllm, Engine(), InProcessReload()
+    sampler.sleep_mode, sampler._asleep, sampler.weights_version = True, set(), 0
+    params = SamplingParams(n=1, max_new_tokens=1)
+    gen = sampler.generate([[1, 2]], params)
+    assert gen.token_ids == [[5]] and gen.logprobs == [[-0.5]] and gen.finished == [False]
+    sampler.load_weights({"w": torch.zeros(1)}, version=1)
+    sampler.generate([[1, 2]], params)
+    assert calls == [("generate",), ("sleep", 1),
+                     ("wake_up", ("weights",)), ("reload_weights",), ("reset_prefix_cache",),
+                     ("wake_up", ("kv_cache",)), ("generate",), ("sleep", 1)]

@@ -122,11 +122,14 @@ class VLLMSampler(Sampler):
             raise ValueError("weight_transfer='in_process' needs VLLM_ENABLE_V1_MULTIPROCESSING=0")
         self.transfer: WeightTransfer = {"in_process": InProcessReload, "shared_file": SharedFileReload}[weight_transfer]()
         self.sleep_mode = bool(kwargs["enable_sleep_mode"])
-        self._asleep = False
+        self._asleep: set[str] = set()  # parts offloaded by sleep(): "weights", "kv_cache"
 
     def _wake(self, tags: list[str]) -> None:
-        if self.sleep_mode and self._asleep:
-            self.llm.wake_up(tags=tags)
+        """Wake only the parts that sleep, in the order given (weights before the KV cache)."""
+        needed = [t for t in tags if t in self._asleep]
+        if needed:
+            self.llm.wake_up(tags=needed)
+            self._asleep -= set(needed)
 
     def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> Generation:
         vllm = self._vllm
@@ -149,7 +152,7 @@ class VLLMSampler(Sampler):
                     gen.logprobs.append([step[t].logprob for step, t in zip(c.logprobs, ids)])
         if self.sleep_mode:  # hand the GPU memory to a colocated learner until the next sample
             self.llm.sleep(level=1)
-            self._asleep = True
+            self._asleep = {"weights", "kv_cache"}
         return gen
 
     def replay_logprobs(self, prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]]) -> list[list[float]]:

@@ -122,6 +122,7 @@ class ReinforcePPTorchLearner(ReinforcePPLearner, TorchLearner):
             "kl_ref_per_token": sums[0] / n_tok,
             "kl_ref_per_seq": sums[0] / n_seq,
             "kl_ref_k1_per_token": sums[1] / n_tok,
+            "kl_ref_k1_per_seq": sums[1] / n_seq,  # same estimator whatever is penalised: comparable
             "entropy": sums[5] / n_tok,
             "logprob_mismatch_mean": sums[4] / n_tok,
             "logprob_mismatch_max": gap.max(),
