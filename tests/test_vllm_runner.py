@@ -9,6 +9,7 @@ from helpers import small_config
 
 from rllib_rpp import ReinforcePP
 from rllib_rpp.reinforce_pp.torch.causal_lm_rl_module import response_logprobs
+from rllib_rpp.samplers import SamplingParams
 
 pytestmark = [pytest.mark.vllm, pytest.mark.usefixtures("ray_local")]
 
@@ -66,6 +67,15 @@ def test_local_vllm_runner_serves_the_learners_weights_after_every_update(tmp_pa
     np.testing.assert_allclose(np.concatenate(restored.env_runner.sampler.replay_logprobs(prompts, responses)),
                                np.concatenate(weights), atol=1e-4)
     assert np.isfinite(restored.train()["learners"]["default_policy"]["policy_loss"])
+    # Export: the trained policy loads in vLLM and serves exactly the learner's log-probs.
+    export = restored.export_policy(tmp_path / "export")
+    from rllib_rpp.samplers.vllm import VLLMSampler
+
+    served = VLLMSampler(str(export), eos_token_id=2, pad_token_id=0, kv_cache_memory_bytes=32 << 20)
+    np.testing.assert_allclose(np.concatenate(served.replay_logprobs(prompts, responses)),
+                               np.concatenate(learner_logprobs(restored, prompts, responses)), atol=1e-4)
+    greedy = served.generate([prompts[0]], SamplingParams(n=1, max_new_tokens=5, greedy=True))
+    assert len(greedy.token_ids) == 1 and 1 <= len(greedy.token_ids[0]) <= 5
     restored.stop()
 
 
