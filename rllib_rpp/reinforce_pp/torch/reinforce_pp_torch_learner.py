@@ -12,7 +12,7 @@ from envs.models import load_causal_lm
 from rllib_rpp import functional as F
 from rllib_rpp.reinforce_pp.connectors import chunked
 from rllib_rpp.reinforce_pp.reinforce_pp_learner import ReinforcePPLearner
-from rllib_rpp.reinforce_pp.torch.causal_lm_rl_module import response_logprobs
+from rllib_rpp.reinforce_pp.torch.causal_lm_rl_module import response_logprobs, trim_batch
 
 _TOKEN_KEYS = ("prompt_ids", "prompt_mask", "response_ids", "response_mask")
 
@@ -46,8 +46,6 @@ class ReinforcePPTorchLearner(ReinforcePPLearner, TorchLearner):
         entropy_out = []
 
         def fn(*cols):
-            from rllib_rpp.reinforce_pp.torch.causal_lm_rl_module import trim_batch
-
             lp, ent = response_logprobs(lm, *trim_batch(*cols), temperature=temperature, with_entropy=with_entropy)
             if with_entropy:
                 entropy_out.append(torch.nn.functional.pad(ent, (0, batch["response_ids"].shape[1] - ent.shape[1])))
