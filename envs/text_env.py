@@ -126,7 +126,7 @@ class SingleTurnTextEnv(gym.Env):
 
     def score(self, prompts: Sequence[PromptRecord], completion_ids: Sequence[Sequence[int]]) -> RewardResult:
         """Reward of each (prompt, response) pair, in one call of the reward step."""
-        texts = [self.decode(ids) for ids in completion_ids]
+        texts = self.tokenizer.batch_decode([list(ids) for ids in completion_ids], skip_special_tokens=True)
         completions = [
             [{"role": "assistant", "content": t}] if isinstance(p.prompt, list) else t
             for p, t in zip(prompts, texts)
