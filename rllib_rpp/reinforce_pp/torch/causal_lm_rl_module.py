@@ -65,7 +65,3 @@ class CausalLMTorchRLModule(TorchRLModule):
     def set_state(self, state) -> None:
         state = {k: (torch.as_tensor(v) if not isinstance(v, torch.Tensor) else v) for k, v in state.items()}
         self.load_state_dict(state, strict=True)
-
-    def hf_state_dict(self) -> dict[str, torch.Tensor]:
-        """The LM's weights under Hugging Face names (what samplers load)."""
-        return {k: v.detach() for k, v in self.lm.state_dict().items()}
