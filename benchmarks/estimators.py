@@ -19,14 +19,15 @@ import sys
 import numpy as np
 
 from benchmarks.common import RESULTS, WORKLOAD, run_child, save, table
+from rllib_rpp.estimators import ESTIMATORS as ESTIMATOR_TABLE
 
-ESTIMATORS = ["reinforce_pp", "reinforce_pp_baseline", "grpo", "rloo"]
+ESTIMATORS = list(ESTIMATOR_TABLE)  # every registered estimator
 
 
 def one_run(args: dict) -> dict:
     import ray
 
-    from tuned_examples.tiny_arith import build_config
+    from rllib_rpp.presets import tiny_arith as build_config
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     algo = build_config(estimator=args["estimator"], seed=args["seed"], lr=WORKLOAD["lr"],
@@ -93,13 +94,15 @@ def main(argv=None) -> dict:
         mine = [r for r in runs if r["estimator"] == est]
         acc = np.array([r["after"] for r in mine])
         kl = np.array([np.mean([c["kl_per_seq"] for c in r["curve"][-10:]]) for r in mine])
-        gain = np.array([np.mean([c["reward"] for c in r["curve"][-10:]]) - np.mean([c["reward"] for c in r["curve"][:5]])
+        gain = np.array([np.mean([c["reward"] for c in r["curve"][-10:]])
+                         - np.mean([c["reward"] for c in r["curve"][:5]])
                          for r in mine])
         length = np.array([np.mean([c["length"] for c in r["curve"][-10:]]) for r in mine])
+        per_kl = gain / np.maximum(kl, 1e-6)
         rows.append({"estimator": est, "held-out acc": f"{acc.mean():.3f} ± {acc.std():.3f}",
                      "KL/seq (last 10)": f"{kl.mean():.3f} ± {kl.std():.3f}",
                      "reward gain": f"{gain.mean():.3f} ± {gain.std():.3f}",
-                     "gain per unit KL": f"{(gain / np.maximum(kl, 1e-6)).mean():.2f} ± {(gain / np.maximum(kl, 1e-6)).std():.2f}",
+                     "gain per unit KL": f"{per_kl.mean():.2f} ± {per_kl.std():.2f}",
                      "length": f"{length.mean():.2f}"})
     print(table(rows, list(rows[0])))
     RESULTS.mkdir(parents=True, exist_ok=True)

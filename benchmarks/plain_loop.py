@@ -17,9 +17,14 @@ import torch
 from envs.models import load_causal_lm, load_tokenizer
 from envs.tasks.arithmetic import arithmetic_prompts
 from rllib_rpp import functional as F
-from rllib_rpp.reinforce_pp.torch.causal_lm_rl_module import response_logprobs
+from rllib_rpp.core.logprobs import response_logprobs
 from rllib_rpp.samplers.base import SamplingParams
 from rllib_rpp.samplers.hf import TransformersSampler, left_pad
+from rllib_rpp.schema import TOKEN_COLUMNS
+
+
+def cols(*columns):
+    return dict(zip(TOKEN_COLUMNS, columns))
 
 
 class PlainLoop:
@@ -27,7 +32,8 @@ class PlainLoop:
                  lr: float, kl_coef: float, model: str = "tiny-arith", seed: int = 0, **_):
         torch.manual_seed(seed)
         self.tok = load_tokenizer(model)
-        self.sampler = TransformersSampler(model, eos_token_id=self.tok.eos_token_id, pad_token_id=self.tok.pad_token_id)
+        self.sampler = TransformersSampler(model, eos_token_id=self.tok.eos_token_id,
+                                           pad_token_id=self.tok.pad_token_id)
         self.policy = self.sampler.model  # one copy: the sampler generates with the trained weights
         self.ref = load_causal_lm(model).eval().requires_grad_(False)
         self.opt = torch.optim.Adam(self.policy.parameters(), lr=lr)
@@ -57,13 +63,13 @@ class PlainLoop:
             r_ids[i, : len(t)] = torch.tensor(t)
             mask[i, : len(t)] = 1
         with torch.no_grad():
-            old, _ = response_logprobs(self.policy, p_ids, p_mask, r_ids, mask)
-            ref, _ = response_logprobs(self.ref, p_ids, p_mask, r_ids, mask)
+            old, _ = response_logprobs(self.policy, cols(p_ids, p_mask, r_ids, mask))
+            ref, _ = response_logprobs(self.ref, cols(p_ids, p_mask, r_ids, mask))
         adv = F.compute_advantages(rewards, old, ref, mask, kl_coef=self.kl_coef).advantages
         t3 = time.perf_counter()
         self.policy.train()
         for part in torch.randperm(len(rewards)).chunk(self.mb):
-            lp, _ = response_logprobs(self.policy, p_ids[part], p_mask[part], r_ids[part], mask[part])
+            lp, _ = response_logprobs(self.policy, cols(p_ids[part], p_mask[part], r_ids[part], mask[part]))
             loss = F.clipped_policy_loss(lp, old[part], adv[part], mask[part]).loss
             self.opt.zero_grad(set_to_none=True)
             loss.backward()

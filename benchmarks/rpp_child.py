@@ -14,7 +14,7 @@ import ray
 
 
 def measure(args: dict) -> dict:
-    from tuned_examples.tiny_arith import build_config
+    from rllib_rpp.presets import tiny_arith as build_config
 
     ray.init(num_cpus=max(2, args.get("num_env_runners", 0) + 2), include_dashboard=False, log_to_driver=False,
              configure_logging=False)
@@ -56,7 +56,8 @@ def measure(args: dict) -> dict:
         "sampling (generate)": mean["generate"],
         "reward step": mean["reward"],
         "pi_old + pi_ref log-prob passes": mean["old_logprobs"] + mean["ref_logprobs"],
-        "learner update (fwd/bwd/step)": mean["update_total"] - mean["old_logprobs"] - mean["ref_logprobs"] - mean["advantages"],
+        "learner update (fwd/bwd/step)": (mean["update_total"] - mean["old_logprobs"] - mean["ref_logprobs"]
+                                          - mean["advantages"]),
         "weight sync": mean["sync"],
     }
     breakdown["everything else (Ray/RLlib plumbing, metrics, advantages)"] = mean["wall"] - sum(breakdown.values())

@@ -15,7 +15,9 @@ import json
 import os
 import sys
 
-EXAMPLES = ("tiny-arith", "math", "general")
+from rllib_rpp.estimators import ESTIMATORS
+from rllib_rpp.presets import PRESETS
+
 _COMMON = ("lr", "kl_coef", "estimator", "seed", "num_prompts", "samples_per_prompt")
 
 
@@ -33,28 +35,21 @@ def _tiny_model(args) -> None:
 
 def _train(args) -> None:
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-    from tuned_examples.runner import run
+    from rllib_rpp.driver import run
 
     options = {k: v for k, v in vars(args).items() if k in _COMMON and v is not None}
     if args.example == "tiny-arith":
-        from tuned_examples.tiny_arith import build_config
-
         if args.sampler:
             options["sampler"] = args.sampler
-        config = build_config(**options)
     else:
         if not args.model or not args.prompts:
             raise SystemExit(f"`train {args.example}` needs --model and --prompts")
         options.update(model=args.model, prompts=args.prompts, eval_prompts=args.eval_prompts, gpus=args.gpus)
-        if args.example == "math":
-            from tuned_examples.math_gpu import build_config
-        else:
-            from tuned_examples.general_gpu import build_config
-
+        if args.example == "general":
             if not args.reward_model:
                 raise SystemExit("`train general` needs --reward-model (a Bradley-Terry reward model id or path)")
             options["reward_model"] = args.reward_model
-        config = build_config(**options)
+    config = PRESETS[args.example](**options)
     budget = args.time_budget if args.time_budget is not None else (300.0 if args.example == "tiny-arith" else None)
     if budget is None and args.iterations is None:
         raise SystemExit("give --time-budget or --iterations")
@@ -67,9 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    t = sub.add_parser("train", help="train a tuned example", description="Train a tuned example, "
+    t = sub.add_parser("train", help="train a preset", description="Train a preset configuration, "
                        "printing progress and held-out greedy evaluations before, during and after.")
-    t.add_argument("example", choices=EXAMPLES, help="which tuned example")
+    t.add_argument("example", choices=tuple(PRESETS), help="which preset (rllib_rpp.presets)")
     t.add_argument("--time-budget", type=float, default=None,
                    help="seconds of training, evaluations excluded (default: 300 for tiny-arith, none otherwise)")
     t.add_argument("--iterations", type=int, default=None, help="stop after this many iterations")
@@ -77,8 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--sampler", choices=("transformers", "vllm"), help="generation backend of the env runners")
     t.add_argument("--lr", type=float, help="learning rate")
     t.add_argument("--kl-coef", type=float, help="β, the KL penalty coefficient")
-    t.add_argument("--estimator", choices=("reinforce_pp", "reinforce_pp_baseline", "grpo", "rloo"),
-                   help="advantage estimator")
+    t.add_argument("--estimator", choices=tuple(ESTIMATORS), help="advantage estimator")
     t.add_argument("--num-prompts", type=int, help="prompts per iteration")
     t.add_argument("--samples-per-prompt", type=int, help="completions per prompt")
     t.add_argument("--seed", type=int, help="random seed")

@@ -1,12 +1,13 @@
 """REINFORCE++ math, once: small pure torch functions (no Ray) to hold next to the paper.
 
 Tensors are [B, T] over response tokens, right-padded, with a 0/1 `mask` (1 = action token).
-Sequence-level tensors are [B]. Equation numbers refer to `docs/algorithm.md` sections.
+Sequence-level tensors are [B]. "§N" is a section of `docs/algorithm.md` (the paper's own
+sections are written "paper §N").
 
 Pipeline of one iteration (driver, then learners):
     r          raw scalar reward per sample (reward step)
     r̂          = process_rewards(r)                 §4: normalise -> clip -> scale
-    s          = sequence_scores(r̂, groups)         §6: the estimator's baseline (if any)
+    s          = sequence_scores(r̂, groups)         §6: the estimator's baseline (estimators.py)
     KL_t       = token_kl(log π_old, log π_ref)     §1
     r_t        = shape_rewards(s, KL, mask, β)      §1: -β KL_t, plus s on the last token
     G_t        = discounted_returns(r_t, mask, γ)   §2
@@ -21,17 +22,16 @@ from typing import NamedTuple
 
 import torch
 
+from rllib_rpp.estimators import get_estimator, sequence_scores
+
 KL_ESTIMATORS = ("k1", "k2", "k3")
-ADVANTAGE_ESTIMATORS = ("reinforce_pp", "reinforce_pp_baseline", "grpo", "rloo")
-GROUP_ESTIMATORS = ("reinforce_pp_baseline", "grpo", "rloo")
-WHITENED_ESTIMATORS = ("reinforce_pp", "reinforce_pp_baseline")
 LOSS_AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum")
 
 # Sums a tensor over every learner (torch.distributed.all_reduce), or nothing for one process.
 AllReduce = Callable[[torch.Tensor], torch.Tensor]
 
 
-def _no_reduce(x: torch.Tensor) -> torch.Tensor:
+def no_reduce(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
@@ -72,7 +72,9 @@ def shape_rewards(rewards: torch.Tensor, kl: torch.Tensor, mask: torch.Tensor,
 # §2 Returns and global whitening
 # ---------------------------------------------------------------------------------------------
 def discounted_returns(token_rewards: torch.Tensor, mask: torch.Tensor, gamma: float = 1.0) -> torch.Tensor:
-    """G_t = Σ_{i=t..T} γ^{i-t} r_i, right to left; 0 at padding."""
+    """G_t = Σ_{i=t..T} γ^{i-t} r_i, right to left; 0 at padding (responses are mask prefixes)."""
+    if gamma == 1.0:  # a reverse cumulative sum
+        return (token_rewards * mask).flip(-1).cumsum(-1).flip(-1) * mask
     returns = torch.zeros_like(token_rewards)
     running = torch.zeros_like(token_rewards[:, 0])
     for t in reversed(range(token_rewards.shape[1])):
@@ -82,7 +84,7 @@ def discounted_returns(token_rewards: torch.Tensor, mask: torch.Tensor, gamma: f
 
 
 def masked_mean_var(values: torch.Tensor, mask: torch.Tensor,
-                    all_reduce: AllReduce = _no_reduce) -> tuple[torch.Tensor, torch.Tensor]:
+                    all_reduce: AllReduce = no_reduce) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and population variance (ddof=0) over valid entries of every learner, in float64."""
     x, m = values.double(), mask.double()
     sums = all_reduce(torch.stack([(x * m).sum(), m.sum()]))
@@ -93,7 +95,7 @@ def masked_mean_var(values: torch.Tensor, mask: torch.Tensor,
 
 
 def whiten(values: torch.Tensor, mask: torch.Tensor, *, shift_mean: bool = True, scale: bool = True,
-           eps: float = 1e-8, all_reduce: AllReduce = _no_reduce) -> torch.Tensor:
+           eps: float = 1e-8, all_reduce: AllReduce = no_reduce) -> torch.Tensor:
     """Â = (A - μ) / (σ + eps), μ and σ over all valid tokens of the whole batch (population σ).
 
     `scale=False` subtracts the mean only; `shift_mean=False` keeps the mean (scales only).
@@ -108,7 +110,7 @@ def whiten(values: torch.Tensor, mask: torch.Tensor, *, shift_mean: bool = True,
 
 
 # ---------------------------------------------------------------------------------------------
-# §4 Reward processing and §6 sequence-level baselines
+# §4 Reward processing (the §6 sequence baselines are in estimators.py)
 # ---------------------------------------------------------------------------------------------
 class RunningMoments:
     """Running mean/variance of all rewards seen (Chan et al. parallel update), for `running`
@@ -161,45 +163,6 @@ def process_rewards(rewards: torch.Tensor, *, normalize: str | None = None,
     return (r * scale).to(rewards.dtype)
 
 
-def _group_index(group_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    _, inverse, counts = torch.unique(group_ids, return_inverse=True, return_counts=True)
-    return inverse, counts
-
-
-def sequence_scores(rewards: torch.Tensor, group_ids: torch.Tensor | None = None,
-                    estimator: str = "reinforce_pp", eps: float = 1e-6) -> torch.Tensor:
-    """The scalar each estimator puts on the last token (§6). Groups are prompt ids.
-
-    reinforce_pp:          s = r̂
-    reinforce_pp_baseline: s = r̂ - mean_g(r̂)
-    grpo:                  s = (r̂ - mean_g(r̂)) / (std_g(r̂) + eps)      (std with ddof=1)
-    rloo:                  s = r̂ - (Σ_g r̂ - r̂) / (n_g - 1)              (leave-one-out mean)
-    """
-    if estimator not in ADVANTAGE_ESTIMATORS:
-        raise ValueError(f"unknown advantage estimator {estimator!r}; expected one of {ADVANTAGE_ESTIMATORS}")
-    if estimator == "reinforce_pp":
-        return rewards
-    if group_ids is None:
-        raise ValueError(f"estimator {estimator!r} subtracts a per-prompt baseline and needs group_ids")
-    inverse, counts = _group_index(group_ids)
-    if (counts < 2).any():
-        bad = group_ids[(counts[inverse] < 2)][0].item()
-        raise ValueError(f"estimator {estimator!r} needs >= 2 samples per prompt; group {bad} has 1")
-    r = rewards.double()
-    n = counts.double()
-    group_sum = torch.zeros_like(n).index_add_(0, inverse, r)
-    mean = (group_sum / n)[inverse]
-    if estimator == "reinforce_pp_baseline":
-        s = r - mean
-    elif estimator == "rloo":
-        s = r - (group_sum[inverse] - r) / (n[inverse] - 1)
-    else:  # grpo
-        sq = torch.zeros_like(n).index_add_(0, inverse, (r - mean) ** 2)
-        std = (sq / (n - 1)).sqrt()[inverse]
-        s = (r - mean) / (std + eps)
-    return s.to(rewards.dtype)
-
-
 class Advantages(NamedTuple):
     advantages: torch.Tensor  # [B, T] Â_t, 0 at padding
     returns: torch.Tensor  # [B, T] G_t before whitening
@@ -209,13 +172,13 @@ class Advantages(NamedTuple):
 def token_advantages(scores: torch.Tensor, logprobs: torch.Tensor, ref_logprobs: torch.Tensor,
                      mask: torch.Tensor, *, estimator: str = "reinforce_pp", kl_coef: float = 0.0,
                      kl_estimator: str = "k1", gamma: float = 1.0, std_normalize: bool = True,
-                     all_reduce: AllReduce = _no_reduce) -> Advantages:
+                     all_reduce: AllReduce = no_reduce) -> Advantages:
     """Token-level half of compute_advantages, given the sequence scores s (§1, §2).
 
     Runs on each learner's shard; `all_reduce` makes the whitening statistics global."""
     kl = token_kl(logprobs, ref_logprobs, kl_estimator) * mask
     returns = discounted_returns(shape_rewards(scores, kl, mask, kl_coef), mask, gamma)
-    if estimator in WHITENED_ESTIMATORS:
+    if get_estimator(estimator).whitened:
         adv = whiten(returns, mask, scale=std_normalize, all_reduce=all_reduce)
     else:  # grpo / rloo: already normalised per group, no global whitening
         adv = returns * mask
@@ -225,7 +188,7 @@ def token_advantages(scores: torch.Tensor, logprobs: torch.Tensor, ref_logprobs:
 def compute_advantages(rewards: torch.Tensor, logprobs: torch.Tensor, ref_logprobs: torch.Tensor,
                        mask: torch.Tensor, *, estimator: str = "reinforce_pp", kl_coef: float = 0.0,
                        kl_estimator: str = "k1", gamma: float = 1.0, group_ids: torch.Tensor | None = None,
-                       std_normalize: bool = True, all_reduce: AllReduce = _no_reduce) -> Advantages:
+                       std_normalize: bool = True, all_reduce: AllReduce = no_reduce) -> Advantages:
     """Â for one whole batch: sequence_scores (baseline) then token_advantages.
 
     `rewards` are the processed r̂ (§4). `logprobs` are π_old's, recomputed by the learner.

@@ -12,7 +12,7 @@ import ray  # noqa: E402
 import torch  # noqa: E402
 
 from rllib_rpp import ReinforcePP  # noqa: E402
-from tuned_examples.tiny_arith import build_config  # noqa: E402
+from rllib_rpp.presets import tiny_arith as build_config  # noqa: E402
 
 
 def main(mode, path, out):

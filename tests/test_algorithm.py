@@ -51,9 +51,9 @@ def test_validate_refuses_bad_generation_and_model_settings():
 def test_config_defaults_follow_the_spec_and_round_trip_through_dicts():
     c = ReinforcePPConfig()
     assert (c.kl_coef, c.gamma, c.clip_low, c.clip_high, c.num_samples_per_prompt) == (0.01, 1.0, 0.2, 0.2, 4)
-    assert c.uses_kl_in_reward and c.kl_estimator_used == "k1" and c.loss_agg_mode == "token-mean"
+    assert c.kl_placement_used == "reward" and c.kl_estimator_used == "k1" and c.loss_agg_mode == "token-mean"
     base = c.copy().training(advantage_estimator="reinforce_pp_baseline")
-    assert not base.uses_kl_in_reward and base.uses_kl_loss and base.kl_estimator_used == "k2"
+    assert base.kl_placement_used == "loss" and base.kl_estimator_used == "k2"
     c2 = ReinforcePPConfig.from_dict(small_config(kl_coef=0.05, dual_clip=3.0).to_dict())
     assert (c2.kl_coef, c2.dual_clip, c2.max_new_tokens, c2.num_prompts_per_iteration) == (0.05, 3.0, 5, 16)
 

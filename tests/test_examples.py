@@ -1,12 +1,12 @@
-"""The tuned examples build and validate (GPU ones without loading any weights)."""
+"""The presets and tuned examples build and validate (GPU ones without loading any weights)."""
 
 import pytest
 
-from tuned_examples import general_gpu, math_gpu, tiny_arith
+from rllib_rpp.presets import general_alignment, math_reasoning, tiny_arith
 
 
 def test_tiny_arith_config():
-    c = tiny_arith.build_config()
+    c = tiny_arith()
     c.validate()
     assert (c.max_new_tokens, c.num_prompts_per_iteration, c.num_samples_per_prompt) == (5, 64, 4)
     assert c.env_config["reward_funcs"] == ["exact_match"] and c.greedy_eval_prompts == "arithmetic-eval"
@@ -14,8 +14,7 @@ def test_tiny_arith_config():
 
 @pytest.mark.parametrize("gpus", [1, 2, 3])
 def test_math_gpu_config(gpus):
-    c = math_gpu.build_config(model="Qwen/Qwen2.5-7B-Instruct", prompts="math.jsonl", gpus=gpus,
-                              num_prompts=64 if gpus != 3 else 64)
+    c = math_reasoning(model="Qwen/Qwen2.5-7B-Instruct", prompts="math.jsonl", gpus=gpus)
     c.validate()
     assert c.sampler == "vllm" and c.kl_coef == 0.001 and c.model_config["model"] == "Qwen/Qwen2.5-7B-Instruct"
     assert c.env_config["reward_funcs"][0] == "math_verify" and c.env_config["apply_chat_template"]
@@ -25,16 +24,16 @@ def test_math_gpu_config(gpus):
 
 
 def test_general_gpu_config():
-    c = general_gpu.build_config(model="sft", reward_model="rm", prompts="p.jsonl", gpus=2)
+    c = general_alignment(model="sft", reward_model="rm", prompts="p.jsonl", gpus=2)
     c.validate()
     assert c.kl_coef == 0.01 and c.env_config["reward_funcs"] == ["rm"] and c.reward_normalization == "running"
 
 
 def test_gpu_examples_refuse_bad_placement():
     with pytest.raises(ValueError, match="at least one GPU"):
-        math_gpu.build_config(gpus=0)
+        math_reasoning(gpus=0)
     with pytest.raises(ValueError, match="must split over 3 vLLM runners"):
-        math_gpu.build_config(gpus=4, num_prompts=64)
+        math_reasoning(gpus=4, num_prompts=64)
 
 
 def test_custom_reward_function_example_trains(ray_local):

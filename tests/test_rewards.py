@@ -80,9 +80,10 @@ def test_builtin_rule_rewards():
     res = step(["1+2="] * 3, ["3", " 3 ", "x3"], answer=["3"] * 3)
     np.testing.assert_allclose(res.components["exact_match"], [1, 1, 0])
     np.testing.assert_allclose(res.components["digits_format"], [1, 1, 0])
-    assert math_verify_reward(["The answer is $\\frac{1}{2}$", "\\boxed{0.5}", "\\boxed{3}"], ["0.5"] * 3) == [1.0, 1.0, 0.0]
+    completions = ["The answer is $\\frac{1}{2}$", "\\boxed{0.5}", "\\boxed{3}"]
+    assert math_verify_reward(completions, ["0.5"] * 3) == [1.0, 1.0, 0.0]
     assert length_reward(4)(["abcd", "abcdef", "a" * 100]) == [0.0, -0.5, -1.0]
-    res = RewardStep(["module_fn_for_import:score"] if False else ["envs.rewards:exact_match"])(["p"], ["1"], answer=["1"])
+    res = RewardStep(["envs.rewards:exact_match"])(["p"], ["1"], answer=["1"])
     assert res.rewards.tolist() == [1.0]
 
 

@@ -8,10 +8,15 @@ import torch
 from helpers import small_config
 
 from rllib_rpp import ReinforcePP
-from rllib_rpp.reinforce_pp.torch.causal_lm_rl_module import response_logprobs
+from rllib_rpp.core.logprobs import response_logprobs
 from rllib_rpp.samplers import SamplingParams
+from rllib_rpp.schema import TOKEN_COLUMNS
 
 pytestmark = [pytest.mark.vllm, pytest.mark.usefixtures("ray_local")]
+
+
+def tokens(*columns):
+    return dict(zip(TOKEN_COLUMNS, columns))
 
 
 
@@ -34,7 +39,7 @@ def learner_logprobs(algo, prompts, responses):
         r_ids[i, : len(r)] = torch.tensor(r)
         r_mask[i, : len(r)] = 1
     with torch.no_grad():
-        lp, _ = response_logprobs(module.lm, p_ids, p_mask, r_ids, r_mask)
+        lp, _ = response_logprobs(module.lm, tokens(p_ids, p_mask, r_ids, r_mask))
     return [lp[i, : len(r)].tolist() for i, r in enumerate(responses)]
 
 
@@ -163,7 +168,8 @@ def test_colocated_sleep_mode_wakes_weights_before_reload_and_kv_cache_before_ge
     class Out:
         def __init__(self):
             step = {5: type("L", (), {"logprob": -0.5})()}
-            self.outputs = [type("C", (), {"index": 0, "token_ids": [5], "logprobs": [step], "finish_reason": "length"})()]
+            fields = {"index": 0, "token_ids": [5], "logprobs": [step], "finish_reason": "length"}
+            self.outputs = [type("C", (), fields)()]
 
     class Engine:
         def sleep(self, level):

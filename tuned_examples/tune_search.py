@@ -13,7 +13,7 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 
 from rllib_rpp import ReinforcePP
-from tuned_examples.tiny_arith import build_config
+from rllib_rpp.presets import tiny_arith as build_config
 
 METRIC = "greedy_eval/reward_mean"  # held-out greedy accuracy, evaluated every `eval_interval`
 

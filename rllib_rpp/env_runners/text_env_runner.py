@@ -40,14 +40,10 @@ from ray.rllib.utils.metrics import (
 
 from envs.prompts import encode_prompts
 from envs.text_env import SingleTurnTextEnv
-from rllib_rpp.reinforce_pp.connectors import RESPONSE_MASK, SAMPLER_LOGPROBS
+from rllib_rpp import schema as S
 from rllib_rpp.samplers import Generation, SamplingParams, make_sampler
 
 logger = logging.getLogger(__name__)
-
-GROUP_ID = "group_id"  # custom_data: unique id of the prompt draw (one group = n samples)
-TRUNCATED = "truncated_response"  # custom_data: the response hit max_new_tokens without EOS
-WEIGHTS_VERSION = "weights_version"
 
 
 def strip_module_prefix(state: dict, prefix: str = "lm.") -> dict:
@@ -148,11 +144,11 @@ class TextEnvRunner(EnvRunner, Checkpointable):
             ep = SingleAgentEpisode(
                 observations=[obs, obs], actions=[action], rewards=[float(rewards[i])],
                 infos=[{"prompt_index": prompt.index}, {}], terminated=True, len_lookback_buffer=0,
-                extra_model_outputs={RESPONSE_MASK: [mask], SAMPLER_LOGPROBS: [logprobs]},
+                extra_model_outputs={S.RESPONSE_MASK: [mask], S.SAMPLER_LOGPROBS: [logprobs]},
                 observation_space=obs_space, action_space=act_space,
             )
-            ep.custom_data.update({GROUP_ID: base + i // n, TRUNCATED: not gen.finished[i],
-                                   WEIGHTS_VERSION: self._weights_seq_no})
+            ep.custom_data.update({S.GROUP_ID: base + i // n, S.TRUNCATED: not gen.finished[i],
+                                   S.WEIGHTS_VERSION: self._weights_seq_no})
             episodes.append(ep)
         return episodes
 
@@ -176,7 +172,7 @@ class TextEnvRunner(EnvRunner, Checkpointable):
         m.log_value("response_length_mean", float(lengths.mean()), reduce="mean")
         m.log_value("response_length_max", float(lengths.max()), reduce="max")
         m.log_value("truncated_fraction", 1.0 - float(np.mean(gen.finished)), reduce="mean")
-        m.log_value(WEIGHTS_VERSION, self._weights_seq_no, reduce="max")
+        m.log_value(S.WEIGHTS_VERSION, self._weights_seq_no, reduce="max")
         m.log_value(("timers", "sample_s"), sample_s, reduce="sum")
         m.log_value(("timers", "reward_s"), reward_s, reduce="sum")
         m.log_value("completions_per_s", n / max(sample_s, 1e-9), reduce="mean")

@@ -1,13 +1,16 @@
-"""Framework-independent part of the REINFORCE++ learner: β (fixed or adaptive), the learner
-connector pieces, and β in checkpoints."""
+"""Framework-independent part of the REINFORCE++ learner: its connector pieces, β (fixed or
+adaptive, §1) and β in checkpoints."""
 
 from __future__ import annotations
 
 import abc
 from typing import Any
 
+from ray.rllib.core import DEFAULT_MODULE_ID
 from ray.rllib.core.learner.learner import Learner
+from ray.rllib.utils.annotations import override
 
+from rllib_rpp.core.options import UpdateOptions
 from rllib_rpp.functional import adaptive_kl_coef
 from rllib_rpp.reinforce_pp.connectors import EpisodesToTokenBatch, ReinforcePPAdvantages
 
@@ -15,10 +18,12 @@ KL_COEF = "kl_coef"
 
 
 class ReinforcePPLearner(Learner):
+    @override(Learner)
     def build(self) -> None:
         super().build()
         self.kl_coef = float(self.config.kl_coef)
-        self._kl_per_seq = 0.0  # last batch's mean per-sequence KL(π_old || π_ref), all learners
+        self.options = UpdateOptions.from_config(self.config)
+        self._kl_per_seq = 0.0  # the last batch's mean per-sequence KL(π_old || π_ref), all learners
         self._num_seqs = 0
         self.build_reference_model()
         if self._learner_connector is not None:
@@ -30,17 +35,10 @@ class ReinforcePPLearner(Learner):
         """Load the frozen reference policy π_ref (never trained, never synced)."""
 
     @abc.abstractmethod
-    def policy_logprobs(self, batch: dict) -> Any:
-        """log π_old of the batch's response tokens (current weights, no grad)."""
+    def prepare_batch(self, batch: dict) -> None:
+        """Add π_old and π_ref log-probs and the advantages to the learner's token batch (§1, §2)."""
 
-    @abc.abstractmethod
-    def reference_logprobs(self, batch: dict) -> Any:
-        """log π_ref of the batch's response tokens."""
-
-    @abc.abstractmethod
-    def compute_batch_advantages(self, batch: dict) -> None:
-        """Put `advantages` (and optional `is_weights`) into the batch; log batch statistics."""
-
+    @override(Learner)
     def after_gradient_based_update(self, *, timesteps: dict[str, Any]) -> None:
         super().after_gradient_based_update(timesteps=timesteps)
         cfg = self.config
@@ -48,15 +46,15 @@ class ReinforcePPLearner(Learner):
             # Classic controller, fed the same per-sequence KL that is penalised.
             self.kl_coef = adaptive_kl_coef(self.kl_coef, self._kl_per_seq, target=cfg.kl_target,
                                             horizon=cfg.kl_horizon, n_samples=self._num_seqs)
-        from ray.rllib.core import DEFAULT_MODULE_ID
-
         self.metrics.log_value((DEFAULT_MODULE_ID, KL_COEF), self.kl_coef, window=1)
 
+    @override(Learner)
     def get_state(self, components=None, *, not_components=None, **kwargs):
         state = super().get_state(components, not_components=not_components, **kwargs)
         state[KL_COEF] = self.kl_coef
         return state
 
+    @override(Learner)
     def set_state(self, state) -> None:
         super().set_state(state)
         if KL_COEF in state:

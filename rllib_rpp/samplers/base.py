@@ -8,6 +8,7 @@ It also takes new weights (a Hugging Face state dict) after every learner update
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -48,17 +49,22 @@ class Sampler:
         pass
 
 
-SAMPLERS = ("transformers", "vllm")
+# The sampler registry: name -> "module:Class", imported on first use (vLLM is heavy and optional).
+SAMPLERS: dict[str, str] = {
+    "transformers": "rllib_rpp.samplers.hf:TransformersSampler",
+    "vllm": "rllib_rpp.samplers.vllm:VLLMSampler",
+}
+
+
+def register_sampler(name: str, target: str) -> None:
+    """Make `.generation(sampler=name)` build `target` ("module:Class", a Sampler subclass)."""
+    SAMPLERS[name] = target
 
 
 def make_sampler(kind: str, model: str, *, eos_token_id: int, pad_token_id: int, **kwargs) -> Sampler:
-    """A sampler of `kind` ("transformers" or "vllm") serving `model` (id, path or built-in)."""
-    if kind == "transformers":
-        from rllib_rpp.samplers.hf import TransformersSampler
-
-        return TransformersSampler(model, eos_token_id=eos_token_id, pad_token_id=pad_token_id, **kwargs)
-    if kind == "vllm":
-        from rllib_rpp.samplers.vllm import VLLMSampler
-
-        return VLLMSampler(model, eos_token_id=eos_token_id, pad_token_id=pad_token_id, **kwargs)
-    raise ValueError(f"unknown sampler {kind!r}; expected one of {SAMPLERS}")
+    """A sampler of `kind` (a key of SAMPLERS) serving `model` (id, path or built-in)."""
+    if kind not in SAMPLERS:
+        raise ValueError(f"unknown sampler {kind!r}; expected one of {tuple(SAMPLERS)}")
+    module, cls = SAMPLERS[kind].split(":")
+    sampler_cls = getattr(importlib.import_module(module), cls)
+    return sampler_cls(model, eos_token_id=eos_token_id, pad_token_id=pad_token_id, **kwargs)

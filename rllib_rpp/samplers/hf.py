@@ -54,7 +54,8 @@ class TransformersSampler(Sampler):
         seqs = out.sequences[:, ids.shape[1] :].cpu()
         is_eos = seqs == self.eos_token_id
         finished = is_eos.any(-1)
-        lengths = torch.where(finished, is_eos.int().argmax(-1) + 1, torch.full_like(finished, seqs.shape[1], dtype=torch.long))
+        full = torch.full_like(finished, seqs.shape[1], dtype=torch.long)
+        lengths = torch.where(finished, is_eos.int().argmax(-1) + 1, full)
         if params.greedy:
             logprobs = torch.zeros(seqs.shape)
         else:  # scores are the processed (temperature / top-p) logits the token was drawn from

@@ -120,7 +120,8 @@ class VLLMSampler(Sampler):
             weight_transfer = "in_process" if in_process else "shared_file"
         if weight_transfer == "in_process" and not in_process:
             raise ValueError("weight_transfer='in_process' needs VLLM_ENABLE_V1_MULTIPROCESSING=0")
-        self.transfer: WeightTransfer = {"in_process": InProcessReload, "shared_file": SharedFileReload}[weight_transfer]()
+        transfers = {"in_process": InProcessReload, "shared_file": SharedFileReload}
+        self.transfer: WeightTransfer = transfers[weight_transfer]()
         self.sleep_mode = bool(kwargs["enable_sleep_mode"])
         self._asleep: set[str] = set()  # parts offloaded by sleep(): "weights", "kv_cache"
 
@@ -155,7 +156,8 @@ class VLLMSampler(Sampler):
             self._asleep = {"weights", "kv_cache"}
         return gen
 
-    def replay_logprobs(self, prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]]) -> list[list[float]]:
+    def replay_logprobs(self, prompts: Sequence[Sequence[int]],
+                        responses: Sequence[Sequence[int]]) -> list[list[float]]:
         """log π(a_t | s_t) at temperature 1 of GIVEN response tokens (vLLM prompt log-probs):
         checks which weights the engine serves, token for token against the learner."""
         from vllm.inputs import TokensPrompt

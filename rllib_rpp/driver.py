@@ -1,4 +1,4 @@
-"""Shared driver for the tuned examples: train with progress lines, greedy evaluations before,
+"""The training driver behind `rllib-rpp train`: train with progress lines, greedy evaluations before,
 during and after, optional checkpoint and export, and a one-line JSON summary at the end."""
 
 from __future__ import annotations

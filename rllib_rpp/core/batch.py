@@ -1,0 +1,120 @@
+"""Once per update, over the learner's whole shard: π_old and π_ref log-probs, then Â (§1, §2).
+
+Runs before the shard is split into mini-batches, so π_old is the policy that sampled and the
+whitening sees the whole batch (its sums are all-reduced over learners by `all_reduce`).
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager, nullcontext
+
+import torch
+
+from rllib_rpp import functional as F
+from rllib_rpp import schema as S
+from rllib_rpp.core.logprobs import batched_response_logprobs
+from rllib_rpp.core.options import UpdateOptions
+
+_CHECKED = (S.OLD_LOGPROBS, S.REF_LOGPROBS, S.SAMPLER_LOGPROBS)
+
+
+@contextmanager
+def eval_mode(module):
+    """Evaluation mode for the duration of a pass (no dropout), restored afterwards."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield
+    finally:
+        module.train(was_training)
+
+
+@torch.no_grad()
+def prepare_batch(policy_lm, ref_lm, batch: dict, opts: UpdateOptions, *, kl_coef: float,
+                  all_reduce: F.AllReduce = F.no_reduce, ref_context=nullcontext) -> dict[str, float]:
+    """Write OLD_LOGPROBS, REF_LOGPROBS, ENTROPY, ADVANTAGES (and IS_WEIGHTS with tis_cap) into
+    `batch`; return the batch statistics (global over learners) and the pass timings.
+
+    `ref_lm` is the frozen reference; `ref_context()` is entered around its pass (e.g. a LoRA
+    policy with its adapters disabled is its own reference)."""
+    passes = dict(rows=opts.logprob_batch_size, temperature=opts.temperature)
+    t0 = time.perf_counter()
+    with eval_mode(policy_lm):
+        batch[S.OLD_LOGPROBS], batch[S.ENTROPY] = batched_response_logprobs(policy_lm, batch, with_entropy=True,
+                                                                            **passes)
+    t1 = time.perf_counter()
+    with ref_context(), eval_mode(ref_lm):
+        batch[S.REF_LOGPROBS], _ = batched_response_logprobs(ref_lm, batch, **passes)
+    t2 = time.perf_counter()
+    dropped = drop_nonfinite(batch, opts.nonfinite_logprobs, all_reduce)
+    mask = batch[S.RESPONSE_MASK]
+    res = F.token_advantages(
+        batch[S.SCORES], batch[S.OLD_LOGPROBS], batch[S.REF_LOGPROBS], mask, estimator=opts.advantage_estimator,
+        kl_coef=kl_coef if opts.kl_placement == "reward" else 0.0, kl_estimator=opts.kl_estimator,
+        gamma=opts.gamma, std_normalize=opts.advantage_std_norm, all_reduce=all_reduce,
+    )
+    batch[S.ADVANTAGES] = res.advantages
+    if opts.tis_cap is not None:
+        batch[S.IS_WEIGHTS] = F.truncated_is_weights(batch[S.OLD_LOGPROBS], batch[S.SAMPLER_LOGPROBS], opts.tis_cap)
+    stats = batch_statistics(batch, opts.kl_estimator, all_reduce)
+    stats.update(nonfinite_responses=dropped, old_logprobs_s=t1 - t0, ref_logprobs_s=t2 - t1,
+                 advantages_s=time.perf_counter() - t2)
+    return stats
+
+
+def drop_nonfinite(batch: dict, policy: str, all_reduce: F.AllReduce = F.no_reduce) -> int:
+    """NaN/inf log-probs never reach the loss. "error": every learner raises together (the
+    counts are all-reduced first, so no learner is left waiting in a collective); "mask": those
+    responses leave the loss. Returns the number of responses dropped on this learner."""
+    mask = batch[S.RESPONSE_MASK] > 0
+    bad_rows = {k: (~torch.isfinite(batch[k]) & mask).any(-1) for k in _CHECKED}
+    local = torch.tensor([float(rows.sum()) for rows in bad_rows.values()] + [float(mask.shape[0])],
+                         dtype=torch.float64, device=mask.device)
+    counts = all_reduce(local)
+    if policy == "error" and counts[:-1].sum() > 0:
+        key = _CHECKED[int(counts[:-1].argmax())]
+        where = bad_rows[key].nonzero()
+        first = f"; first on this learner: row {int(where[0])}" if len(where) else ""
+        raise FloatingPointError(
+            f"{key} contain NaN/inf in {int(counts[_CHECKED.index(key)])} of {int(counts[-1])} responses{first}; "
+            f"no update was applied. Check the model weights and dtype, or set nonfinite_logprobs='mask' to "
+            f"leave such responses out (they are counted)")
+    bad = torch.stack(list(bad_rows.values())).any(0)
+    if bad.any():
+        batch[S.RESPONSE_MASK] = batch[S.RESPONSE_MASK] * (~bad).unsqueeze(-1)
+        for k in _CHECKED:
+            batch[k] = torch.nan_to_num(batch[k], nan=0.0, posinf=0.0, neginf=0.0)
+    return int(bad.sum())
+
+
+def batch_statistics(batch: dict, kl_estimator: str, all_reduce: F.AllReduce = F.no_reduce) -> dict[str, float]:
+    """KL to π_ref, entropy, sampler mismatch and advantage statistics over every learner's tokens."""
+    mask = batch[S.RESPONSE_MASK]
+    old, ref = batch[S.OLD_LOGPROBS], batch[S.REF_LOGPROBS]
+    kl = F.token_kl(old, ref, kl_estimator) * mask
+    k1 = (old - ref) * mask
+    gap = (batch[S.SAMPLER_LOGPROBS] - old).abs() * mask
+    adv = batch[S.ADVANTAGES][mask > 0]
+    sums = all_reduce(torch.stack([
+        kl.sum(), k1.sum(), mask.sum(), mask.new_tensor(float(mask.shape[0])), gap.sum(),
+        (batch[S.ENTROPY] * mask).sum(), adv.sum(), adv.square().sum(),
+    ]).double())
+    n_tok, n_seq = sums[2].clamp(min=1), sums[3].clamp(min=1)
+    adv_mean = sums[6] / n_tok
+    stats = {
+        "kl_ref_per_token": sums[0] / n_tok,
+        "kl_ref_per_seq": sums[0] / n_seq,
+        "kl_ref_k1_per_token": sums[1] / n_tok,
+        "kl_ref_k1_per_seq": sums[1] / n_seq,  # the same estimator whatever is penalised: comparable
+        "entropy": sums[5] / n_tok,
+        "logprob_mismatch_mean": sums[4] / n_tok,
+        "logprob_mismatch_max": gap.max() if gap.numel() else gap.new_tensor(0.0),
+        "advantage_mean": adv_mean,
+        "advantage_std": (sums[7] / n_tok - adv_mean**2).clamp(min=0).sqrt(),
+        "advantage_min": adv.min() if adv.numel() else 0.0,
+        "advantage_max": adv.max() if adv.numel() else 0.0,
+        "response_tokens": sums[2],
+        "num_seqs": sums[3],
+    }
+    return {k: float(v) for k, v in stats.items()}

@@ -1,0 +1,110 @@
+"""log π(a_t | s_t) of response tokens, from hidden states through the output layer in chunks.
+
+Input rows are [left-padded prompt | right-padded response]. Position ids count real tokens only,
+so a padded row gives the log-probs of the unpadded sequence. The backbone runs once; the output
+layer (V columns) runs on at most `chunk_tokens` valid response tokens at a time, so the
+[tokens, V] logits never exist for more than a chunk. With gradients on, each chunk is
+checkpointed: its logits are recomputed in backward instead of stored (peak O(chunk x V)).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.checkpoint import checkpoint
+
+from rllib_rpp import schema as S
+
+DEFAULT_CHUNK_TOKENS = 4096
+
+
+def trim_batch(batch: dict) -> dict:
+    """The four token columns without all-padding columns (prompts left-, responses right-padded)."""
+    p = max(int(batch[S.PROMPT_MASK].sum(-1).max()), 1)
+    r = max(int(batch[S.RESPONSE_MASK].sum(-1).max()), 1) if batch[S.RESPONSE_MASK].numel() else 1
+    return {S.PROMPT_IDS: batch[S.PROMPT_IDS][:, -p:], S.PROMPT_MASK: batch[S.PROMPT_MASK][:, -p:],
+            S.RESPONSE_IDS: batch[S.RESPONSE_IDS][:, :r], S.RESPONSE_MASK: batch[S.RESPONSE_MASK][:, :r]}
+
+
+def causal_lm_parts(lm):
+    """(backbone, output layer, logit post-processing) of a Hugging Face causal LM (or a peft
+    wrapper of one): logits = post(head(backbone(...).last_hidden_state))."""
+    model = lm.get_base_model() if hasattr(lm, "get_base_model") else lm
+    cfg = model.config
+    softcap = getattr(cfg, "final_logit_softcapping", None)
+    scale = getattr(cfg, "logit_scale", None)
+
+    def post(logits):
+        if scale is not None:
+            logits = logits * scale
+        if softcap:
+            logits = torch.tanh(logits / softcap) * softcap
+        return logits
+
+    return model.base_model, model.get_output_embeddings(), post
+
+
+def _chunk_logprobs(hidden, targets, weight, bias, temperature, with_entropy, post):
+    """[n, H] hidden states -> log-prob of each target [n] (and entropy [n]), logits in fp32."""
+    logits = torch.nn.functional.linear(hidden, weight, bias)
+    logits = post(logits).float() / temperature  # [n, V]
+    logz = logits.logsumexp(-1)
+    logprobs = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - logz
+    if not with_entropy:
+        return logprobs, None
+    entropy = logz - (torch.softmax(logits, -1) * logits).sum(-1)  # H = logZ - Σ p·z
+    return logprobs, entropy
+
+
+def response_logprobs(lm, batch: dict, *, temperature: float = 1.0, with_entropy: bool = False,
+                      chunk_tokens: int = DEFAULT_CHUNK_TOKENS) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """log π(a_t | s_t) [B, R] (0 at padding) and optionally the entropy [B, R] of π(·|s_t).
+
+    R is the batch's response width (the output is padded back to it). Exact temperature:
+    log-softmax of logits / temperature, in fp32."""
+    width = batch[S.RESPONSE_IDS].shape[1]
+    t = trim_batch(batch)
+    prompt_ids, prompt_mask, response_ids, response_mask = (t[k] for k in S.TOKEN_COLUMNS)
+    R = response_ids.shape[1]
+    ids = torch.cat([prompt_ids, response_ids], dim=1)
+    attn = torch.cat([prompt_mask, response_mask.long()], dim=1)
+    pos = (attn.cumsum(-1) - 1).clamp(min=0)
+    backbone, head, post = causal_lm_parts(lm)
+    hidden = backbone(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=False).last_hidden_state
+    # The last prompt token and each response token but the last predict the response: [B, R, H].
+    hidden = hidden[:, -R - 1 : -1]
+    valid = response_mask > 0
+    h, targets = hidden[valid], response_ids[valid]  # [N, H], [N]
+    lp_parts, ent_parts = [], []
+    for i in range(0, h.shape[0], chunk_tokens):
+        args = (h[i : i + chunk_tokens], targets[i : i + chunk_tokens], head.weight, head.bias, temperature,
+                with_entropy, post)
+        if torch.is_grad_enabled():
+            lp, ent = checkpoint(_chunk_logprobs, *args, use_reentrant=False)
+        else:
+            lp, ent = _chunk_logprobs(*args)
+        lp_parts.append(lp)
+        ent_parts.append(ent)
+    logprobs = _unflatten(lp_parts, valid, width)
+    return logprobs, (_unflatten(ent_parts, valid, width) if with_entropy else None)
+
+
+def _unflatten(parts: list[torch.Tensor], valid: torch.Tensor, width: int) -> torch.Tensor:
+    """Per-token values [N] back to [B, width], 0 at padding (differentiable)."""
+    values = torch.cat(parts) if parts else torch.zeros(0, device=valid.device)
+    out = torch.zeros(valid.shape, dtype=torch.float32, device=valid.device).masked_scatter(valid, values)
+    return torch.nn.functional.pad(out, (0, width - valid.shape[1]))
+
+
+@torch.no_grad()
+def batched_response_logprobs(lm, batch: dict, *, rows: int, temperature: float = 1.0,
+                              with_entropy: bool = False, chunk_tokens: int = DEFAULT_CHUNK_TOKENS):
+    """`response_logprobs` over row chunks of `rows` (bounded memory for the no-grad passes)."""
+    n = batch[S.RESPONSE_IDS].shape[0]
+    lps, ents = [], []
+    for i in range(0, n, rows):
+        part = {k: batch[k][i : i + rows] for k in S.TOKEN_COLUMNS}
+        lp, ent = response_logprobs(lm, part, temperature=temperature, with_entropy=with_entropy,
+                                    chunk_tokens=chunk_tokens)
+        lps.append(lp)
+        ents.append(ent)
+    return torch.cat(lps), (torch.cat(ents) if with_entropy else None)

@@ -1,0 +1,67 @@
+"""Rows into micro-batches by a token budget, and the token columns of a set of rows.
+
+A micro-batch's cost is its padded size: rows x (longest prompt + longest response), since
+prompts are left- and responses right-padded. Rows are sorted by length so that rows of similar
+length share a micro-batch (little padding). Learners that must run the same number of forward
+passes (FSDP gathers weights in each) agree on a count and split further to reach it.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from rllib_rpp import schema as S
+
+
+def row_lengths(batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """Real prompt and response tokens per row, [B] each."""
+    return batch[S.PROMPT_MASK].sum(-1).long(), (batch[S.RESPONSE_MASK] > 0).sum(-1).long()
+
+
+def split_by_tokens(prompt_len: torch.Tensor, response_len: torch.Tensor, max_tokens: int, *,
+                    min_groups: int = 1) -> list[torch.Tensor]:
+    """Row indices in groups whose padded size rows x (max P + max R) is at most `max_tokens`
+    (a row longer than the budget is a group of its own), longest rows first; then the groups
+    with the most rows are halved until there are at least `min_groups` (<= number of rows)."""
+    order = (prompt_len + response_len).argsort(descending=True, stable=True).tolist()
+    p, r = prompt_len.tolist(), response_len.tolist()
+    groups: list[list[int]] = []
+    cur: list[int] = []
+    max_p = max_r = 0
+    for i in order:
+        new_p, new_r = max(max_p, p[i]), max(max_r, r[i])
+        if cur and (len(cur) + 1) * (new_p + new_r) > max_tokens:
+            groups.append(cur)
+            cur, new_p, new_r = [], p[i], r[i]
+        cur.append(i)
+        max_p, max_r = new_p, new_r
+    if cur:
+        groups.append(cur)
+    while len(groups) < min(min_groups, len(order)):
+        k = max(range(len(groups)), key=lambda j: len(groups[j]))
+        g = groups.pop(k)
+        groups[k:k] = [g[: len(g) // 2], g[len(g) // 2 :]]
+    return [torch.tensor(g, dtype=torch.long) for g in groups]
+
+
+def take_rows(batch: dict, rows: torch.Tensor) -> dict:
+    """The batch's columns for `rows`, trimmed to their longest prompt and response."""
+    rows = rows.to(batch[S.RESPONSE_MASK].device)
+    out = {k: v[rows] for k, v in batch.items() if isinstance(v, torch.Tensor)}
+    p = max(int(out[S.PROMPT_MASK].sum(-1).max()), 1)
+    r = max(int((out[S.RESPONSE_MASK] > 0).sum(-1).max()), 1)
+    for k in (S.PROMPT_IDS, S.PROMPT_MASK):
+        out[k] = out[k][:, -p:]
+    for k in S.PER_TOKEN_COLUMNS:
+        if k in out:
+            out[k] = out[k][:, :r]
+    return out
+
+
+def scatter_rows(parts: list[tuple[torch.Tensor, torch.Tensor]], num_rows: int, width: int) -> torch.Tensor:
+    """[rows_i, w_i] values back into one [num_rows, width] tensor (0 where not written)."""
+    ref = parts[0][1]
+    out = ref.new_zeros((num_rows, width))
+    for rows, values in parts:
+        out[rows.to(out.device), : values.shape[1]] = values
+    return out

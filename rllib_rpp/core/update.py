@@ -1,0 +1,94 @@
+"""One optimizer step over a mini-batch, split into micro-batches by a token budget (§5).
+
+The mini-batch's global token and sequence counts (every micro-batch, every learner) are
+all-reduced once; each micro-batch's loss is normalised by them, so the accumulated gradient
+equals the gradient of the unsplit mini-batch. One optimizer step follows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import nullcontext
+
+import torch
+
+from rllib_rpp import functional as F
+from rllib_rpp import schema as S
+from rllib_rpp.core.loss import minibatch_loss
+from rllib_rpp.core.microbatch import row_lengths, split_by_tokens, take_rows
+from rllib_rpp.core.options import UpdateOptions
+
+# How the per-micro-batch metrics combine: token-weighted means, maxima, sums.
+_MEAN = ("clip_fraction", "dual_clip_fraction", "ratio_mean", "approx_kl_old")
+_MAX = ("ratio_max",)
+
+
+def accumulate_gradients(forward: Callable[[dict], dict], batch: dict, opts: UpdateOptions, *, kl_coef: float,
+                         max_tokens: int, world_size: int = 1, all_reduce: F.AllReduce = F.no_reduce,
+                         agree_count: Callable[[int], int] = int, no_sync=nullcontext,
+                         autocast=nullcontext) -> tuple[torch.Tensor, dict[str, float]]:
+    """Forward + loss + backward for every micro-batch of `batch` (gradients accumulate).
+
+    forward(micro_batch) -> {"logprobs": [b, r], "entropy": [b, r] or None}. With several
+    learners, `all_reduce` sums over them, `agree_count` gives the largest micro-batch count
+    of any learner (all run that many), and `no_sync()` defers DDP's gradient all-reduce to the
+    last micro-batch. Returns the mini-batch loss (detached) and its metrics."""
+    mask = batch[S.RESPONSE_MASK]
+    counts = all_reduce(torch.stack([mask.sum(), mask.new_tensor(float(mask.shape[0]))]))
+    # DDP averages gradients over learners: each divides by the global count / world size.
+    num_tokens, num_seqs = counts[0] / world_size, counts[1] / world_size
+    prompt_len, response_len = row_lengths(batch)
+    groups = split_by_tokens(prompt_len, response_len, max_tokens)
+    groups = split_by_tokens(prompt_len, response_len, max_tokens, min_groups=agree_count(len(groups)))
+    total = torch.zeros((), device=mask.device)
+    sums: dict[str, float] = {}
+    local_tokens = max(float(mask.sum()), 1.0)
+    nonfinite = 0
+    for k, rows in enumerate(groups):
+        micro = take_rows(batch, rows)
+        with nullcontext() if k == len(groups) - 1 else no_sync():
+            with autocast():
+                out = forward(micro)
+            loss, metrics = minibatch_loss(out["logprobs"], out["entropy"], micro, opts, kl_coef=kl_coef,
+                                           num_tokens=num_tokens, num_seqs=num_seqs)
+            # Backward even on a non-finite loss: it poisons the gradients of every learner
+            # alike (DDP all-reduces them), so all of them refuse the step together.
+            nonfinite += int(not torch.isfinite(loss))
+            loss.backward()
+        total += loss.detach()
+        share = float(micro[S.RESPONSE_MASK].sum()) / local_tokens
+        for name, value in metrics.items():
+            v = float(value)
+            if name in _MAX:
+                sums[name] = max(sums.get(name, v), v)
+            elif name in _MEAN:
+                sums[name] = sums.get(name, 0.0) + v * share
+            else:
+                sums[name] = sums.get(name, 0.0) + v
+    sums.update(num_microbatches=float(len(groups)), nonfinite_losses=float(nonfinite))
+    return total, sums
+
+
+def clip_and_check(parameters: list[torch.nn.Parameter], max_norm: float | None) -> torch.Tensor:
+    """Clip the gradients' global norm (DTensor-aware, one collective when sharded) and refuse a
+    step whose gradients are not finite: every learner sees the same norm, so all refuse."""
+    grads = [p for p in parameters if p.grad is not None]
+    norm = torch.nn.utils.clip_grad_norm_(grads, max_norm if max_norm else float("inf"), foreach=True)
+    if hasattr(norm, "full_tensor"):
+        norm = norm.full_tensor()
+    if not torch.isfinite(norm):
+        for p in grads:
+            p.grad = None
+        raise FloatingPointError(
+            f"the gradient norm is {float(norm)} (a NaN/inf loss or gradient on some learner); the optimizer step was "
+            f"not taken, the weights are unchanged by this mini-batch")
+    return norm
+
+
+def check_finite_weights(parameters: list[torch.nn.Parameter]) -> None:
+    """One fused check that an update left every weight finite (before weights reach runners)."""
+    norms = torch._foreach_norm([p.detach() for p in parameters])
+    total = torch.stack([n.full_tensor() if hasattr(n, "full_tensor") else n for n in norms]).sum()
+    if not torch.isfinite(total):
+        raise FloatingPointError("the optimizer step made some weights NaN/inf; they were not sent to the env runners. "
+                                 "Check lr, grad_clip and the precision settings")

@@ -1,0 +1,120 @@
+"""Learner memory per device, estimated from the model's shape and the batch options (no Ray,
+no weights loaded). Used by `ReinforcePPConfig.validate()` to warn before an obvious
+out-of-memory, printed by `rllib-rpp train`, and checked against peak memory measured on CPU
+(`tests/test_memory.py`, `benchmarks/memory.py`).
+
+Parts, in bytes:
+- weights: master weights (param_dtype); gradients and Adam's two moments of the trainable
+  parameters (same dtype); the reference model (ref_dtype; none with LoRA); the autocast
+  copies of the weights in the compute dtype (held during a forward/backward);
+- activations of one micro-batch of T tokens, per layer and token about
+  (10·h + 2·kv + 5·I) values in the compute dtype plus 2·h fp32 values (RMSNorm upcasts)
+  without checkpointing; with checkpointing the layer inputs (h values per layer and token) plus
+  one layer recomputed in backward;
+- log-prob chunk: the [chunk, V] logits and their fp32 log-softmax, softmax and gradient.
+Everything sharded (FSDP) is divided by the number of shards. An estimate: good to ~±30 %.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+GiB = 1 << 30
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    tie_word_embeddings: bool = False
+
+    @classmethod
+    def from_hf_config(cls, cfg) -> ModelShape:
+        """From a transformers config object or its dict."""
+        get = cfg.get if isinstance(cfg, dict) else (lambda k, d=None: getattr(cfg, k, d))
+        heads = get("num_attention_heads")
+        return cls(vocab_size=get("vocab_size"), hidden_size=get("hidden_size"),
+                   intermediate_size=get("intermediate_size"), num_layers=get("num_hidden_layers"),
+                   num_heads=heads, num_kv_heads=get("num_key_value_heads") or heads,
+                   tie_word_embeddings=bool(get("tie_word_embeddings", False)))
+
+    @property
+    def kv_dim(self) -> int:
+        return self.hidden_size // self.num_heads * self.num_kv_heads
+
+    @property
+    def num_params(self) -> int:
+        h, i, v = self.hidden_size, self.intermediate_size, self.vocab_size
+        attention = h * h * 2 + 2 * h * self.kv_dim + 2 * self.kv_dim + h  # q, o, k, v (+ q/k/v biases)
+        mlp = 3 * h * i
+        per_layer = attention + mlp + 2 * h  # two norms
+        embeddings = v * h * (1 if self.tie_word_embeddings else 2)
+        return self.num_layers * per_layer + embeddings + h
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    master_weights: int
+    gradients: int
+    optimizer: int
+    reference: int
+    compute_copies: int
+    activations: int
+    logprob_chunk: int
+
+    @property
+    def total(self) -> int:
+        return sum(asdict(self).values())
+
+    def gib(self) -> dict[str, float]:
+        out = {k: round(v / GiB, 3) for k, v in asdict(self).items()}
+        out["total"] = round(self.total / GiB, 3)
+        return out
+
+
+def activation_bytes(shape: ModelShape, tokens: int, *, compute_dtype: str = "bfloat16",
+                     gradient_checkpointing: bool = False) -> int:
+    """Activations kept for backward by one micro-batch of `tokens` tokens."""
+    h, kv, i, n = shape.hidden_size, shape.kv_dim, shape.intermediate_size, shape.num_layers
+    per_layer = (10 * h + 2 * kv + 5 * i) * BYTES[compute_dtype] + 2 * h * 4
+    if gradient_checkpointing:
+        return tokens * (n * h * BYTES[compute_dtype] + per_layer)
+    return tokens * n * per_layer
+
+
+def logprob_chunk_bytes(shape: ModelShape, chunk_tokens: int, *, compute_dtype: str = "bfloat16") -> int:
+    """The [chunk, V] logits (compute dtype), their fp32 copy, softmax and gradient."""
+    return chunk_tokens * shape.vocab_size * (BYTES[compute_dtype] + 3 * 4)
+
+
+def estimate_learner_memory(shape: ModelShape, *, tokens_per_microbatch: int, param_dtype: str = "float32",
+                            compute_dtype: str = "bfloat16", ref_dtype: str | None = None,
+                            gradient_checkpointing: bool = False, chunk_tokens: int = 4096,
+                            trainable_params: int | None = None, shards: int = 1) -> MemoryEstimate:
+    """Peak learner memory per device for one micro-batch step (see the module docstring).
+
+    trainable_params: None trains every weight; with LoRA, the adapter size (the policy's
+    base weights then serve as the reference: no second model)."""
+    n = shape.num_params
+    trainable = n if trainable_params is None else trainable_params
+    lora = trainable_params is not None
+    p = BYTES[param_dtype]
+    ref_dtype = ref_dtype or compute_dtype
+    base = n * (BYTES[compute_dtype] if lora else p)  # a LoRA base is kept in the compute dtype
+    master = (base + (trainable * p if lora else 0)) // shards
+    copies = n * BYTES[compute_dtype] // shards if (compute_dtype != param_dtype and not lora) else 0
+    return MemoryEstimate(
+        master_weights=master,
+        gradients=trainable * p // shards,
+        optimizer=2 * trainable * p // shards,
+        reference=0 if lora else n * BYTES[ref_dtype] // shards,
+        compute_copies=copies,
+        activations=activation_bytes(shape, tokens_per_microbatch, compute_dtype=compute_dtype,
+                                     gradient_checkpointing=gradient_checkpointing),
+        logprob_chunk=logprob_chunk_bytes(shape, min(chunk_tokens, tokens_per_microbatch), compute_dtype=compute_dtype),
+    )

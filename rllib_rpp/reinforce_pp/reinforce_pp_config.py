@@ -1,0 +1,276 @@
+"""REINFORCE++ options on RLlib's config API (§ = docs/algorithm.md)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from ray.rllib.algorithms.algorithm_config import AlgorithmConfig, NotProvided
+from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+from ray.rllib.utils.annotations import override
+
+from envs.text_env import SingleTurnTextEnv
+from rllib_rpp.env_runners.text_env_runner import TextEnvRunner
+from rllib_rpp.estimators import get_estimator
+from rllib_rpp.reinforce_pp import validation
+from rllib_rpp.reinforce_pp.torch.causal_lm_rl_module import CausalLMTorchRLModule
+from rllib_rpp.reinforce_pp.torch.reinforce_pp_torch_learner import ReinforcePPTorchLearner
+
+logger = logging.getLogger(__name__)
+
+
+class ReinforcePPConfig(AlgorithmConfig):
+    """Configuration for REINFORCE++.
+
+    .. code-block:: python
+
+        from rllib_rpp import ReinforcePPConfig
+
+        config = (
+            ReinforcePPConfig()
+            .environment(env_config={"prompts": "arithmetic", "reward_funcs": ["exact_match"]})
+            .rl_module(model_config={"model": "tiny-arith"})
+            .generation(max_new_tokens=5, temperature=1.0)
+            .training(lr=1e-4, kl_coef=0.01, num_samples_per_prompt=4, num_prompts_per_iteration=64)
+        )
+        algo = config.build_algo()
+        print(algo.train()["env_runners"]["episode_return_mean"])
+    """
+
+    def __init__(self, algo_class=None):
+        if algo_class is None:  # the algorithm's module imports this one: look the class up here
+            from rllib_rpp.reinforce_pp.reinforce_pp import ReinforcePP as algo_class
+        super().__init__(algo_class=algo_class)
+        # RLlib settings, with REINFORCE++ defaults (paper §4.2 where it gives one).
+        self.env = SingleTurnTextEnv
+        self.env_runner_cls = TextEnvRunner
+        self.num_env_runners = 0
+        self.normalize_actions = False
+        self.clip_actions = False
+        self.add_default_connectors_to_learner_pipeline = False
+        self._model_config = {"model": "tiny-arith", "dtype": "float32"}
+        self.lr = 1e-6
+        self.gamma = 1.0
+        self.grad_clip = 1.0
+        self.grad_clip_by = "global_norm"
+        self.num_epochs = 1
+        self.minibatch_size = 128
+        self.shuffle_batch_per_epoch = True
+
+        # KL against the frozen reference policy (§1).
+        self.kl_coef = 0.01
+        self.kl_estimator = None
+        self.kl_placement = None
+        self.kl_in_reward = None
+        self.use_kl_loss = None
+        self.kl_target = None
+        self.kl_horizon = 10_000
+        # Rewards (§4) and advantages (§2, §6).
+        self.reward_normalization = None
+        self.reward_clip = (-10.0, 10.0)
+        self.reward_scale = 1.0
+        self.advantage_estimator = "reinforce_pp"
+        self.advantage_std_norm = True
+        # Policy loss (§3).
+        self.clip_low = 0.2
+        self.clip_high = 0.2
+        self.dual_clip = None
+        self.loss_agg_mode = "token-mean"
+        self.entropy_coef = 0.0
+        self.tis_cap = None
+        self.nonfinite_logprobs = "error"
+        # Batch shape.
+        self.num_samples_per_prompt = 4
+        self.num_prompts_per_iteration = 64
+        self.logprob_batch_size = 256
+        self.truncated_response = "keep"
+        self.truncated_reward = -1.0
+        self.weight_sync_timeout_s = 600.0
+        # Generation.
+        self.sampler = "transformers"
+        self.sampler_kwargs = {}
+        self.max_new_tokens = 16
+        self.temperature = 1.0
+        self.top_p = 1.0
+        self.ignore_eos = False
+        # Greedy evaluation on held-out prompts, reported under "greedy_eval".
+        self.greedy_eval_prompts = None
+        self.greedy_eval_interval = 0
+
+    @override(AlgorithmConfig)
+    def training(
+        self,
+        *,
+        kl_coef: float = NotProvided,
+        kl_estimator: str | None = NotProvided,
+        kl_placement: str | None = NotProvided,
+        kl_in_reward: bool | None = NotProvided,
+        use_kl_loss: bool | None = NotProvided,
+        kl_target: float | None = NotProvided,
+        kl_horizon: float = NotProvided,
+        reward_normalization: str | None = NotProvided,
+        reward_clip: tuple[float, float] | None = NotProvided,
+        reward_scale: float = NotProvided,
+        advantage_estimator: str = NotProvided,
+        advantage_std_norm: bool = NotProvided,
+        clip_low: float = NotProvided,
+        clip_high: float = NotProvided,
+        dual_clip: float | None = NotProvided,
+        loss_agg_mode: str = NotProvided,
+        entropy_coef: float = NotProvided,
+        tis_cap: float | None = NotProvided,
+        nonfinite_logprobs: str = NotProvided,
+        num_samples_per_prompt: int = NotProvided,
+        num_prompts_per_iteration: int = NotProvided,
+        logprob_batch_size: int = NotProvided,
+        truncated_response: str = NotProvided,
+        truncated_reward: float = NotProvided,
+        weight_sync_timeout_s: float = NotProvided,
+        **kwargs,
+    ) -> ReinforcePPConfig:
+        """Sets the REINFORCE++ training options (and RLlib's: lr, grad_clip, gamma, num_epochs,
+        minibatch_size [completions per learner], shuffle_batch_per_epoch, ...).
+
+        Args:
+            kl_coef: β, the KL penalty coefficient (paper: 0.01 general, 0.001 math). With
+                `kl_target` set, the starting value of the adaptive β.
+            kl_estimator: "k1" | "k2" | "k3"; None picks k1 for KL in the reward, k2 for a loss.
+            kl_placement: Where β·KL goes (§1): "reward" (token rewards r_t = -β·KL_t + ...),
+                "loss" (β·KL(π_θ || π_ref) added to the loss) or "none". None: decided by the
+                two flags below, else the estimator's default (estimators.ESTIMATORS). The
+                resolved value is `config.kl_placement_used`; kl_coef=0 always means "none".
+            kl_in_reward: Older switch for kl_placement="reward" (False: not in the reward, so a
+                loss term unless use_kl_loss=False).
+            use_kl_loss: Older switch for kl_placement="loss" (False: no loss term, so in the
+                reward unless the estimator's default is the loss, or kl_in_reward=False).
+            kl_target: Per-sequence KL target of the adaptive controller; None keeps β fixed.
+            kl_horizon: Horizon (in samples) of the adaptive controller.
+            reward_normalization: None, "batch" (z-score over the iteration's rewards) or
+                "running" (z-score with the running mean/std of all rewards so far).
+            reward_clip: (low, high) applied after normalisation; None disables.
+            reward_scale: Factor applied last.
+            advantage_estimator: "reinforce_pp" (default), "reinforce_pp_baseline", "grpo", "rloo".
+            advantage_std_norm: Divide by the global std (True) or subtract the mean only.
+            clip_low: ε_low of the PPO clip (ratio >= 1 - ε_low).
+            clip_high: ε_high of the PPO clip (ratio <= 1 + ε_high).
+            dual_clip: c > 1 bounds the loss of negative advantages at -c·Â; None disables.
+            loss_agg_mode: "token-mean", "seq-mean-token-mean" or "seq-mean-token-sum".
+            entropy_coef: Entropy bonus coefficient (0: entropy is only logged).
+            tis_cap: Truncated importance-sampling cap for sampler/learner mismatch; None off.
+            nonfinite_logprobs: NaN/inf in a response's log-probs: "error" (default, nothing is
+                updated) or "mask" (the response is left out and counted).
+            num_samples_per_prompt: Completions per prompt (group size).
+            num_prompts_per_iteration: Prompts per iteration, over all env runners.
+            logprob_batch_size: Rows per forward pass of the π_old / π_ref log-prob passes.
+            truncated_response: Responses that hit max_new_tokens without EOS: "keep",
+                "penalize" (reward := truncated_reward) or "mask" (left out of the loss).
+            truncated_reward: The reward of a truncated response under "penalize".
+            weight_sync_timeout_s: How long to wait for remote runners to take new weights.
+        """
+        super().training(**kwargs)
+        for name, value in list(locals().items()):
+            if name not in ("self", "kwargs", "__class__") and value is not NotProvided:
+                setattr(self, name, value)
+        return self
+
+    def generation(
+        self,
+        *,
+        sampler: str = NotProvided,
+        sampler_kwargs: dict | None = NotProvided,
+        max_new_tokens: int = NotProvided,
+        temperature: float = NotProvided,
+        top_p: float = NotProvided,
+        ignore_eos: bool = NotProvided,
+    ) -> ReinforcePPConfig:
+        """Sets how env runners generate.
+
+        Args:
+            sampler: "transformers" (batched `generate`, CPU default) or "vllm".
+            sampler_kwargs: Extra settings for the sampler (vLLM: kv_cache_memory_bytes,
+                gpu_memory_utilization, max_model_len, enforce_eager, seed, device, ...).
+            max_new_tokens: Response budget (also the env's action length).
+            temperature: Sampling temperature; the learner's log-probs use logits / temperature.
+            top_p: Nucleus sampling mass (keep 1.0 for unbiased policy-gradient samples).
+            ignore_eos: Always generate max_new_tokens tokens (for cost benchmarks).
+        """
+        for name, value in list(locals().items()):
+            if name != "self" and value is not NotProvided:
+                setattr(self, name, value)
+        return self
+
+    @override(AlgorithmConfig)
+    def evaluation(self, *, greedy_eval_prompts=NotProvided, greedy_eval_interval: int = NotProvided,
+                   **kwargs) -> ReinforcePPConfig:
+        """Sets evaluation options (and RLlib's).
+
+        Args:
+            greedy_eval_prompts: Held-out prompt source (any env prompt source, e.g.
+                "arithmetic-eval"), completed greedily and scored by the env's reward step.
+            greedy_eval_interval: Evaluate on the first iteration and then every this many (0: only
+                on request, `algo.evaluate_greedy()`); the latest evaluation is in every result
+                under `result["greedy_eval"]` (`at_iteration` says when it was made).
+        """
+        super().evaluation(**kwargs)
+        if greedy_eval_prompts is not NotProvided:
+            self.greedy_eval_prompts = greedy_eval_prompts
+        if greedy_eval_interval is not NotProvided:
+            self.greedy_eval_interval = greedy_eval_interval
+        return self
+
+    # -- derived settings ----------------------------------------------------------------
+    @property
+    def kl_placement_used(self) -> str:
+        """Where the KL penalty goes, decided once: "reward" | "loss" | "none" (§1)."""
+        if not self.kl_coef:
+            return "none"
+        if self.kl_placement is not None:
+            return self.kl_placement
+        if self.kl_in_reward:
+            return "reward"
+        if self.use_kl_loss:
+            return "loss"
+        default = get_estimator(self.advantage_estimator).default_kl_placement
+        if self.kl_in_reward is False:
+            return "none" if self.use_kl_loss is False else "loss"
+        if self.use_kl_loss is False:
+            return "reward" if default == "reward" else "none"
+        return default
+
+    @property
+    def kl_estimator_used(self) -> str:
+        return self.kl_estimator or ("k2" if self.kl_placement_used == "loss" else "k1")
+
+    @property
+    @override(AlgorithmConfig)
+    def _model_config_auto_includes(self) -> dict[str, Any]:
+        return {"temperature": self.temperature, "entropy_coef": self.entropy_coef}
+
+    @override(AlgorithmConfig)
+    def get_default_rl_module_spec(self) -> RLModuleSpec:
+        return RLModuleSpec(module_class=CausalLMTorchRLModule)
+
+    @override(AlgorithmConfig)
+    def get_default_learner_class(self):
+        return ReinforcePPTorchLearner
+
+    # -- validation ----------------------------------------------------------------------
+    @override(AlgorithmConfig)
+    def validate(self) -> None:
+        # Ours first: RLlib's own checks misreport some bad values (e.g. lr="1e-4").
+        errors = validation.violations(self, validation.RULES)
+        mc = self._model_config if isinstance(self._model_config, dict) else {}
+        errors += [f"model_config[{m.split('=', 1)[0]!r}]={m.split('=', 1)[1]}"
+                   for m in validation.violations(mc, validation.MODEL_RULES, get=lambda d, k, _: d.get(k, "float32"))]
+        model = mc.get("model")
+        if not isinstance(model, str) or not model:
+            errors.append(f"model_config['model'] must name the policy (HF id, path or 'tiny-arith'), got {model!r}")
+        if not errors:  # the cross-option rules assume each option is well-formed
+            errors = validation.cross_option_errors(self)
+        if errors:
+            self._value_error("; ".join(errors))
+        total = self.num_prompts_per_iteration * self.num_samples_per_prompt
+        self.train_batch_size_per_learner = total // max(1, self.num_learners)
+        super().validate()
+        if self.kl_placement_used == "loss" and self.kl_estimator_used == "k3":
+            logger.warning("KL estimator k3 as a loss term gives a biased gradient; k2 is recommended")

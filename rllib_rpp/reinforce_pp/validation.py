@@ -1,0 +1,169 @@
+"""Validation rules for REINFORCE++ options, as a table: option -> (check, what is expected).
+
+Every numeric option must be a finite number of the right type and in range; a string where a
+number belongs (`lr="1e-4"`) is refused naming the option. Cross-option rules live in
+`ReinforcePPConfig.validate`.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Callable
+from typing import Any
+
+from rllib_rpp.estimators import ESTIMATORS, KL_PLACEMENTS
+from rllib_rpp.functional import KL_ESTIMATORS, LOSS_AGG_MODES
+from rllib_rpp.samplers.base import SAMPLERS
+
+Rule = tuple[Callable[[Any], bool], str]
+
+TRUNCATION_POLICIES = ("keep", "penalize", "mask")
+REWARD_NORMALIZATIONS = (None, "batch", "running")
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def is_real(v) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def is_int(v) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def number(lo: float = -math.inf, hi: float = math.inf, *, lo_open: bool = False, hi_open: bool = False,
+           integer: bool = False, optional: bool = False) -> Rule:
+    """A finite number (an int with integer=True) in [lo, hi] (open ends with *_open)."""
+
+    def check(v):
+        if v is None:
+            return optional
+        if not (is_int(v) if integer else is_real(v)):
+            return False
+        return (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
+
+    kind = "an integer" if integer else "a finite number"
+    bounds = []
+    if lo > -math.inf:
+        bounds.append(f"{'>' if lo_open else '>='} {lo:g}")
+    if hi < math.inf:
+        bounds.append(f"{'<' if hi_open else '<='} {hi:g}")
+    text = f"{kind} {' and '.join(bounds)}".strip()
+    return check, (f"None or {text}" if optional else text)
+
+
+def one_of(options) -> Rule:
+    options = tuple(options)
+    return (lambda v: v in options), f"one of {options}"
+
+
+def boolean(optional: bool = False) -> Rule:
+    return (lambda v: isinstance(v, bool) or (optional and v is None)), ("None, True or False" if optional else
+                                                                          "True or False")
+
+
+def pair(v) -> bool:
+    return v is None or (isinstance(v, (tuple, list)) and len(v) == 2 and all(map(is_real, v)) and v[0] < v[1])
+
+
+def schedule_or_number(v) -> bool:
+    """RLlib accepts a learning rate or a schedule [[timestep, value], ...]."""
+    if isinstance(v, (list, tuple)):
+        return len(v) > 0 and all(isinstance(p, (list, tuple)) and len(p) == 2 and is_int(p[0]) and is_real(p[1])
+                                  and p[1] > 0 for p in v)
+    return is_real(v) and v > 0
+
+
+POSITIVE_INT = number(1, integer=True)
+
+RULES: dict[str, Rule] = {
+    # RLlib's own options, checked before RLlib's validation (which would misreport them).
+    "lr": (schedule_or_number, "a finite number > 0, or a schedule [[timestep, lr > 0], ...]"),
+    "grad_clip": number(0, lo_open=True, optional=True),
+    "gamma": number(0, 1, lo_open=True),
+    "num_epochs": POSITIVE_INT,
+    "minibatch_size": number(1, integer=True, optional=True),
+    # §1 KL.
+    "kl_coef": number(0),
+    "kl_estimator": one_of((None, *KL_ESTIMATORS)),
+    "kl_placement": one_of((None, *KL_PLACEMENTS)),
+    "kl_in_reward": boolean(optional=True),
+    "use_kl_loss": boolean(optional=True),
+    "kl_target": number(0, lo_open=True, optional=True),
+    "kl_horizon": number(0, lo_open=True),
+    # §4 rewards, §2/§6 advantages.
+    "reward_normalization": one_of(REWARD_NORMALIZATIONS),
+    "reward_clip": (pair, "None or (low, high) with finite low < high"),
+    "reward_scale": number(0, lo_open=True),
+    "advantage_estimator": (lambda v: v in ESTIMATORS, "a registered estimator (rllib_rpp.estimators.ESTIMATORS)"),
+    "advantage_std_norm": boolean(),
+    # §3 loss.
+    "clip_low": number(0, 1, lo_open=True, hi_open=True),
+    "clip_high": number(0, lo_open=True),
+    "dual_clip": number(1, lo_open=True, optional=True),
+    "loss_agg_mode": one_of(LOSS_AGG_MODES),
+    "entropy_coef": number(),
+    "tis_cap": number(0, lo_open=True, optional=True),
+    "nonfinite_logprobs": one_of(("error", "mask")),
+    # Batch shape.
+    "num_samples_per_prompt": POSITIVE_INT,
+    "num_prompts_per_iteration": POSITIVE_INT,
+    "logprob_batch_size": POSITIVE_INT,
+    "truncated_response": one_of(TRUNCATION_POLICIES),
+    "truncated_reward": number(),
+    "weight_sync_timeout_s": number(0, lo_open=True),
+    # Generation.
+    "sampler": (lambda v: v in SAMPLERS, f"a registered sampler, one of {tuple(SAMPLERS)}"),
+    "max_new_tokens": POSITIVE_INT,
+    "temperature": number(0, lo_open=True),
+    "top_p": number(0, 1, lo_open=True),
+    "ignore_eos": boolean(),
+    "greedy_eval_interval": number(0, integer=True),
+}
+
+MODEL_RULES: dict[str, Rule] = {
+    "dtype": one_of(DTYPES),
+}
+
+
+def violations(obj, rules: dict[str, Rule], get=getattr) -> list[str]:
+    """One message per rule that `obj` breaks: "<option>=<value> is invalid: expected <...>"."""
+    out = []
+    for name, (check, expected) in rules.items():
+        value = get(obj, name, None)
+        if not check(value):
+            out.append(f"{name}={value!r} is invalid: expected {expected}")
+    return out
+
+
+def cross_option_errors(config) -> list[str]:
+    """Rules that relate several options of a ReinforcePPConfig."""
+    errors = []
+    if config.kl_in_reward and config.use_kl_loss:
+        errors.append("kl_in_reward=True and use_kl_loss=True would count the KL penalty twice; choose one "
+                      "(kl_placement='reward' or kl_placement='loss')")
+    if config.kl_placement is not None and (config.kl_in_reward is not None or config.use_kl_loss is not None):
+        errors.append(f"kl_placement={config.kl_placement!r} and the older kl_in_reward/use_kl_loss flags are both "
+                      f"set; use kl_placement only")
+    est = ESTIMATORS.get(config.advantage_estimator)
+    if est is not None and est.needs_groups and config.num_samples_per_prompt < 2:
+        errors.append(f"advantage_estimator={config.advantage_estimator!r} subtracts a per-prompt baseline and "
+                      f"needs num_samples_per_prompt >= 2, got {config.num_samples_per_prompt}")
+    if config.kl_target is not None and config.kl_coef == 0:
+        errors.append("kl_target needs kl_coef > 0 (the adaptive controller scales β multiplicatively)")
+    if config.greedy_eval_interval and config.greedy_eval_prompts is None:
+        errors.append(f"greedy_eval_interval={config.greedy_eval_interval} needs held-out prompts: set "
+                      f".evaluation(greedy_eval_prompts=...)")
+    if errors or not is_int(config.num_prompts_per_iteration):
+        return errors
+    if config.num_prompts_per_iteration % max(1, config.num_env_runners):
+        errors.append(f"num_prompts_per_iteration={config.num_prompts_per_iteration} must be divisible by "
+                      f"num_env_runners={config.num_env_runners}")
+    total = config.num_prompts_per_iteration * config.num_samples_per_prompt
+    per_learner = total // max(1, config.num_learners)
+    if total % max(1, config.num_learners):
+        errors.append(f"the batch of {total} completions does not split evenly over {config.num_learners} learners")
+    elif config.minibatch_size is not None and per_learner % config.minibatch_size:
+        errors.append(f"minibatch_size={config.minibatch_size} must divide the {per_learner} completions each "
+                      f"learner gets per iteration")
+    return errors

@@ -1,0 +1,115 @@
+"""The package's shape, checked by parsing imports: dependencies run one way, the math knows
+nothing of Ray, the package never imports its examples or benchmarks, modules stay small."""
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+MAX_LINES = 400
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports(path: Path) -> list[tuple[str, bool]]:
+    """(imported module, at module level?) for every import statement in the file."""
+    tree = ast.parse(path.read_text())
+    top = {id(node) for node in tree.body}
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out += [(alias.name, id(node) in top) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            out.append((node.module, id(node) in top))
+            # `from pkg import submodule` imports the submodule too.
+            out += [(f"{node.module}.{a.name}", id(node) in top) for a in node.names
+                    if (ROOT / (node.module.replace(".", "/") + f"/{a.name}.py")).exists()]
+    return out
+
+
+def sources(*packages: str) -> list[Path]:
+    return sorted(p for pkg in packages for p in (ROOT / pkg).rglob("*.py"))
+
+
+GRAPH = {module_name(p): imports(p) for p in sources("rllib_rpp", "envs")}
+
+
+def first_party(name: str) -> str | None:
+    """The module of ours that `name` refers to (the longest known prefix), or None."""
+    parts = name.split(".")
+    for i in range(len(parts), 0, -1):
+        if ".".join(parts[:i]) in GRAPH:
+            return ".".join(parts[:i])
+    return None
+
+
+def test_the_package_never_imports_its_examples_or_benchmarks():
+    bad = [(m, name) for m, names in GRAPH.items() if m.startswith("rllib_rpp") for name, _ in names
+           if name.split(".")[0] in ("tuned_examples", "benchmarks", "tests")]
+    assert not bad
+
+
+def imported_at_runtime(module: str) -> set[str]:
+    """Top-level package names present in sys.modules after importing `module` alone."""
+    code = f"import sys, {module}; print(' '.join(sorted({{m.split('.')[0] for m in sys.modules}})))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return set(out.stdout.split())
+
+
+def test_envs_know_nothing_of_rllib_rpp_or_ray():
+    bad = [(m, name) for m, names in GRAPH.items() if m.startswith("envs") for name, _ in names
+           if name.split(".")[0] in ("rllib_rpp", "ray")]
+    assert not bad
+    assert not {"ray", "rllib_rpp"} & imported_at_runtime("envs")
+
+
+@pytest.mark.parametrize("module", ["rllib_rpp.functional", "rllib_rpp.estimators", "rllib_rpp.schema",
+                                    "rllib_rpp.core", "rllib_rpp.samplers"])
+def test_the_math_core_and_samplers_import_no_ray(module):
+    # Checked by importing it in a fresh interpreter: package __init__ files count too.
+    assert "ray" not in imported_at_runtime(module)
+
+
+def test_module_level_imports_have_no_cycles():
+    edges = {m: {first_party(n) for n, top in names if top and first_party(n) and first_party(n) != m}
+             for m, names in GRAPH.items()}
+    state: dict[str, int] = {}
+
+    def visit(m, path):
+        if state.get(m) == 1:
+            raise AssertionError(f"import cycle: {' -> '.join(path + [m])}")
+        if state.get(m) != 2:
+            state[m] = 1
+            for n in edges[m]:
+                # A package's __init__ importing its own submodules is not a cycle.
+                if not n.startswith(m + "."):
+                    visit(n, path + [m])
+            state[m] = 2
+
+    for m in edges:
+        visit(m, [])
+
+
+def test_no_hidden_cycles_through_function_level_imports():
+    # Runners, samplers and the compute core never reach back into the algorithm package;
+    # the sampler interface never imports its implementations (they are a registry).
+    lower = ("rllib_rpp.env_runners", "rllib_rpp.samplers", "rllib_rpp.core", "rllib_rpp.functional",
+             "rllib_rpp.estimators", "rllib_rpp.schema")
+    bad = [(m, n) for m, names in GRAPH.items() if m.startswith(lower) for n, _ in names
+           if n.startswith(("rllib_rpp.reinforce_pp", "rllib_rpp.driver", "rllib_rpp.cli", "rllib_rpp.presets"))]
+    bad += [("rllib_rpp.samplers.base", n) for n, _ in GRAPH["rllib_rpp.samplers.base"]
+            if n.startswith(("rllib_rpp.samplers.hf", "rllib_rpp.samplers.vllm"))]
+    assert not bad
+
+
+def test_no_module_is_over_400_lines():
+    long = {str(p.relative_to(ROOT)): n for p in sources("rllib_rpp", "envs", "tuned_examples", "benchmarks", "tests")
+            if (n := len(p.read_text().splitlines())) > MAX_LINES}
+    assert not long
