@@ -25,6 +25,7 @@ from ray.rllib.env import INPUT_ENV_SINGLE_SPACES, INPUT_ENV_SPACES
 from ray.rllib.env.env_context import EnvContext
 from ray.rllib.env.env_runner import EnvRunner
 from ray.rllib.env.single_agent_episode import SingleAgentEpisode
+from ray.rllib.utils.annotations import override
 from ray.rllib.utils.checkpoints import Checkpointable
 from ray.rllib.utils.metrics import (
     EPISODE_LEN_MEAN,
@@ -68,6 +69,7 @@ class TextEnvRunner(EnvRunner, Checkpointable):
             self._ensure_sampler()
 
     # -- construction ----------------------------------------------------------------------
+    @override(EnvRunner)
     def make_env(self) -> None:
         cfg = self.config
         env_config = dict(cfg.env_config or {})
@@ -107,6 +109,7 @@ class TextEnvRunner(EnvRunner, Checkpointable):
         return self.sampler
 
     # -- sampling --------------------------------------------------------------------------
+    @override(EnvRunner)
     def sample(self, *, num_prompts: int | None = None, explore: bool = True, **kwargs) -> list[SingleAgentEpisode]:
         cfg = self.config
         sampler = self._ensure_sampler()
@@ -196,16 +199,20 @@ class TextEnvRunner(EnvRunner, Checkpointable):
         return out
 
     # -- RLlib EnvRunner / Checkpointable API ----------------------------------------------
+    @override(EnvRunner)
     def get_spaces(self):
         spaces = (self.env.observation_space, self.env.action_space)
         return {INPUT_ENV_SPACES: spaces, INPUT_ENV_SINGLE_SPACES: spaces, DEFAULT_MODULE_ID: spaces}
 
+    @override(EnvRunner)
     def get_metrics(self):
         return self.metrics.reduce()
 
+    @override(EnvRunner)
     def assert_healthy(self):
         assert self.env is not None
 
+    @override(Checkpointable)
     def get_state(self, components=None, *, not_components=None, **kwargs) -> dict[str, Any]:
         # Weights are not part of a runner's state: the learner owns them.
         return {
@@ -217,6 +224,7 @@ class TextEnvRunner(EnvRunner, Checkpointable):
             "numpy_rng": np.random.get_state(),
         }
 
+    @override(Checkpointable)
     def set_state(self, state: dict[str, Any]) -> None:
         if COMPONENT_RL_MODULE in state:
             seq_no = state.get(WEIGHTS_SEQ_NO, 0)
@@ -241,12 +249,15 @@ class TextEnvRunner(EnvRunner, Checkpointable):
         if NUM_ENV_STEPS_SAMPLED_LIFETIME in state:
             self.num_env_steps_sampled_lifetime = state[NUM_ENV_STEPS_SAMPLED_LIFETIME]
 
+    @override(Checkpointable)
     def get_ctor_args_and_kwargs(self):
         return (), {"config": self.config}
 
+    @override(Checkpointable)
     def get_checkpointable_components(self):
         return []
 
+    @override(EnvRunner)
     def stop(self) -> None:
         if self.sampler is not None:
             self.sampler.stop()
