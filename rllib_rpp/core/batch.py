@@ -13,7 +13,8 @@ import torch
 
 from rllib_rpp import functional as F
 from rllib_rpp import schema as S
-from rllib_rpp.core.logprobs import batched_response_logprobs
+from rllib_rpp.core.logprobs import response_logprobs
+from rllib_rpp.core.microbatch import row_lengths, scatter_rows, split_by_tokens, take_rows
 from rllib_rpp.core.options import UpdateOptions
 
 _CHECKED = (S.OLD_LOGPROBS, S.REF_LOGPROBS, S.SAMPLER_LOGPROBS)
@@ -31,21 +32,40 @@ def eval_mode(module):
 
 
 @torch.no_grad()
+def logprob_pass(lm, batch: dict, groups: list[torch.Tensor], opts: UpdateOptions, *, with_entropy: bool = False):
+    """log π(a_t|s_t) [B, R] (and entropy) of every row, one token-budget micro-batch at a time."""
+    device = batch[S.RESPONSE_MASK].device
+    lps, ents = [], []
+    with eval_mode(lm):
+        for rows in groups:
+            micro = take_rows({k: batch[k] for k in S.TOKEN_COLUMNS}, rows)
+            with opts.autocast(device.type):
+                lp, ent = response_logprobs(lm, micro, temperature=opts.temperature, with_entropy=with_entropy,
+                                            chunk_tokens=opts.logprob_chunk_tokens)
+            lps.append((rows, lp))
+            ents.append((rows, ent))
+    B, width = batch[S.RESPONSE_IDS].shape
+    return scatter_rows(lps, B, width), (scatter_rows(ents, B, width) if with_entropy else None)
+
+
+@torch.no_grad()
 def prepare_batch(policy_lm, ref_lm, batch: dict, opts: UpdateOptions, *, kl_coef: float,
-                  all_reduce: F.AllReduce = F.no_reduce, ref_context=nullcontext) -> dict[str, float]:
+                  all_reduce: F.AllReduce = F.no_reduce, agree_count=int, ref_context=nullcontext) -> dict[str, float]:
     """Write OLD_LOGPROBS, REF_LOGPROBS, ENTROPY, ADVANTAGES (and IS_WEIGHTS with tis_cap) into
     `batch`; return the batch statistics (global over learners) and the pass timings.
 
-    `ref_lm` is the frozen reference; `ref_context()` is entered around its pass (e.g. a LoRA
-    policy with its adapters disabled is its own reference)."""
-    passes = dict(rows=opts.logprob_batch_size, temperature=opts.temperature)
+    `ref_lm` is the frozen reference; `ref_context()` is entered around its pass (a LoRA policy
+    with its adapters disabled is its own reference). `agree_count(n)` is the largest number of
+    micro-batches of any learner (sharded learners must run the same number of passes)."""
+    prompt_len, response_len = row_lengths(batch)
+    groups = split_by_tokens(prompt_len, response_len, opts.max_tokens_per_microbatch)
+    groups = split_by_tokens(prompt_len, response_len, opts.max_tokens_per_microbatch,
+                             min_groups=agree_count(len(groups)))
     t0 = time.perf_counter()
-    with eval_mode(policy_lm):
-        batch[S.OLD_LOGPROBS], batch[S.ENTROPY] = batched_response_logprobs(policy_lm, batch, with_entropy=True,
-                                                                            **passes)
+    batch[S.OLD_LOGPROBS], batch[S.ENTROPY] = logprob_pass(policy_lm, batch, groups, opts, with_entropy=True)
     t1 = time.perf_counter()
-    with ref_context(), eval_mode(ref_lm):
-        batch[S.REF_LOGPROBS], _ = batched_response_logprobs(ref_lm, batch, **passes)
+    with ref_context():
+        batch[S.REF_LOGPROBS], _ = logprob_pass(ref_lm, batch, groups, opts)
     t2 = time.perf_counter()
     dropped = drop_nonfinite(batch, opts.nonfinite_logprobs, all_reduce)
     mask = batch[S.RESPONSE_MASK]

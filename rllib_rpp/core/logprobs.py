@@ -14,7 +14,7 @@ from torch.utils.checkpoint import checkpoint
 
 from rllib_rpp import schema as S
 
-DEFAULT_CHUNK_TOKENS = 4096
+DEFAULT_CHUNK_TOKENS = 2048
 
 
 def trim_batch(batch: dict) -> dict:
@@ -46,7 +46,8 @@ def causal_lm_parts(lm):
 def _chunk_logprobs(hidden, targets, weight, bias, temperature, with_entropy, post):
     """[n, H] hidden states -> log-prob of each target [n] (and entropy [n]), logits in fp32."""
     logits = torch.nn.functional.linear(hidden, weight, bias)
-    logits = post(logits).float() / temperature  # [n, V]
+    logits = post(logits)
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32)) / temperature  # [n, V], >= fp32
     logz = logits.logsumexp(-1)
     logprobs = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - logz
     if not with_entropy:
@@ -85,26 +86,15 @@ def response_logprobs(lm, batch: dict, *, temperature: float = 1.0, with_entropy
         lp_parts.append(lp)
         ent_parts.append(ent)
     logprobs = _unflatten(lp_parts, valid, width)
+    if not lp_parts and torch.is_grad_enabled():
+        # No response token here (e.g. every row masked): stay connected to every weight, so a
+        # backward (which DDP/FSDP learners must all run) gives zero gradients, not an error.
+        logprobs = logprobs + 0.0 * (hidden.sum() + head.weight.sum())
     return logprobs, (_unflatten(ent_parts, valid, width) if with_entropy else None)
 
 
 def _unflatten(parts: list[torch.Tensor], valid: torch.Tensor, width: int) -> torch.Tensor:
     """Per-token values [N] back to [B, width], 0 at padding (differentiable)."""
     values = torch.cat(parts) if parts else torch.zeros(0, device=valid.device)
-    out = torch.zeros(valid.shape, dtype=torch.float32, device=valid.device).masked_scatter(valid, values)
+    out = torch.zeros(valid.shape, dtype=values.dtype, device=valid.device).masked_scatter(valid, values)
     return torch.nn.functional.pad(out, (0, width - valid.shape[1]))
-
-
-@torch.no_grad()
-def batched_response_logprobs(lm, batch: dict, *, rows: int, temperature: float = 1.0,
-                              with_entropy: bool = False, chunk_tokens: int = DEFAULT_CHUNK_TOKENS):
-    """`response_logprobs` over row chunks of `rows` (bounded memory for the no-grad passes)."""
-    n = batch[S.RESPONSE_IDS].shape[0]
-    lps, ents = [], []
-    for i in range(0, n, rows):
-        part = {k: batch[k][i : i + rows] for k in S.TOKEN_COLUMNS}
-        lp, ent = response_logprobs(lm, part, temperature=temperature, with_entropy=with_entropy,
-                                    chunk_tokens=chunk_tokens)
-        lps.append(lp)
-        ents.append(ent)
-    return torch.cat(lps), (torch.cat(ents) if with_entropy else None)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+from contextlib import nullcontext
 from dataclasses import dataclass
+
+import torch
 
 
 @dataclass(frozen=True)
@@ -22,15 +25,29 @@ class UpdateOptions:
     loss_agg_mode: str = "token-mean"
     entropy_coef: float = 0.0
     tis_cap: float | None = None
-    # Log-prob passes.
+    # Log-prob passes and memory.
     temperature: float = 1.0
-    logprob_batch_size: int = 256
     nonfinite_logprobs: str = "error"
+    max_tokens_per_microbatch: int = 8192
+    logprob_chunk_tokens: int = 2048
+    # Precision: master weights / optimizer state, and the compute dtype (autocast when lower).
+    param_dtype: str = "float32"
+    compute_dtype: str = "float32"
+
+    _RESOLVED = ("kl_placement", "kl_estimator", "param_dtype", "compute_dtype")
 
     @classmethod
     def from_config(cls, config) -> UpdateOptions:
-        """From a ReinforcePPConfig (or any object with these attributes); the KL placement and
-        estimator are the config's resolved ones."""
-        values = {f.name: getattr(config, f.name) for f in dataclasses.fields(cls)
-                  if f.name not in ("kl_placement", "kl_estimator")}
-        return cls(kl_placement=config.kl_placement_used, kl_estimator=config.kl_estimator_used, **values)
+        """From a ReinforcePPConfig (or any object with these attributes); the KL placement, the
+        KL estimator and the dtypes are the config's resolved ones."""
+        values = {f.name: getattr(config, f.name) for f in dataclasses.fields(cls) if f.name not in cls._RESOLVED}
+        dtypes = config.dtypes
+        return cls(kl_placement=config.kl_placement_used, kl_estimator=config.kl_estimator_used,
+                   param_dtype=dtypes["param"], compute_dtype=dtypes["compute"], **values)
+
+    def autocast(self, device_type: str):
+        """Forward passes compute in `compute_dtype` when it is lower than the master weights'
+        precision (bf16 autocast over fp32 weights); otherwise a no-op context."""
+        if self.compute_dtype == self.param_dtype or self.compute_dtype == "float32":
+            return nullcontext()
+        return torch.autocast(device_type=device_type, dtype=getattr(torch, self.compute_dtype))

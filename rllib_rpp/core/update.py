@@ -40,7 +40,7 @@ def accumulate_gradients(forward: Callable[[dict], dict], batch: dict, opts: Upd
     prompt_len, response_len = row_lengths(batch)
     groups = split_by_tokens(prompt_len, response_len, max_tokens)
     groups = split_by_tokens(prompt_len, response_len, max_tokens, min_groups=agree_count(len(groups)))
-    total = torch.zeros((), device=mask.device)
+    total = 0.0
     sums: dict[str, float] = {}
     local_tokens = max(float(mask.sum()), 1.0)
     nonfinite = 0
@@ -55,7 +55,7 @@ def accumulate_gradients(forward: Callable[[dict], dict], batch: dict, opts: Upd
             # alike (DDP all-reduces them), so all of them refuse the step together.
             nonfinite += int(not torch.isfinite(loss))
             loss.backward()
-        total += loss.detach()
+        total = total + loss.detach()
         share = float(micro[S.RESPONSE_MASK].sum()) / local_tokens
         for name, value in metrics.items():
             v = float(value)

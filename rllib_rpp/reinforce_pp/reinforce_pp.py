@@ -39,7 +39,6 @@ from envs.prompts import load_prompt_rows
 from rllib_rpp import functional as F
 from rllib_rpp import schema as S
 from rllib_rpp.core.scoring import score_batch
-from rllib_rpp.env_runners.text_env_runner import strip_module_prefix
 from rllib_rpp.reinforce_pp.reinforce_pp_config import ReinforcePPConfig
 
 logger = logging.getLogger(__name__)
@@ -137,21 +136,30 @@ class ReinforcePP(Algorithm):
                                        remote_worker_ids=remote[:1], local_env_runner=not remote)
         return out[0]
 
+    def _on_learners(self, fn):
+        """fn(learner) on every learner (state may be spread over them); learner 0's answer."""
+        group = self.learner_group
+        if group.is_local:
+            return fn(group._learner)
+        return [r.get() for r in group.foreach_learner(fn).result_or_errors][0]
+
     def get_policy_state_dict(self) -> dict[str, torch.Tensor]:
-        """A snapshot (copies) of the trained policy's weights under Hugging Face names."""
-        state = self.learner_group.get_state(components=_POLICY)
-        module_state = state[COMPONENT_LEARNER][COMPONENT_RL_MODULE][DEFAULT_MODULE_ID]
-        return {k: torch.as_tensor(v).clone() for k, v in strip_module_prefix(module_state).items()}
+        """A snapshot (copies) of the trained policy's master weights under Hugging Face names
+        (LoRA adapters merged)."""
+        return {k: v.clone() for k, v in self._on_learners(lambda learner: learner.policy_state_dict()).items()}
 
     def export_policy(self, path: str | Path) -> Path:
-        """Write the trained policy and its tokenizer with `save_pretrained`: loadable by
-        transformers (`AutoModelForCausalLM.from_pretrained(path)`) and vLLM (`LLM(path)`)."""
+        """Write the trained policy (master weights, LoRA merged) and its tokenizer with
+        `save_pretrained`: loadable by transformers (`AutoModelForCausalLM.from_pretrained(path)`)
+        and vLLM (`LLM(path)`). With LoRA the adapter alone goes to `path/adapter` (peft)."""
         mc = self.config.model_config
-        model = load_causal_lm(mc["model"], dtype=mc.get("dtype", "float32"))
+        model = load_causal_lm(mc["model"], dtype=self.config.dtypes["param"])
         model.load_state_dict(self.get_policy_state_dict(), strict=True)
-        path = Path(path)
+        path = Path(path).absolute()
         model.save_pretrained(path)
         load_tokenizer(self.config.env_config.get("model", mc["model"])).save_pretrained(path)
+        if mc.get("lora"):
+            self._on_learners(lambda learner: learner.save_adapter(path / "adapter"))
         return path
 
     def _sample(self):

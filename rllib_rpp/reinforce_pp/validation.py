@@ -80,6 +80,7 @@ RULES: dict[str, Rule] = {
     # RLlib's own options, checked before RLlib's validation (which would misreport them).
     "lr": (schedule_or_number, "a finite number > 0, or a schedule [[timestep, lr > 0], ...]"),
     "grad_clip": number(0, lo_open=True, optional=True),
+    "grad_clip_by": one_of(("global_norm",)),
     "gamma": number(0, 1, lo_open=True),
     "num_epochs": POSITIVE_INT,
     "minibatch_size": number(1, integer=True, optional=True),
@@ -108,7 +109,8 @@ RULES: dict[str, Rule] = {
     # Batch shape.
     "num_samples_per_prompt": POSITIVE_INT,
     "num_prompts_per_iteration": POSITIVE_INT,
-    "logprob_batch_size": POSITIVE_INT,
+    "max_tokens_per_microbatch": POSITIVE_INT,
+    "logprob_chunk_tokens": POSITIVE_INT,
     "truncated_response": one_of(TRUNCATION_POLICIES),
     "truncated_reward": number(),
     "weight_sync_timeout_s": number(0, lo_open=True),
@@ -123,6 +125,12 @@ RULES: dict[str, Rule] = {
 
 MODEL_RULES: dict[str, Rule] = {
     "dtype": one_of(DTYPES),
+    "param_dtype": one_of((None, *DTYPES)),
+    "ref_dtype": one_of((None, *DTYPES)),
+    "gradient_checkpointing": boolean(optional=True),
+    "lora": (lambda v: v is None or (isinstance(v, dict) and isinstance(v.get("r"), int) and v["r"] > 0
+                                     and set(v) <= {"r", "alpha", "target_modules", "dropout"}),
+             "None or {'r': int > 0, 'alpha': ..., 'target_modules': [...], 'dropout': ...}"),
 }
 
 

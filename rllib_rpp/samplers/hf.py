@@ -1,11 +1,12 @@
-"""Transformers sampler: one batched `generate` call for all prompts x samples (CPU default)."""
+"""Transformers sampler: all prompts x samples decoded together with the model's KV cache (CPU
+default). Its own decode loop keeps, per step, only the sampled token and its log-prob under the
+processed distribution (temperature, top-p): never the [B, T, V] scores `generate` would stack."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
 import torch
-from transformers import GenerationConfig
 
 from envs.models import load_causal_lm
 from rllib_rpp.samplers.base import Generation, Sampler, SamplingParams
@@ -20,6 +21,23 @@ def left_pad(prompts: Sequence[Sequence[int]], pad_token_id: int) -> tuple[torch
         ids[i, width - len(p) :] = torch.as_tensor(p, dtype=torch.long)
         mask[i, width - len(p) :] = 1
     return ids, mask
+
+
+def sample_tokens(logits: torch.Tensor, params: SamplingParams) -> tuple[torch.Tensor, torch.Tensor]:
+    """Next token [B] and its log-prob [B] under the processed distribution: log-softmax of
+    logits / temperature, restricted to the top-p nucleus (greedy: argmax, log-prob 0)."""
+    if params.greedy:
+        return logits.argmax(-1), torch.zeros(logits.shape[0], device=logits.device)
+    logits = logits.float() / params.temperature
+    if params.top_p < 1.0:
+        sorted_logits, order = logits.sort(-1, descending=True)
+        probs = sorted_logits.softmax(-1)
+        # Drop a token when the mass before it already reaches top_p (the first token always stays).
+        drop = (probs.cumsum(-1) - probs) >= params.top_p
+        logits = logits.scatter(-1, order, sorted_logits.masked_fill(drop, float("-inf")))
+    logp = logits.log_softmax(-1)
+    token = torch.multinomial(logp.exp(), 1).squeeze(-1)
+    return token, logp.gather(-1, token[:, None]).squeeze(-1)
 
 
 class TransformersSampler(Sampler):
@@ -42,30 +60,38 @@ class TransformersSampler(Sampler):
         return out
 
     def _generate(self, rows, params: SamplingParams) -> Generation:
-        ids, mask = left_pad(rows, self.pad_token_id)
-        cfg = GenerationConfig(
-            do_sample=not params.greedy, temperature=params.temperature, top_p=params.top_p, top_k=0,
-            max_new_tokens=params.max_new_tokens, eos_token_id=self.eos_token_id,
-            min_new_tokens=params.max_new_tokens if params.ignore_eos else None,
-            pad_token_id=self.pad_token_id, return_dict_in_generate=True, output_scores=not params.greedy,
-        )
-        out = self.model.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
-                                  generation_config=cfg)
-        seqs = out.sequences[:, ids.shape[1] :].cpu()
+        ids, mask = (t.to(self.device) for t in left_pad(rows, self.pad_token_id))
+        B = ids.shape[0]
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
+        next_pos = pos[:, -1:] + 1
+        finished = torch.zeros(B, dtype=torch.bool, device=self.device)
+        tokens, logprobs = [], []
+        for t in range(params.max_new_tokens):
+            logits = out.logits[:, -1]
+            if params.ignore_eos:  # as generate's min_new_tokens: EOS is never drawn
+                logits[:, self.eos_token_id] = float("-inf")
+            token, logprob = sample_tokens(logits, params)
+            token = token.masked_fill(finished, self.pad_token_id)
+            tokens.append(token)
+            logprobs.append(logprob)
+            finished |= token == self.eos_token_id
+            if finished.all() or t == params.max_new_tokens - 1:
+                break
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+            out = self.model(input_ids=token[:, None], attention_mask=mask, position_ids=next_pos,
+                             past_key_values=out.past_key_values, use_cache=True)
+            next_pos = next_pos + 1
+        seqs, lps = torch.stack(tokens, 1).cpu(), torch.stack(logprobs, 1).cpu()
         is_eos = seqs == self.eos_token_id
-        finished = is_eos.any(-1)
-        full = torch.full_like(finished, seqs.shape[1], dtype=torch.long)
-        lengths = torch.where(finished, is_eos.int().argmax(-1) + 1, full)
-        if params.greedy:
-            logprobs = torch.zeros(seqs.shape)
-        else:  # scores are the processed (temperature / top-p) logits the token was drawn from
-            scores = torch.stack(out.scores, dim=1).float().cpu()
-            logprobs = scores.gather(-1, seqs.unsqueeze(-1)).squeeze(-1) - scores.logsumexp(-1)
+        done = is_eos.any(-1)
+        full = torch.full_like(done, seqs.shape[1], dtype=torch.long)
+        lengths = torch.where(done, is_eos.int().argmax(-1) + 1, full)
         n = lengths.tolist()
         return Generation(
             token_ids=[s[:k] for s, k in zip(seqs.tolist(), n)],
-            logprobs=[] if params.greedy else [lp[:k] for lp, k in zip(logprobs.tolist(), n)],
-            finished=finished.tolist(),
+            logprobs=[] if params.greedy else [lp[:k] for lp, k in zip(lps.tolist(), n)],
+            finished=done.tolist(),
         )
 
     def load_weights(self, state_dict: Mapping[str, torch.Tensor], version: int) -> None:

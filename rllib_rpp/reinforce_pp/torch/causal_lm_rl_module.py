@@ -1,7 +1,14 @@
 """A TorchRLModule wrapping a Hugging Face causal LM: the REINFORCE++ policy.
 
-model_config: {"model": id | path | "tiny-arith", "dtype": "float32" | "bfloat16" | ...,
-               "temperature": sampling temperature (log-probs are of logits / temperature)}
+model_config:
+    model: id | path | "tiny-arith" | "random:<shape>"
+    param_dtype: master weights (and so the optimizer state), default "float32"
+    dtype: compute dtype of the forward passes (bf16 autocast over fp32 weights) and the dtype
+        the env runners serve (weights are cast to it when sent), default "float32"
+    gradient_checkpointing: recompute each decoder layer in backward (default False)
+    lora: {"r", "alpha", "target_modules", "dropout"}: train peft LoRA adapters (param_dtype)
+        on a frozen base (dtype); the base with adapters disabled is the reference policy
+    temperature, entropy_coef: filled in by the config (log-probs of logits / temperature)
 """
 
 from __future__ import annotations
@@ -14,7 +21,8 @@ from ray.rllib.core.rl_module.torch import TorchRLModule
 from ray.rllib.utils.annotations import override
 
 from envs.models import load_causal_lm
-from rllib_rpp.core.logprobs import response_logprobs
+from rllib_rpp.core.logprobs import DEFAULT_CHUNK_TOKENS, response_logprobs
+from rllib_rpp.core.lora import add_lora, merged_state_dict
 
 
 class CausalLMTorchRLModule(TorchRLModule):
@@ -23,23 +31,55 @@ class CausalLMTorchRLModule(TorchRLModule):
     @override(RLModule)
     def setup(self) -> None:
         cfg = self.model_config or {}
-        self.lm = load_causal_lm(cfg.get("model", "tiny-arith"), dtype=cfg.get("dtype", "float32"))
+        self.compute_dtype = cfg.get("dtype") or "float32"
+        self.param_dtype = cfg.get("param_dtype") or "float32"
+        self.lora = cfg.get("lora")
+        if self.lora:  # a frozen base in the compute dtype, adapters in the master dtype
+            self.lm = add_lora(load_causal_lm(cfg.get("model", "tiny-arith"), dtype=self.compute_dtype), self.lora,
+                               dtype=self.param_dtype)
+        else:
+            self.lm = load_causal_lm(cfg.get("model", "tiny-arith"), dtype=self.param_dtype)
+        if cfg.get("gradient_checkpointing"):
+            self.lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.temperature = float(cfg.get("temperature", 1.0))
         self.with_entropy = bool(cfg.get("entropy_coef", 0.0))
+        self.chunk_tokens = int(cfg.get("logprob_chunk_tokens", DEFAULT_CHUNK_TOKENS))
 
     @override(RLModule)
     def _forward(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
         logprobs, entropy = response_logprobs(self.lm, batch, temperature=self.temperature,
-                                              with_entropy=self.with_entropy)
+                                              with_entropy=self.with_entropy, chunk_tokens=self.chunk_tokens)
         return {"logprobs": logprobs, "entropy": entropy}
+
+    def hf_state_dict(self, dtype: str | torch.dtype | None = None) -> dict[str, torch.Tensor]:
+        """The policy under Hugging Face names (LoRA adapters merged), on CPU, in `dtype`
+        (default: as held)."""
+        dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+        state = merged_state_dict(self.lm) if self.lora else self.lm.state_dict()
+        return {k: v.detach().to(device="cpu", dtype=dtype or v.dtype) for k, v in state.items()}
 
     @override(TorchRLModule)
     def get_state(self, components=None, *, not_components=None, inference_only: bool = False, **kwargs):
         # Torch tensors, not numpy (RLlib's default): keeps bf16/fp16 exact (numpy has no bf16).
-        # On CPU, so any runner can load them (no copy when the learner is on CPU).
-        return {k: v.detach().cpu() for k, v in self.state_dict().items()}
+        if inference_only:
+            # What env runners load: merged weights in the rollout dtype (half the bytes for bf16).
+            return {f"lm.{k}": v for k, v in self.hf_state_dict(self.compute_dtype).items()}
+        # Checkpoints: the master weights (with LoRA only the adapters: the base is the model id).
+        return {k: v.detach().cpu() for k, v in self.state_dict().items()
+                if not self.lora or k in self._trainable_names()}
 
     @override(TorchRLModule)
     def set_state(self, state) -> None:
         state = {k: (torch.as_tensor(v) if not isinstance(v, torch.Tensor) else v) for k, v in state.items()}
-        self.load_state_dict(state, strict=True)
+        if not self.lora:
+            self.load_state_dict(state, strict=True)
+            return
+        missing = self._trainable_names() - set(state)
+        unexpected = set(state) - self._trainable_names()
+        if missing or unexpected:
+            raise KeyError(f"LoRA policy state: missing adapter weights {sorted(missing)[:3]}, unexpected "
+                           f"{sorted(unexpected)[:3]} (was it saved with the same lora settings?)")
+        self.load_state_dict(state, strict=False)
+
+    def _trainable_names(self) -> set[str]:
+        return {name for name, p in self.named_parameters() if p.requires_grad}

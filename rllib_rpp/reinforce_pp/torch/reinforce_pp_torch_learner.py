@@ -1,6 +1,13 @@
-"""REINFORCE++ TorchLearner: glue between RLlib and the compute core (`rllib_rpp.core`)."""
+"""REINFORCE++ TorchLearner: glue between RLlib and the compute core (`rllib_rpp.core`).
+
+Where it departs from RLlib's TorchLearner (each override says why): the optimizer holds only
+trainable parameters (LoRA), and one mini-batch update runs as several micro-batches by a token
+budget with accumulated gradients, a fused finite check and one optimizer step.
+"""
 
 from __future__ import annotations
+
+from contextlib import nullcontext
 
 import torch
 import torch.distributed as dist
@@ -13,8 +20,12 @@ from ray.rllib.utils.annotations import override
 from envs.models import load_causal_lm
 from rllib_rpp import schema as S
 from rllib_rpp.core.batch import prepare_batch
+from rllib_rpp.core.lora import disabled_adapters
 from rllib_rpp.core.loss import minibatch_loss
+from rllib_rpp.core.update import accumulate_gradients, check_finite_weights, clip_and_check
 from rllib_rpp.reinforce_pp.reinforce_pp_learner import ReinforcePPLearner
+
+_GRAD_NORM = "gradients_default_optimizer_global_norm"
 
 
 def _world_size() -> int:
@@ -29,21 +40,49 @@ def all_reduce_sum(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
+def all_reduce_max_int(n: int) -> int:
+    """The largest `n` of any learner."""
+    if _world_size() == 1:
+        return n
+    x = torch.tensor([n], dtype=torch.float64)
+    dist.all_reduce(x, op=dist.ReduceOp.MAX)
+    return int(x.item())
+
+
 class ReinforcePPTorchLearner(ReinforcePPLearner, TorchLearner):
     def build_reference_model(self) -> None:
         mc = self.config.model_config
+        if mc.get("lora"):  # the policy with its adapters disabled is the reference
+            self.ref_lm = None
+            return
         ref = mc.get("ref_model") or mc.get("model", "tiny-arith")
-        self.ref_lm = load_causal_lm(ref, dtype=mc.get("dtype", "float32")).to(self._device).eval()
+        self.ref_lm = load_causal_lm(ref, dtype=self.config.dtypes["ref"]).to(self._device).eval()
         self.ref_lm.requires_grad_(False)
 
-    def policy_lm(self):
+    def policy_module(self):
         module = self.module[DEFAULT_MODULE_ID]
-        return (module.unwrapped() if hasattr(module, "unwrapped") else module).lm
+        return module.unwrapped() if hasattr(module, "unwrapped") else module
+
+    def policy_lm(self):
+        return self.policy_module().lm
+
+    def policy_state_dict(self, dtype: str | None = None) -> dict[str, torch.Tensor]:
+        """The policy under Hugging Face names (LoRA merged) on CPU, in `dtype` (default: the
+        master weights' dtype)."""
+        return self.policy_module().hf_state_dict(dtype or self.options.param_dtype)
+
+    def save_adapter(self, path) -> None:
+        """peft's `save_pretrained` of the LoRA adapter (learner 0 writes)."""
+        if not dist.is_initialized() or dist.get_rank() == 0:
+            self.policy_lm().save_pretrained(str(path))
 
     @override(ReinforcePPLearner)
     def prepare_batch(self, batch: dict) -> None:
-        stats = prepare_batch(self.policy_lm(), self.ref_lm, batch, self.options, kl_coef=self.kl_coef,
-                              all_reduce=all_reduce_sum)
+        policy = self.policy_lm()
+        lora = self.ref_lm is None
+        stats = prepare_batch(policy, policy if lora else self.ref_lm, batch, self.options, kl_coef=self.kl_coef,
+                              all_reduce=all_reduce_sum, agree_count=all_reduce_max_int,
+                              ref_context=(lambda: disabled_adapters(policy)) if lora else nullcontext)
         self._kl_per_seq = stats["kl_ref_per_seq"]
         self._num_seqs = int(stats["num_seqs"])
         self.last_advantages = (batch[S.ADVANTAGES], batch[S.RESPONSE_MASK])  # this shard's, for tests
@@ -53,6 +92,36 @@ class ReinforcePPTorchLearner(ReinforcePPLearner, TorchLearner):
                                reduce="sum")
         for k, v in stats.items():
             self.metrics.log_value((DEFAULT_MODULE_ID, k), v, window=1)
+
+    @override(TorchLearner)
+    def configure_optimizers_for_module(self, module_id, config=None) -> None:
+        # Only trainable parameters (LoRA: the adapters), so frozen weights get no Adam state.
+        params = [p for p in self.get_parameters(self._module[module_id]) if p.requires_grad]
+        self.register_optimizer(module_id=module_id, optimizer=torch.optim.Adam(params), params=params,
+                                lr_or_lr_schedule=config.lr)
+
+    @override(TorchLearner)
+    def _uncompiled_update(self, batch: dict, **kwargs):
+        # RLlib runs one forward/backward per mini-batch; here the mini-batch is split into
+        # micro-batches by a token budget whose gradients accumulate before the one step.
+        mid = DEFAULT_MODULE_ID
+        module = self.module[mid]
+        for optim in self._optimizer_parameters:
+            optim.zero_grad(set_to_none=True)
+        loss, metrics = accumulate_gradients(
+            module.forward_train, batch[mid], self.options, kl_coef=self.kl_coef,
+            max_tokens=self.options.max_tokens_per_microbatch, world_size=_world_size(), all_reduce=all_reduce_sum,
+            agree_count=all_reduce_max_int, no_sync=getattr(module, "no_sync", nullcontext),
+            autocast=lambda: self.options.autocast(self._device.type))
+        params = list(self._params.values())
+        norm = clip_and_check(params, self.config.grad_clip)
+        for optim in self._optimizer_parameters:
+            optim.step()
+        check_finite_weights(params)
+        metrics[_GRAD_NORM] = float(norm)
+        for k, v in metrics.items():
+            self.metrics.log_value((mid, k), v, reduce="mean")
+        return {}, {mid: loss}, {}
 
     @override(TorchLearner)
     def _get_optimizer_state(self):
@@ -68,15 +137,10 @@ class ReinforcePPTorchLearner(ReinforcePPLearner, TorchLearner):
 
     @override(Learner)
     def compute_loss_for_module(self, *, module_id, config, batch, fwd_out):
+        # The whole batch's loss in one piece (the update itself goes micro-batch by micro-batch).
         mask = batch[S.RESPONSE_MASK]
-        # Normalise by the optimizer step's global counts (DDP averages gradients over learners).
         world = _world_size()
         counts = all_reduce_sum(torch.stack([mask.sum(), mask.new_tensor(float(mask.shape[0]))]))
-        loss, metrics = minibatch_loss(fwd_out["logprobs"], fwd_out["entropy"], batch, self.options,
-                                       kl_coef=self.kl_coef, num_tokens=counts[0] / world, num_seqs=counts[1] / world)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"the loss is {loss.item()} (policy loss {metrics['policy_loss'].item()}); the "
-                                     f"optimizer step was not taken, the weights are unchanged by this mini-batch")
-        for k, v in metrics.items():
-            self.metrics.log_value((module_id, k), v.item(), reduce="mean")
+        loss, _ = minibatch_loss(fwd_out["logprobs"], fwd_out["entropy"], batch, self.options, kl_coef=self.kl_coef,
+                                 num_tokens=counts[0] / world, num_seqs=counts[1] / world)
         return loss
