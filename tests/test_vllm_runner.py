@@ -84,6 +84,25 @@ def test_local_vllm_runner_serves_the_learners_weights_after_every_update(tmp_pa
     restored.stop()
 
 
+def test_lora_policy_is_served_merged_by_vllm_and_its_export_loads(tmp_path):
+    from rllib_rpp.samplers.vllm import VLLMSampler
+
+    algo = vllm_config().training(lr=1e-3).rl_module(model_config={"model": "tiny-arith", "lora": {"r": 8}}).build_algo()
+    runner = algo.env_runner
+    eps = runner.sample(num_prompts=8)
+    prompts = [e.get_observations(0)["input_ids"][e.get_observations(0)["attention_mask"] == 1].tolist() for e in eps]
+    responses = [e.get_actions(0)[: int(e.get_extra_model_outputs("response_mask", 0).sum())].tolist() for e in eps]
+    before = runner.sampler.replay_logprobs(prompts, responses)
+    algo.train()
+    after = np.concatenate(runner.sampler.replay_logprobs(prompts, responses))
+    np.testing.assert_allclose(after, np.concatenate(learner_logprobs(algo, prompts, responses)), atol=1e-4)
+    assert np.abs(after - np.concatenate(before)).max() > 1e-4  # the adapters moved the served policy
+    served = VLLMSampler(str(algo.export_policy(tmp_path / "export")), eos_token_id=2, pad_token_id=0,
+                         kv_cache_memory_bytes=32 << 20)
+    np.testing.assert_allclose(np.concatenate(served.replay_logprobs(prompts, responses)), after, atol=1e-4)
+    algo.stop()
+
+
 def test_truncated_importance_sampling_with_vllm():
     algo = vllm_config(tis_cap=2.0).build_algo()
     r = algo.train()
