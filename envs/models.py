@@ -1,6 +1,7 @@
 """Where models and tokenizers come from: a local directory, a Hugging Face id, or a built-in name.
 
-Built-in names (`tiny-arith`) are built on first use and cached; every API in this project that
+Built-in names (`tiny-arith`, `tiny-arith-rm`, `random:<shape>` of `envs.synthetic.SHAPES`) are
+built on first use and cached; every API in this project that
 takes a model name goes through `resolve_model_path`, so they work everywhere a path does.
 """
 
@@ -32,6 +33,10 @@ def resolve_model_path(name_or_path: str) -> str:
         from envs.reward_model import ensure_tiny_arith_rm
 
         return str(ensure_tiny_arith_rm())
+    if name.startswith("random:"):  # a random-initialised model of a real shape (envs.synthetic)
+        from envs.synthetic import ensure_random_model
+
+        return str(ensure_random_model(name[len("random:"):]))
     return name
 
 
@@ -97,11 +102,20 @@ def disable_dropout(model) -> None:
             setattr(cfg, key, 0.0)
 
 
-def model_max_length(name_or_path: str) -> int | None:
-    """Longest sequence the model's config admits, or None when it does not say."""
+def model_config_of(name_or_path: str):
+    """The model's transformers config (config.json only, no weights; a `random:` shape is not built)."""
     from transformers import AutoConfig
 
-    cfg = _load(AutoConfig.from_pretrained, name_or_path, "config")
+    if str(name_or_path).startswith("random:"):
+        from envs.synthetic import model_config
+
+        return model_config(str(name_or_path)[len("random:"):])
+    return _load(AutoConfig.from_pretrained, name_or_path, "config")
+
+
+def model_max_length(name_or_path: str) -> int | None:
+    """Longest sequence the model's config admits, or None when it does not say."""
+    cfg = model_config_of(name_or_path)
     for key in ("max_position_embeddings", "n_positions", "max_sequence_length"):
         value = getattr(cfg, key, None)
         if isinstance(value, int) and value > 0:

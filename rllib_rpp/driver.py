@@ -25,6 +25,10 @@ def run(config, *, time_budget_s: float | None = 300.0, iterations: int | None =
         ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
                  configure_logging=False)
     t0 = time.time()
+    est = config.memory_estimate()
+    if est is not None:
+        parts = ", ".join(f"{k} {v:.2f}" for k, v in est.gib().items() if k != "total")
+        log(f"learner memory estimate: {est.total / (1 << 30):.2f} GiB per learner ({parts} GiB)")
     log("building the algorithm (first run: builds and caches the tiny model) ...")
     algo = config.build_algo()
     log(f"built in {time.time() - t0:.1f} s")

@@ -7,11 +7,13 @@ Parts, in bytes:
 - weights: master weights (param_dtype); gradients and Adam's two moments of the trainable
   parameters (same dtype); the reference model (ref_dtype; none with LoRA); the autocast
   copies of the weights in the compute dtype (held during a forward/backward);
-- activations of one micro-batch of T tokens, per layer and token about
-  (10·h + 2·kv + 5·I) values in the compute dtype plus 2·h fp32 values (RMSNorm upcasts)
-  without checkpointing; with checkpointing the layer inputs (h values per layer and token) plus
-  one layer recomputed in backward;
-- log-prob chunk: the [chunk, V] logits and their fp32 log-softmax, softmax and gradient.
+- activations of one micro-batch of T tokens, per layer and token about (8·h + 3·kv + 4·I) values
+  in the compute dtype (norm inputs and outputs, q/k/v before and after rotary, attention
+  output, the MLP's gate, activation, up and product) without checkpointing; with checkpointing
+  the layer inputs (h values per layer and token) plus one layer recomputed in backward and its
+  gradients. Attention is assumed memory-efficient (flash/SDPA kernels store no [T, T] scores);
+- log-prob chunk: the [chunk, V] logits and four fp32 [chunk, V] buffers (upcast, scaled,
+  exp for the log-sum-exp, and in backward the recomputed logits' softmax and gradient).
 Everything sharded (FSDP) is divided by the number of shards. An estimate: good to ~±30 %.
 """
 
@@ -78,24 +80,29 @@ class MemoryEstimate:
 
 
 def activation_bytes(shape: ModelShape, tokens: int, *, compute_dtype: str = "bfloat16",
-                     gradient_checkpointing: bool = False) -> int:
-    """Activations kept for backward by one micro-batch of `tokens` tokens."""
+                     gradient_checkpointing: bool = False, score_rows: int = 0) -> int:
+    """Activations kept for backward by one micro-batch of `tokens` tokens. `score_rows`: rows
+    whose [heads, T, T] attention probabilities are stored (the math attention kernel, e.g. on
+    CPU; 0 for flash / memory-efficient kernels)."""
     h, kv, i, n = shape.hidden_size, shape.kv_dim, shape.intermediate_size, shape.num_layers
-    per_layer = (10 * h + 2 * kv + 5 * i) * BYTES[compute_dtype] + 2 * h * 4
+    b = BYTES[compute_dtype]
+    scores = score_rows * shape.num_heads * (tokens // max(score_rows, 1)) ** 2 * b
+    per_layer = tokens * (8 * h + 3 * kv + 4 * i) * b + scores
     if gradient_checkpointing:
-        return tokens * (n * h * BYTES[compute_dtype] + per_layer)
-    return tokens * n * per_layer
+        return tokens * n * h * b + 2 * per_layer
+    return n * per_layer
 
 
 def logprob_chunk_bytes(shape: ModelShape, chunk_tokens: int, *, compute_dtype: str = "bfloat16") -> int:
     """The [chunk, V] logits (compute dtype), their fp32 copy, softmax and gradient."""
-    return chunk_tokens * shape.vocab_size * (BYTES[compute_dtype] + 3 * 4)
+    return chunk_tokens * shape.vocab_size * (BYTES[compute_dtype] + 4 * 4)
 
 
 def estimate_learner_memory(shape: ModelShape, *, tokens_per_microbatch: int, param_dtype: str = "float32",
                             compute_dtype: str = "bfloat16", ref_dtype: str | None = None,
-                            gradient_checkpointing: bool = False, chunk_tokens: int = 4096,
-                            trainable_params: int | None = None, shards: int = 1) -> MemoryEstimate:
+                            gradient_checkpointing: bool = False, chunk_tokens: int = 1024,
+                            trainable_params: int | None = None, shards: int = 1,
+                            score_rows: int = 0) -> MemoryEstimate:
     """Peak learner memory per device for one micro-batch step (see the module docstring).
 
     trainable_params: None trains every weight; with LoRA, the adapter size (the policy's
@@ -115,6 +122,6 @@ def estimate_learner_memory(shape: ModelShape, *, tokens_per_microbatch: int, pa
         reference=0 if lora else n * BYTES[ref_dtype] // shards,
         compute_copies=copies,
         activations=activation_bytes(shape, tokens_per_microbatch, compute_dtype=compute_dtype,
-                                     gradient_checkpointing=gradient_checkpointing),
+                                     gradient_checkpointing=gradient_checkpointing, score_rows=score_rows),
         logprob_chunk=logprob_chunk_bytes(shape, min(chunk_tokens, tokens_per_microbatch), compute_dtype=compute_dtype),
     )

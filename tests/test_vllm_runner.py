@@ -87,7 +87,8 @@ def test_local_vllm_runner_serves_the_learners_weights_after_every_update(tmp_pa
 def test_lora_policy_is_served_merged_by_vllm_and_its_export_loads(tmp_path):
     from rllib_rpp.samplers.vllm import VLLMSampler
 
-    algo = vllm_config().training(lr=1e-3).rl_module(model_config={"model": "tiny-arith", "lora": {"r": 8}}).build_algo()
+    lora = {"model": "tiny-arith", "lora": {"r": 8}}
+    algo = vllm_config().training(lr=1e-3).rl_module(model_config=lora).build_algo()
     runner = algo.env_runner
     eps = runner.sample(num_prompts=8)
     prompts = [e.get_observations(0)["input_ids"][e.get_observations(0)["attention_mask"] == 1].tolist() for e in eps]

@@ -14,7 +14,7 @@ from torch.utils.checkpoint import checkpoint
 
 from rllib_rpp import schema as S
 
-DEFAULT_CHUNK_TOKENS = 2048
+DEFAULT_CHUNK_TOKENS = 1024
 
 
 def trim_batch(batch: dict) -> dict:

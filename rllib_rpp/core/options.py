@@ -29,7 +29,7 @@ class UpdateOptions:
     temperature: float = 1.0
     nonfinite_logprobs: str = "error"
     max_tokens_per_microbatch: int = 8192
-    logprob_chunk_tokens: int = 2048
+    logprob_chunk_tokens: int = 1024
     # Precision: master weights / optimizer state, and the compute dtype (autocast when lower).
     param_dtype: str = "float32"
     compute_dtype: str = "float32"

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from ray.rllib.algorithms.algorithm_config import AlgorithmConfig, NotProvided
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from ray.rllib.utils.annotations import override
 
+from envs.models import model_config_of
 from envs.text_env import SingleTurnTextEnv
 from rllib_rpp.env_runners.text_env_runner import TextEnvRunner
 from rllib_rpp.estimators import get_estimator
+from rllib_rpp.memory import ModelShape, estimate_learner_memory
 from rllib_rpp.reinforce_pp import validation
 from rllib_rpp.reinforce_pp.torch.causal_lm_rl_module import CausalLMTorchRLModule
 from rllib_rpp.reinforce_pp.torch.reinforce_pp_torch_learner import ReinforcePPTorchLearner
@@ -88,7 +91,7 @@ class ReinforcePPConfig(AlgorithmConfig):
         # the output layer. 8192 tokens fit a 1.5B model's update on an 80 GB GPU without
         # checkpointing, and an 8B model's with it (see rllib_rpp.memory).
         self.max_tokens_per_microbatch = 8192
-        self.logprob_chunk_tokens = 2048
+        self.logprob_chunk_tokens = 1024
         self.truncated_response = "keep"
         self.truncated_reward = -1.0
         self.weight_sync_timeout_s = 600.0
@@ -257,6 +260,44 @@ class ReinforcePPConfig(AlgorithmConfig):
         compute = mc.get("dtype") or "float32"
         return {"param": mc.get("param_dtype") or "float32", "compute": compute, "ref": mc.get("ref_dtype") or compute}
 
+    def memory_estimate(self):
+        """Estimated learner memory per device (`rllib_rpp.memory.MemoryEstimate`) from the model's
+        config (no weights loaded) and the batch options; None when the config is unavailable."""
+        mc = self._model_config if isinstance(self._model_config, dict) else {}
+        try:
+            hf_config = model_config_of(mc.get("model"))
+        except Exception as e:  # e.g. an id that is not in the local cache
+            logger.debug("no memory estimate for %r: %s", mc.get("model"), e)
+            return None
+        lora = mc.get("lora")
+        shape = ModelShape.from_hf_config(hf_config)
+        trainable = None
+        if lora:  # r·(in + out) per adapted matrix: every linear layer of every decoder layer
+            h, i, kv = shape.hidden_size, shape.intermediate_size, shape.kv_dim
+            trainable = shape.num_layers * lora["r"] * (2 * (h + h) + 2 * (h + kv) + 3 * (h + i))
+        d = self.dtypes
+        return estimate_learner_memory(
+            shape, tokens_per_microbatch=self.max_tokens_per_microbatch, param_dtype=d["param"],
+            compute_dtype=d["compute"], ref_dtype=d["ref"], chunk_tokens=self.logprob_chunk_tokens,
+            gradient_checkpointing=bool(mc.get("gradient_checkpointing")), trainable_params=trainable)
+
+    def _warn_if_memory_is_short(self) -> None:
+        est = self.memory_estimate()
+        if est is None:
+            return
+        if self.num_gpus_per_learner:
+            import torch
+
+            budget = torch.cuda.get_device_properties(0).total_memory if torch.cuda.is_available() else 80 << 30
+            where = "GPU"
+        else:
+            budget, where = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "host"
+        if est.total > 0.9 * budget:
+            logger.warning(
+                f"the learner needs about {est.total / (1 << 30):.1f} GiB per {where} ({est.gib()}), more than 90 % of "
+                f"the {budget / (1 << 30):.0f} GiB available: lower max_tokens_per_microbatch or logprob_chunk_tokens, "
+                f"set model_config gradient_checkpointing=True, dtype='bfloat16', or use LoRA")
+
     @property
     def kl_estimator_used(self) -> str:
         return self.kl_estimator or ("k2" if self.kl_placement_used == "loss" else "k1")
@@ -296,3 +337,4 @@ class ReinforcePPConfig(AlgorithmConfig):
         super().validate()
         if self.kl_placement_used == "loss" and self.kl_estimator_used == "k3":
             logger.warning("KL estimator k3 as a loss term gives a biased gradient; k2 is recommended")
+        self._warn_if_memory_is_short()
