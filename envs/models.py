@@ -89,6 +89,19 @@ def load_causal_lm(name_or_path: str, *, dtype: str = "float32", **kwargs):
     return model
 
 
+def meta_causal_lm(name_or_path: str, *, dtype: str = "float32"):
+    """The model's architecture on the meta device: no weights read or allocated (a sharded
+    learner allocates only its shards, then receives their values)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    cfg = model_config_of(name_or_path)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(cfg, dtype=getattr(torch, dtype))
+    disable_dropout(model)
+    return model
+
+
 def disable_dropout(model) -> None:
     """Zero every dropout probability: pi_old must equal pi_theta before the first step."""
     import torch

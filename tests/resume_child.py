@@ -1,7 +1,8 @@
-"""Child process for the exact-resume test: `python tests/resume_child.py MODE PATH OUT`.
+"""Child process for the exact-resume test: `python tests/resume_child.py MODE PATH OUT [LAYOUT]`.
 
 MODE "straight": train 3 iterations; "save": train 2 and save to PATH; "resume": restore PATH
-and train 1. Writes the last iteration's metrics and the policy weights to OUT (torch.save)."""
+and train 1. Writes the last iteration's metrics and the policy weights to OUT (torch.save).
+LAYOUT "local" (default): one learner in the driver; "fsdp": two FSDP learners."""
 
 import os
 import sys
@@ -15,15 +16,19 @@ from rllib_rpp import ReinforcePP  # noqa: E402
 from rllib_rpp.presets import tiny_arith as build_config  # noqa: E402
 
 
-def main(mode, path, out):
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+def main(mode, path, out, layout="local"):
+    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, configure_logging=False)
     if mode == "resume":
         algo = ReinforcePP.from_checkpoint(path)
         iters = 1
     else:
         # Two epochs with reward normalisation, adaptive β and shuffling: every piece of state counts.
-        algo = build_config(num_prompts=16, seed=3).training(
-            num_epochs=2, minibatch_size=32, reward_normalization="running", kl_target=0.5).build_algo()
+        config = build_config(num_prompts=16, seed=3).training(
+            num_epochs=2, minibatch_size=32, reward_normalization="running", kl_target=0.5)
+        if layout == "fsdp":  # one mini-batch per learner: Adam, β and the normaliser carry the state
+            config = config.learners(num_learners=2).training(learner_strategy="fsdp", minibatch_size=32,
+                                                               num_epochs=1)
+        algo = config.build_algo()
         iters = 2 if mode == "save" else 3
     for _ in range(iters):
         r = algo.train()
@@ -39,4 +44,4 @@ def main(mode, path, out):
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:4])
+    main(*sys.argv[1:])

@@ -31,17 +31,27 @@ def eval_mode(module):
         module.train(was_training)
 
 
+def score(model, micro: dict, opts: UpdateOptions, with_entropy: bool):
+    """(log-probs, entropy) of a micro-batch: `model` is a causal LM, or a module whose call
+    returns {"logprobs", "entropy"} (the RLModule, or an FSDP-sharded wrapper: sharded modules
+    must be entered through their own call)."""
+    if hasattr(model, "get_output_embeddings"):
+        return response_logprobs(model, micro, temperature=opts.temperature, with_entropy=with_entropy,
+                                 chunk_tokens=opts.logprob_chunk_tokens)
+    out = model(micro, with_entropy=with_entropy)
+    return out["logprobs"], out["entropy"]
+
+
 @torch.no_grad()
-def logprob_pass(lm, batch: dict, groups: list[torch.Tensor], opts: UpdateOptions, *, with_entropy: bool = False):
+def logprob_pass(model, batch: dict, groups: list[torch.Tensor], opts: UpdateOptions, *, with_entropy: bool = False):
     """log π(a_t|s_t) [B, R] (and entropy) of every row, one token-budget micro-batch at a time."""
     device = batch[S.RESPONSE_MASK].device
     lps, ents = [], []
-    with eval_mode(lm):
+    with eval_mode(model):
         for rows in groups:
             micro = take_rows({k: batch[k] for k in S.TOKEN_COLUMNS}, rows)
             with opts.autocast(device.type):
-                lp, ent = response_logprobs(lm, micro, temperature=opts.temperature, with_entropy=with_entropy,
-                                            chunk_tokens=opts.logprob_chunk_tokens)
+                lp, ent = score(model, micro, opts, with_entropy)
             lps.append((rows, lp))
             ents.append((rows, ent))
     B, width = batch[S.RESPONSE_IDS].shape
@@ -49,23 +59,24 @@ def logprob_pass(lm, batch: dict, groups: list[torch.Tensor], opts: UpdateOption
 
 
 @torch.no_grad()
-def prepare_batch(policy_lm, ref_lm, batch: dict, opts: UpdateOptions, *, kl_coef: float,
+def prepare_batch(policy, ref, batch: dict, opts: UpdateOptions, *, kl_coef: float,
                   all_reduce: F.AllReduce = F.no_reduce, agree_count=int, ref_context=nullcontext) -> dict[str, float]:
     """Write OLD_LOGPROBS, REF_LOGPROBS, ENTROPY, ADVANTAGES (and IS_WEIGHTS with tis_cap) into
     `batch`; return the batch statistics (global over learners) and the pass timings.
 
-    `ref_lm` is the frozen reference; `ref_context()` is entered around its pass (a LoRA policy
-    with its adapters disabled is its own reference). `agree_count(n)` is the largest number of
+    `policy` and `ref` (the frozen reference) are causal LMs or modules (see `score`);
+    `ref_context()` is entered around the reference pass (a LoRA policy with its adapters
+    disabled is its own reference). `agree_count(n)` is the largest number of
     micro-batches of any learner (sharded learners must run the same number of passes)."""
     prompt_len, response_len = row_lengths(batch)
     groups = split_by_tokens(prompt_len, response_len, opts.max_tokens_per_microbatch)
     groups = split_by_tokens(prompt_len, response_len, opts.max_tokens_per_microbatch,
                              min_groups=agree_count(len(groups)))
     t0 = time.perf_counter()
-    batch[S.OLD_LOGPROBS], batch[S.ENTROPY] = logprob_pass(policy_lm, batch, groups, opts, with_entropy=True)
+    batch[S.OLD_LOGPROBS], batch[S.ENTROPY] = logprob_pass(policy, batch, groups, opts, with_entropy=True)
     t1 = time.perf_counter()
     with ref_context():
-        batch[S.REF_LOGPROBS], _ = logprob_pass(ref_lm, batch, groups, opts)
+        batch[S.REF_LOGPROBS], _ = logprob_pass(ref, batch, groups, opts)
     t2 = time.perf_counter()
     dropped = drop_nonfinite(batch, opts.nonfinite_logprobs, all_reduce)
     mask = batch[S.RESPONSE_MASK]

@@ -98,3 +98,17 @@ def _unflatten(parts: list[torch.Tensor], valid: torch.Tensor, width: int) -> to
     values = torch.cat(parts) if parts else torch.zeros(0, device=valid.device)
     out = torch.zeros(valid.shape, dtype=values.dtype, device=valid.device).masked_scatter(valid, values)
     return torch.nn.functional.pad(out, (0, width - valid.shape[1]))
+
+
+class LMScorer(torch.nn.Module):
+    """A causal LM behind a module call: forward(micro-batch) -> {"logprobs", "entropy"}. Lets a
+    sharded reference model be entered through its root (FSDP gathers weights in the call)."""
+
+    def __init__(self, lm, *, temperature: float = 1.0, chunk_tokens: int = DEFAULT_CHUNK_TOKENS):
+        super().__init__()
+        self.lm, self.temperature, self.chunk_tokens = lm, temperature, chunk_tokens
+
+    def forward(self, batch: dict, with_entropy: bool = False) -> dict:
+        lp, ent = response_logprobs(self.lm, batch, temperature=self.temperature, with_entropy=with_entropy,
+                                    chunk_tokens=self.chunk_tokens)
+        return {"logprobs": lp, "entropy": ent}

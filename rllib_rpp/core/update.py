@@ -85,10 +85,14 @@ def clip_and_check(parameters: list[torch.nn.Parameter], max_norm: float | None)
     return norm
 
 
-def check_finite_weights(parameters: list[torch.nn.Parameter]) -> None:
-    """One fused check that an update left every weight finite (before weights reach runners)."""
-    norms = torch._foreach_norm([p.detach() for p in parameters])
-    total = torch.stack([n.full_tensor() if hasattr(n, "full_tensor") else n for n in norms]).sum()
-    if not torch.isfinite(total):
+def check_finite_weights(parameters: list[torch.nn.Parameter], all_reduce: F.AllReduce | None = None) -> None:
+    """One fused check that an update left every weight finite (before weights reach runners).
+    Sharded weights: each learner checks its shards, one all-reduce decides for all."""
+    local = [(p.to_local() if hasattr(p, "to_local") else p).detach() for p in parameters]
+    total = torch.stack(torch._foreach_norm(local)).sum()
+    bad = (~torch.isfinite(total)).double().reshape(1)
+    if all_reduce is not None:
+        bad = all_reduce(bad)
+    if bad.item() > 0:
         raise FloatingPointError("the optimizer step made some weights NaN/inf; they were not sent to the env runners. "
                                  "Check lr, grad_clip and the precision settings")

@@ -108,14 +108,22 @@ class ReinforcePP(Algorithm):
             state = self.learner_group.get_state(components=_POLICY, inference_only=True)[COMPONENT_LEARNER]
             self.env_runner.set_state(state)
         else:
+            self._stage_learner_state(optimizer=False)
             group.sync_weights(from_worker_or_learner_group=self.learner_group, policies=[DEFAULT_MODULE_ID],
                                inference_only=True, timeout_seconds=self.config.weight_sync_timeout_s)
+
+    def _stage_learner_state(self, optimizer: bool) -> None:
+        """Sharded learners gather their full state together before RLlib reads it from learner 0."""
+        cfg = self.config
+        if cfg.learner_strategy == "fsdp" and cfg.num_learners > 1:
+            self._on_learners(lambda learner: learner.stage_full_state(optimizer=optimizer))
 
     @override(Algorithm)
     def restore_env_runners(self, env_runner_group) -> list[int]:
         """After RLlib restarts a failed env runner, give it the current weights."""
         restored = env_runner_group.probe_unhealthy_env_runners() if self.config.is_online else []
         if restored:
+            self._stage_learner_state(optimizer=False)
             env_runner_group.sync_weights(from_worker_or_learner_group=self.learner_group,
                                           policies=[DEFAULT_MODULE_ID], to_worker_indices=restored,
                                           inference_only=True, timeout_seconds=self.config.weight_sync_timeout_s)
@@ -137,11 +145,13 @@ class ReinforcePP(Algorithm):
         return out[0]
 
     def _on_learners(self, fn):
-        """fn(learner) on every learner (state may be spread over them); learner 0's answer."""
+        """fn(learner) on every learner at once (state may be spread over them); the answer of the
+        first learner that gave one (collective calls answer on rank 0 only)."""
         group = self.learner_group
         if group.is_local:
             return fn(group._learner)
-        return [r.get() for r in group.foreach_learner(fn).result_or_errors][0]
+        results = [r.get() for r in group.foreach_learner(fn).result_or_errors]
+        return next((r for r in results if r), results[0])
 
     def get_policy_state_dict(self) -> dict[str, torch.Tensor]:
         """A snapshot (copies) of the trained policy's master weights under Hugging Face names
@@ -191,7 +201,15 @@ class ReinforcePP(Algorithm):
                               key="reinforce_pp", window=1)
 
     @override(Algorithm)
+    def save_to_path(self, *args, **kwargs):
+        # RLlib writes the learners' state from learner 0 alone: sharded state is gathered first.
+        self._stage_learner_state(optimizer=True)
+        return super().save_to_path(*args, **kwargs)
+
+    @override(Algorithm)
     def get_state(self, components=None, *, not_components=None, **kwargs) -> dict[str, Any]:
+        if self._check_component("learner_group", components, not_components):
+            self._stage_learner_state(optimizer=True)
         state = super().get_state(components, not_components=not_components, **kwargs)
         state["reinforce_pp"] = {"reward_moments": self.reward_moments.get_state(),
                                  "shuffle_rng": self._shuffle_rng.bit_generator.state}

@@ -91,6 +91,7 @@ class ReinforcePPConfig(AlgorithmConfig):
         # the output layer. 8192 tokens fit a 1.5B model's update on an 80 GB GPU without
         # checkpointing, and an 8B model's with it (see rllib_rpp.memory).
         self.max_tokens_per_microbatch = 8192
+        self.learner_strategy = "ddp"
         self.logprob_chunk_tokens = 1024
         self.truncated_response = "keep"
         self.truncated_reward = -1.0
@@ -132,6 +133,7 @@ class ReinforcePPConfig(AlgorithmConfig):
         num_samples_per_prompt: int = NotProvided,
         num_prompts_per_iteration: int = NotProvided,
         max_tokens_per_microbatch: int = NotProvided,
+        learner_strategy: str = NotProvided,
         logprob_chunk_tokens: int = NotProvided,
         truncated_response: str = NotProvided,
         truncated_reward: float = NotProvided,
@@ -175,6 +177,9 @@ class ReinforcePPConfig(AlgorithmConfig):
                 (one optimizer step) is split into micro-batches of at most this many padded
                 tokens (prompt + response, rows sorted by length) whose gradients accumulate,
                 normalised by the whole step's counts; the π_old / π_ref passes use it too.
+            learner_strategy: With several learners: "ddp" (every learner holds the whole model,
+                gradients all-reduced) or "fsdp" (FSDP2: weights, gradients, optimizer state and
+                the reference sharded over the learners; state gathered collectively).
             logprob_chunk_tokens: Response tokens per pass through the output layer: the
                 [tokens, vocabulary] logits exist for one chunk at a time (recomputed in backward).
             truncated_response: Responses that hit max_new_tokens without EOS: "keep",
@@ -279,7 +284,8 @@ class ReinforcePPConfig(AlgorithmConfig):
         return estimate_learner_memory(
             shape, tokens_per_microbatch=self.max_tokens_per_microbatch, param_dtype=d["param"],
             compute_dtype=d["compute"], ref_dtype=d["ref"], chunk_tokens=self.logprob_chunk_tokens,
-            gradient_checkpointing=bool(mc.get("gradient_checkpointing")), trainable_params=trainable)
+            gradient_checkpointing=bool(mc.get("gradient_checkpointing")), trainable_params=trainable,
+            shards=self.num_learners if self.learner_strategy == "fsdp" and self.num_learners > 1 else 1)
 
     def _warn_if_memory_is_short(self) -> None:
         est = self.memory_estimate()
@@ -306,7 +312,7 @@ class ReinforcePPConfig(AlgorithmConfig):
     @override(AlgorithmConfig)
     def _model_config_auto_includes(self) -> dict[str, Any]:
         return {"temperature": self.temperature, "entropy_coef": self.entropy_coef,
-                "logprob_chunk_tokens": self.logprob_chunk_tokens}
+                "logprob_chunk_tokens": self.logprob_chunk_tokens, "learner_strategy": self.learner_strategy}
 
     @override(AlgorithmConfig)
     def get_default_rl_module_spec(self) -> RLModuleSpec:
@@ -315,6 +321,16 @@ class ReinforcePPConfig(AlgorithmConfig):
     @override(AlgorithmConfig)
     def get_default_learner_class(self):
         return ReinforcePPTorchLearner
+
+    @override(AlgorithmConfig)
+    def build_learner_group(self, **kwargs):
+        # RLlib reads the first weights from learner 0 alone right after this: sharded learners
+        # gather them together first.
+        group = super().build_learner_group(**kwargs)
+        if self.learner_strategy == "fsdp" and self.num_learners > 1:
+            for r in group.foreach_learner(lambda learner: learner.stage_full_state(optimizer=False)).result_or_errors:
+                r.get()
+        return group
 
     # -- validation ----------------------------------------------------------------------
     @override(AlgorithmConfig)

@@ -110,6 +110,7 @@ RULES: dict[str, Rule] = {
     "num_samples_per_prompt": POSITIVE_INT,
     "num_prompts_per_iteration": POSITIVE_INT,
     "max_tokens_per_microbatch": POSITIVE_INT,
+    "learner_strategy": one_of(("ddp", "fsdp")),
     "logprob_chunk_tokens": POSITIVE_INT,
     "truncated_response": one_of(TRUNCATION_POLICIES),
     "truncated_reward": number(),
@@ -157,6 +158,9 @@ def cross_option_errors(config) -> list[str]:
     if est is not None and est.needs_groups and config.num_samples_per_prompt < 2:
         errors.append(f"advantage_estimator={config.advantage_estimator!r} subtracts a per-prompt baseline and "
                       f"needs num_samples_per_prompt >= 2, got {config.num_samples_per_prompt}")
+    if config.learner_strategy == "fsdp" and (config.model_config or {}).get("lora"):
+        errors.append("learner_strategy='fsdp' with LoRA is not supported: LoRA keeps a bf16 base and tiny "
+                      "optimizer state (an 8B model fits one 80 GB GPU); use learner_strategy='ddp'")
     if config.kl_target is not None and config.kl_coef == 0:
         errors.append("kl_target needs kl_coef > 0 (the adaptive controller scales β multiplicatively)")
     if config.greedy_eval_interval and config.greedy_eval_prompts is None:

@@ -8,7 +8,12 @@ model_config:
     gradient_checkpointing: recompute each decoder layer in backward (default False)
     lora: {"r", "alpha", "target_modules", "dropout"}: train peft LoRA adapters (param_dtype)
         on a frozen base (dtype); the base with adapters disabled is the reference policy
-    temperature, entropy_coef: filled in by the config (log-probs of logits / temperature)
+    temperature, entropy_coef, logprob_chunk_tokens, learner_strategy: filled in by the config
+
+With learner_strategy="fsdp" and several learners, only rank 0 reads the weights (the others
+build the model on the meta device and receive their shards once the learner has sharded it), and
+the state is collective: the learner gathers the full state (`set_full_state`) before RLlib
+reads it from rank 0.
 """
 
 from __future__ import annotations
@@ -16,13 +21,15 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from ray.rllib.core.rl_module.rl_module import RLModule
 from ray.rllib.core.rl_module.torch import TorchRLModule
 from ray.rllib.utils.annotations import override
 
-from envs.models import load_causal_lm
+from envs.models import load_causal_lm, meta_causal_lm
 from rllib_rpp.core.logprobs import DEFAULT_CHUNK_TOKENS, response_logprobs
 from rllib_rpp.core.lora import add_lora, merged_state_dict
+from rllib_rpp.reinforce_pp.torch.fsdp import is_sharded, load_full_model_state
 
 
 class CausalLMTorchRLModule(TorchRLModule):
@@ -34,11 +41,14 @@ class CausalLMTorchRLModule(TorchRLModule):
         self.compute_dtype = cfg.get("dtype") or "float32"
         self.param_dtype = cfg.get("param_dtype") or "float32"
         self.lora = cfg.get("lora")
+        self._full_state: dict | None = None  # gathered by the learner when the weights are sharded
+        model = cfg.get("model", "tiny-arith")
         if self.lora:  # a frozen base in the compute dtype, adapters in the master dtype
-            self.lm = add_lora(load_causal_lm(cfg.get("model", "tiny-arith"), dtype=self.compute_dtype), self.lora,
-                               dtype=self.param_dtype)
+            self.lm = add_lora(load_causal_lm(model, dtype=self.compute_dtype), self.lora, dtype=self.param_dtype)
+        elif cfg.get("learner_strategy") == "fsdp" and dist.is_initialized() and dist.get_rank() > 0:
+            self.lm = meta_causal_lm(model, dtype=self.param_dtype)  # shards arrive from rank 0
         else:
-            self.lm = load_causal_lm(cfg.get("model", "tiny-arith"), dtype=self.param_dtype)
+            self.lm = load_causal_lm(model, dtype=self.param_dtype)
         if cfg.get("gradient_checkpointing"):
             self.lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.temperature = float(cfg.get("temperature", 1.0))
@@ -46,16 +56,32 @@ class CausalLMTorchRLModule(TorchRLModule):
         self.chunk_tokens = int(cfg.get("logprob_chunk_tokens", DEFAULT_CHUNK_TOKENS))
 
     @override(RLModule)
-    def _forward(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
+    def _forward(self, batch: dict[str, Any], with_entropy: bool | None = None, **kwargs) -> dict[str, Any]:
+        with_entropy = self.with_entropy if with_entropy is None else with_entropy
         logprobs, entropy = response_logprobs(self.lm, batch, temperature=self.temperature,
-                                              with_entropy=self.with_entropy, chunk_tokens=self.chunk_tokens)
+                                              with_entropy=with_entropy, chunk_tokens=self.chunk_tokens)
         return {"logprobs": logprobs, "entropy": entropy}
+
+    def set_full_state(self, state: dict | None) -> None:
+        """The gathered full state of sharded weights (rank 0), for the next get_state calls."""
+        self._full_state = state
+
+    def _state_dict(self) -> dict[str, torch.Tensor]:
+        if is_sharded(self):
+            if self._full_state is None:
+                raise RuntimeError("the policy's weights are sharded over the learners: its full state is gathered "
+                                   "by all of them together (ReinforcePP stages it before reading it)")
+            return self._full_state
+        return self.state_dict()
 
     def hf_state_dict(self, dtype: str | torch.dtype | None = None) -> dict[str, torch.Tensor]:
         """The policy under Hugging Face names (LoRA adapters merged), on CPU, in `dtype`
         (default: as held)."""
         dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
-        state = merged_state_dict(self.lm) if self.lora else self.lm.state_dict()
+        if self.lora:
+            state = merged_state_dict(self.lm)
+        else:
+            state = {k[len("lm."):]: v for k, v in self._state_dict().items() if k.startswith("lm.")}
         return {k: v.detach().to(device="cpu", dtype=dtype or v.dtype) for k, v in state.items()}
 
     @override(TorchRLModule)
@@ -65,12 +91,16 @@ class CausalLMTorchRLModule(TorchRLModule):
             # What env runners load: merged weights in the rollout dtype (half the bytes for bf16).
             return {f"lm.{k}": v for k, v in self.hf_state_dict(self.compute_dtype).items()}
         # Checkpoints: the master weights (with LoRA only the adapters: the base is the model id).
-        return {k: v.detach().cpu() for k, v in self.state_dict().items()
+        return {k: v.detach().cpu() for k, v in self._state_dict().items()
                 if not self.lora or k in self._trainable_names()}
 
     @override(TorchRLModule)
     def set_state(self, state) -> None:
         state = {k: (torch.as_tensor(v) if not isinstance(v, torch.Tensor) else v) for k, v in state.items()}
+        self._full_state = None
+        if is_sharded(self):  # every learner takes its shards of the full state
+            load_full_model_state(self, state)
+            return
         if not self.lora:
             self.load_state_dict(state, strict=True)
             return

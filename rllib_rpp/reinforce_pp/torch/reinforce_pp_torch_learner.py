@@ -1,8 +1,10 @@
 """REINFORCE++ TorchLearner: glue between RLlib and the compute core (`rllib_rpp.core`).
 
 Where it departs from RLlib's TorchLearner (each override says why): the optimizer holds only
-trainable parameters (LoRA), and one mini-batch update runs as several micro-batches by a token
-budget with accumulated gradients, a fused finite check and one optimizer step.
+trainable parameters (LoRA); one mini-batch update runs as several micro-batches by a token
+budget with accumulated gradients, one fused finite check and one optimizer step; and with
+`learner_strategy="fsdp"` the policy and the reference are sharded (FSDP2) instead of wrapped
+in DDP, with collective state (see `fsdp.py`).
 """
 
 from __future__ import annotations
@@ -17,19 +19,25 @@ from ray.rllib.core.learner.learner import Learner
 from ray.rllib.core.learner.torch.torch_learner import TorchLearner
 from ray.rllib.utils.annotations import override
 
-from envs.models import load_causal_lm
+from envs.models import load_causal_lm, meta_causal_lm
 from rllib_rpp import schema as S
 from rllib_rpp.core.batch import prepare_batch
+from rllib_rpp.core.logprobs import LMScorer
 from rllib_rpp.core.lora import disabled_adapters
 from rllib_rpp.core.loss import minibatch_loss
 from rllib_rpp.core.update import accumulate_gradients, check_finite_weights, clip_and_check
 from rllib_rpp.reinforce_pp.reinforce_pp_learner import ReinforcePPLearner
+from rllib_rpp.reinforce_pp.torch import fsdp
 
 _GRAD_NORM = "gradients_default_optimizer_global_norm"
 
 
 def _world_size() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def _rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
 def all_reduce_sum(x: torch.Tensor) -> torch.Tensor:
@@ -50,13 +58,47 @@ def all_reduce_max_int(n: int) -> int:
 
 
 class ReinforcePPTorchLearner(ReinforcePPLearner, TorchLearner):
+    @property
+    def sharded(self) -> bool:
+        return self.config.learner_strategy == "fsdp" and _world_size() > 1
+
+    @override(TorchLearner)
+    def _make_module(self):
+        # FSDP: shard the policy before the optimizer is built over its (now DTensor) weights;
+        # ranks > 0 built it on the meta device and receive their shards from rank 0.
+        if not self.sharded:
+            return super()._make_module()
+        module = Learner._make_module(self)
+        self._shard(module[DEFAULT_MODULE_ID], module[DEFAULT_MODULE_ID].lm)
+        return module
+
+    def _shard(self, root: torch.nn.Module, lm) -> None:
+        full = None
+        if _rank() == 0:
+            root.to(self._device)
+            full = dict(root.state_dict())
+        d = self.config.dtypes
+        fsdp.shard(root, lm, device_type=self._device.type, param_dtype=d["param"], compute_dtype=d["compute"])
+        fsdp.materialize_from_rank0(root, full, self._device)
+
+    @override(TorchLearner)
+    def _make_modules_ddp_if_necessary(self) -> None:
+        if not self.sharded:  # FSDP-sharded modules are not wrapped in DDP
+            super()._make_modules_ddp_if_necessary()
+
     def build_reference_model(self) -> None:
         mc = self.config.model_config
         if mc.get("lora"):  # the policy with its adapters disabled is the reference
             self.ref_lm = None
             return
-        ref = mc.get("ref_model") or mc.get("model", "tiny-arith")
-        self.ref_lm = load_causal_lm(ref, dtype=self.config.dtypes["ref"]).to(self._device).eval()
+        ref, dtype = mc.get("ref_model") or mc.get("model", "tiny-arith"), self.config.dtypes["ref"]
+        if self.sharded:
+            lm = load_causal_lm(ref, dtype=dtype) if _rank() == 0 else meta_causal_lm(ref, dtype=dtype)
+            self.ref_lm = LMScorer(lm.requires_grad_(False), temperature=self.config.temperature,
+                                   chunk_tokens=self.config.logprob_chunk_tokens).eval()
+            self._shard(self.ref_lm, lm)
+            return
+        self.ref_lm = load_causal_lm(ref, dtype=dtype).to(self._device).eval()
         self.ref_lm.requires_grad_(False)
 
     def policy_module(self):
@@ -68,21 +110,42 @@ class ReinforcePPTorchLearner(ReinforcePPLearner, TorchLearner):
 
     def policy_state_dict(self, dtype: str | None = None) -> dict[str, torch.Tensor]:
         """The policy under Hugging Face names (LoRA merged) on CPU, in `dtype` (default: the
-        master weights' dtype)."""
+        master weights' dtype). Collective when sharded: every learner calls it; rank 0 gets it."""
+        if self.sharded:
+            self.stage_full_state(optimizer=False)
+            if _rank() != 0:
+                return {}
         return self.policy_module().hf_state_dict(dtype or self.options.param_dtype)
+
+    def stage_full_state(self, optimizer: bool = True) -> None:
+        """Gather sharded state (every learner takes part) so that rank 0's next get_state calls,
+        which RLlib makes on learner 0 alone, return the full state."""
+        if not self.sharded:
+            return
+        module = self.policy_module()
+        full = fsdp.full_model_state(module)
+        module.set_full_state(full if _rank() == 0 else None)
+        self._full_optimizer_state = None
+        if optimizer:
+            states = {name: fsdp.full_optimizer_state(module, optim) for name, optim in self._named_optimizers.items()}
+            self._full_optimizer_state = states if _rank() == 0 else None
 
     def save_adapter(self, path) -> None:
         """peft's `save_pretrained` of the LoRA adapter (learner 0 writes)."""
-        if not dist.is_initialized() or dist.get_rank() == 0:
+        if _rank() == 0:
             self.policy_lm().save_pretrained(str(path))
 
     @override(ReinforcePPLearner)
     def prepare_batch(self, batch: dict) -> None:
-        policy = self.policy_lm()
+        module = self.policy_module()
+        module.set_full_state(None)  # the weights are about to change: drop any gathered copy
         lora = self.ref_lm is None
-        stats = prepare_batch(policy, policy if lora else self.ref_lm, batch, self.options, kl_coef=self.kl_coef,
-                              all_reduce=all_reduce_sum, agree_count=all_reduce_max_int,
-                              ref_context=(lambda: disabled_adapters(policy)) if lora else nullcontext)
+        # Sharded weights are gathered inside their root's call: score through the modules.
+        policy = self.module[DEFAULT_MODULE_ID] if self.sharded else module.lm
+        ref = module.lm if lora else self.ref_lm
+        stats = prepare_batch(policy, ref, batch, self.options, kl_coef=self.kl_coef, all_reduce=all_reduce_sum,
+                              agree_count=all_reduce_max_int,
+                              ref_context=(lambda: disabled_adapters(module.lm)) if lora else nullcontext)
         self._kl_per_seq = stats["kl_ref_per_seq"]
         self._num_seqs = int(stats["num_seqs"])
         self.last_advantages = (batch[S.ADVANTAGES], batch[S.RESPONSE_MASK])  # this shard's, for tests
@@ -103,13 +166,15 @@ class ReinforcePPTorchLearner(ReinforcePPLearner, TorchLearner):
     @override(TorchLearner)
     def _uncompiled_update(self, batch: dict, **kwargs):
         # RLlib runs one forward/backward per mini-batch; here the mini-batch is split into
-        # micro-batches by a token budget whose gradients accumulate before the one step.
+        # micro-batches by a token budget whose gradients accumulate before the one step. The
+        # module is entered through its call (DDP and FSDP hook in there); DDP defers its
+        # all-reduce to the last micro-batch (FSDP reduce-scatters each one: bounded memory).
         mid = DEFAULT_MODULE_ID
         module = self.module[mid]
         for optim in self._optimizer_parameters:
             optim.zero_grad(set_to_none=True)
         loss, metrics = accumulate_gradients(
-            module.forward_train, batch[mid], self.options, kl_coef=self.kl_coef,
+            module, batch[mid], self.options, kl_coef=self.kl_coef,
             max_tokens=self.options.max_tokens_per_microbatch, world_size=_world_size(), all_reduce=all_reduce_sum,
             agree_count=all_reduce_max_int, no_sync=getattr(module, "no_sync", nullcontext),
             autocast=lambda: self.options.autocast(self._device.type))
@@ -117,7 +182,7 @@ class ReinforcePPTorchLearner(ReinforcePPLearner, TorchLearner):
         norm = clip_and_check(params, self.config.grad_clip)
         for optim in self._optimizer_parameters:
             optim.step()
-        check_finite_weights(params)
+        check_finite_weights(params, all_reduce_sum if self.sharded else None)
         metrics[_GRAD_NORM] = float(norm)
         for k, v in metrics.items():
             self.metrics.log_value((mid, k), v, reduce="mean")
@@ -126,14 +191,28 @@ class ReinforcePPTorchLearner(ReinforcePPLearner, TorchLearner):
     @override(TorchLearner)
     def _get_optimizer_state(self):
         # Torch tensors, not numpy (RLlib's default): exact for bf16/fp16 optimizer state.
+        # Sharded: the full state gathered by `stage_full_state`.
+        if self.sharded:
+            if getattr(self, "_full_optimizer_state", None) is None:
+                raise RuntimeError("the optimizer state is sharded over the learners: it is gathered by all of them "
+                                   "together (ReinforcePP stages it before a checkpoint)")
+            states = self._full_optimizer_state
+        else:
+            states = {name: optim.state_dict() for name, optim in self._named_optimizers.items()}
+
         def snapshot(x):
             return x.detach().cpu().clone() if isinstance(x, torch.Tensor) else x
 
-        return {
-            name: {"module_id": self._optimizer_name_to_module[name],
-                   "state": tree.map_structure(snapshot, optim.state_dict())}
-            for name, optim in self._named_optimizers.items()
-        }
+        return {name: {"module_id": self._optimizer_name_to_module[name], "state": tree.map_structure(snapshot, s)}
+                for name, s in states.items()}
+
+    @override(TorchLearner)
+    def _set_optimizer_state(self, state) -> None:
+        if not self.sharded:
+            return super()._set_optimizer_state(state)
+        module = self.policy_module()
+        for name, entry in state.items():  # every learner takes its shards of the full state
+            fsdp.load_full_optimizer_state(module, self._named_optimizers[name], entry["state"])
 
     @override(Learner)
     def compute_loss_for_module(self, *, module_id, config, batch, fwd_out):
