@@ -44,7 +44,11 @@ def _train(args) -> None:
     else:
         if not args.model or not args.prompts:
             raise SystemExit(f"`train {args.example}` needs --model and --prompts")
-        options.update(model=args.model, prompts=args.prompts, eval_prompts=args.eval_prompts, gpus=args.gpus)
+        options.update(model=args.model, prompts=args.prompts, eval_prompts=args.eval_prompts, gpus=args.gpus,
+                       learner_gpus=args.learner_gpus, rollout_gpus=args.rollout_gpus, colocate=args.colocate,
+                       train_batch=args.train_batch)
+        if args.learner_gpus is not None or args.rollout_gpus is not None:
+            options["gpus"] = None
         if args.example == "general":
             if not args.reward_model:
                 raise SystemExit("`train general` needs --reward-model (a Bradley-Terry reward model id or path)")
@@ -80,7 +84,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--prompts", help="math/general: prompt source (.jsonl with prompt [+ answer] columns)")
     t.add_argument("--eval-prompts", help="math/general: held-out prompt source for greedy evaluations")
     t.add_argument("--reward-model", help="general: Bradley-Terry reward model (HF id or local path)")
-    t.add_argument("--gpus", type=int, default=2, help="math/general: GPUs to use (1 = colocated learner and vLLM)")
+    t.add_argument("--gpus", type=int, default=2,
+                   help="math/general: GPUs to use, half learners and half vLLM runners (1 = colocated)")
+    t.add_argument("--learner-gpus", type=int, help="math/general: learner GPUs (FSDP when > 1), with --rollout-gpus")
+    t.add_argument("--rollout-gpus", type=int, help="math/general: vLLM runner GPUs, with --learner-gpus")
+    t.add_argument("--colocate", action="store_true",
+                   help="math/general: a learner and a vLLM runner on every GPU (vLLM sleeps while learners train)")
+    t.add_argument("--train-batch", type=int, help="math/general: completions per optimizer step, all learners")
     t.add_argument("--checkpoint-dir", help="save an RLlib checkpoint here at the end")
     t.add_argument("--export-dir", help="export the trained policy (save_pretrained) here at the end")
     t.set_defaults(func=_train)

@@ -28,12 +28,12 @@ SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}
 
 
 def math_reasoning(*, model: str = "Qwen/Qwen2.5-1.5B-Instruct", prompts="train.jsonl", eval_prompts=None,
-                 gpus: int = 2, lr: float = 1e-6, kl_coef: float = 0.001, estimator: str = "reinforce_pp",
-                 num_prompts: int = 64, samples_per_prompt: int = 4, max_new_tokens: int = 1024,
-                 seed: int = 0) -> ReinforcePPConfig:
+                   lr: float = 1e-6, kl_coef: float = 0.001, estimator: str = "reinforce_pp",
+                   num_prompts: int = 64, samples_per_prompt: int = 4, max_new_tokens: int = 1024,
+                   seed: int = 0, **placement) -> ReinforcePPConfig:
     """A Qwen2.5 instruct model, answers graded by math-verify, β = 0.001 (the paper's math
     setting), vLLM env runners. `prompts`: any prompt source with `prompt` (text or chat) and
-    `answer` columns."""
+    `answer` columns. `placement`: `gpu_placement`'s options (default: 2 GPUs)."""
     config = (
         ReinforcePPConfig()
         .environment(env_config={
@@ -51,22 +51,22 @@ def math_reasoning(*, model: str = "Qwen/Qwen2.5-1.5B-Instruct", prompts="train.
         .generation(sampler="vllm", max_new_tokens=max_new_tokens, temperature=1.0, top_p=1.0)
         .training(lr=lr, kl_coef=kl_coef, advantage_estimator=estimator, gamma=1.0,
                   num_prompts_per_iteration=num_prompts, num_samples_per_prompt=samples_per_prompt,
-                  minibatch_size=num_prompts * samples_per_prompt // 2, num_epochs=1, grad_clip=1.0,
-                  clip_low=0.2, clip_high=0.2, reward_clip=(-10.0, 10.0), max_tokens_per_microbatch=8192,
-                  truncated_response="keep")
+                  num_epochs=1, grad_clip=1.0, clip_low=0.2, clip_high=0.2, reward_clip=(-10.0, 10.0),
+                  max_tokens_per_microbatch=8192, truncated_response="keep")
         .evaluation(greedy_eval_prompts=eval_prompts, greedy_eval_interval=10 if eval_prompts else 0)
         .debugging(seed=seed)
     )
-    return gpu_placement(config, gpus)
+    return gpu_placement(config, **(placement or {"gpus": 2}))
 
 
 def general_alignment(*, model: str = "Qwen/Qwen2.5-0.5B-Instruct",
-                 reward_model: str = "OpenRLHF/Llama-3-8b-rm-700k", prompts="prompts.jsonl",
-                 eval_prompts=None, gpus: int = 2, lr: float = 5e-7, kl_coef: float = 0.01,
-                 num_prompts: int = 64, samples_per_prompt: int = 4, max_new_tokens: int = 512,
-                 seed: int = 0) -> ReinforcePPConfig:
+                      reward_model: str = "OpenRLHF/Llama-3-8b-rm-700k", prompts="prompts.jsonl",
+                      eval_prompts=None, lr: float = 5e-7, kl_coef: float = 0.01,
+                      num_prompts: int = 64, samples_per_prompt: int = 4, max_new_tokens: int = 512,
+                      seed: int = 0, **placement) -> ReinforcePPConfig:
     """An SFT model scored by a Bradley-Terry reward model, β = 0.01 (the paper's general
-    setting), running reward normalisation, vLLM env runners."""
+    setting), running reward normalisation, vLLM env runners. `placement`: `gpu_placement`'s
+    options (default: 2 GPUs)."""
     config = (
         ReinforcePPConfig()
         .environment(env_config={
@@ -85,30 +85,56 @@ def general_alignment(*, model: str = "Qwen/Qwen2.5-0.5B-Instruct",
         .generation(sampler="vllm", max_new_tokens=max_new_tokens, temperature=1.0, top_p=1.0)
         .training(lr=lr, kl_coef=kl_coef, gamma=1.0, reward_normalization="running", reward_clip=(-10.0, 10.0),
                   num_prompts_per_iteration=num_prompts, num_samples_per_prompt=samples_per_prompt,
-                  minibatch_size=num_prompts * samples_per_prompt // 2, num_epochs=1, grad_clip=1.0,
-                  max_tokens_per_microbatch=8192, truncated_response="penalize", truncated_reward=-1.0)
+                  num_epochs=1, grad_clip=1.0, max_tokens_per_microbatch=8192, truncated_response="penalize",
+                  truncated_reward=-1.0)
         .evaluation(greedy_eval_prompts=eval_prompts, greedy_eval_interval=10 if eval_prompts else 0)
         .debugging(seed=seed)
     )
-    return gpu_placement(config, gpus)
+    return gpu_placement(config, **(placement or {"gpus": 2}))
 
 
-def gpu_placement(config, gpus: int):
-    """One GPU: learner and vLLM runner colocated (fractional GPUs, vLLM sleeps between samples
-    and takes a third of the memory). Two or more: one learner GPU, the rest vLLM runners."""
-    if gpus < 1:
-        raise ValueError(f"the GPU examples need at least one GPU, got gpus={gpus}")
-    if gpus == 1:
-        return (config.learners(num_learners=1, num_gpus_per_learner=0.5)
-                .env_runners(num_env_runners=1, num_gpus_per_env_runner=0.5)
-                .generation(sampler_kwargs={"gpu_memory_utilization": 0.3, "enable_sleep_mode": True}))
-    runners = gpus - 1
-    if config.num_prompts_per_iteration % runners:
-        raise ValueError(f"num_prompts_per_iteration={config.num_prompts_per_iteration} must split over "
-                         f"{runners} vLLM runners")
-    return (config.learners(num_learners=1, num_gpus_per_learner=1)
-            .env_runners(num_env_runners=runners, num_gpus_per_env_runner=1)
-            .generation(sampler_kwargs={"gpu_memory_utilization": 0.85}))
+def gpu_placement(config, gpus: int | None = None, *, learner_gpus: int | None = None,
+                  rollout_gpus: int | None = None, colocate: bool = False, train_batch: int | None = None):
+    """Place learners and vLLM runners on GPUs.
+
+    - colocated (`colocate=True`, or a single GPU): every GPU holds one learner and one vLLM
+      runner (half a GPU each in Ray's accounting); vLLM sleeps at level 2 (weights dropped, they
+      are reloaded at every sync) while the learners train, and the learners hand their cached
+      memory and Adam state back while vLLM generates;
+    - split: `learner_gpus` learners and `rollout_gpus` vLLM runners (default: at most half of
+      `gpus` learners, as many as split the train batch evenly; the rest runners). Prompts may
+      split unevenly over runners.
+    Several learners shard the model with FSDP. `train_batch`: completions per optimizer step over
+    all learners (default: half the iteration's completions, two steps per iteration)."""
+    total = config.num_prompts_per_iteration * config.num_samples_per_prompt
+    train_batch = train_batch or total // 2
+    if colocate or gpus == 1:
+        learners = gpus if gpus is not None else learner_gpus
+        runners, share = learners, 0.5
+    else:
+        if learner_gpus is None and rollout_gpus is None:
+            if gpus is None:
+                raise ValueError("give gpus, or learner_gpus and rollout_gpus")
+            learner_gpus = max([n for n in range(1, gpus // 2 + 1) if train_batch % n == 0] or [1])
+            rollout_gpus = gpus - learner_gpus
+        elif learner_gpus is None or rollout_gpus is None:
+            raise ValueError(f"give both learner_gpus and rollout_gpus (got {learner_gpus} and {rollout_gpus})")
+        learners, runners, share = learner_gpus, rollout_gpus, 1
+    if not learners or learners < 1 or runners < 1:
+        raise ValueError(f"the GPU presets need at least one learner GPU and one rollout GPU, got learner_gpus="
+                         f"{learners}, rollout_gpus={runners} (gpus={gpus})")
+    if total % train_batch or train_batch % learners:
+        raise ValueError(f"train_batch={train_batch} must divide the {total} completions of an iteration and split "
+                         f"evenly over {learners} learners")
+    config = (config.learners(num_learners=learners, num_gpus_per_learner=share)
+              .env_runners(num_env_runners=runners, num_gpus_per_env_runner=share)
+              .training(minibatch_size=train_batch // learners,
+                        learner_strategy="fsdp" if learners > 1 else "ddp"))
+    if share < 1:
+        return (config.training(release_memory_between_updates=True)
+                .generation(sampler_kwargs={"gpu_memory_utilization": 0.35, "enable_sleep_mode": True,
+                                            "sleep_level": 2}))
+    return config.generation(sampler_kwargs={"gpu_memory_utilization": 0.85})
 
 
 PRESETS = {"tiny-arith": tiny_arith, "math": math_reasoning, "general": general_alignment}

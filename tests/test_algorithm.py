@@ -44,8 +44,9 @@ def test_validate_refuses_bad_generation_and_model_settings():
         small_config().generation(temperature=0).validate()
     with pytest.raises(ValueError, match=r"model_config\['model'\] must name the policy"):
         small_config().rl_module(model_config={"dtype": "float32"}).validate()
-    with pytest.raises(ValueError, match="must be divisible by num_env_runners=3"):
-        small_config().env_runners(num_env_runners=3).validate()
+    with pytest.raises(ValueError, match="is fewer than the num_env_runners=3"):
+        small_config(num_prompts_per_iteration=2).env_runners(num_env_runners=3).validate()
+    small_config().env_runners(num_env_runners=3).validate()  # 16 prompts over 3 runners: 6, 5, 5
 
 
 def test_config_defaults_follow_the_spec_and_round_trip_through_dicts():

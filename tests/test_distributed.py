@@ -38,6 +38,31 @@ def test_two_learners_whiten_globally_with_a_remote_runner():
     algo.stop()
 
 
+def test_prompts_split_unevenly_over_three_runners_and_shards_balance_tokens():
+    algo = small_config(num_prompts_per_iteration=16).env_runners(num_env_runners=3).build_algo()
+    r = algo.train()
+    assert r["env_runners"]["num_env_steps_sampled"] == 64  # 6 + 5 + 5 prompts, 4 samples each
+    algo.stop()
+
+
+def test_balanced_order_gives_equal_counts_and_near_equal_tokens():
+    import random
+
+    from rllib_rpp.core.balance import balanced_order
+
+    rng = random.Random(0)
+    lengths = [rng.choice([20, 30, 1000, 1500]) if i % 7 == 0 else rng.randint(10, 60) for i in range(64)]
+    for shards in (2, 4):
+        order = balanced_order(lengths, shards)
+        assert sorted(order) == list(range(64))
+        tokens = [sum(lengths[i] for i in order[s::shards]) for s in range(shards)]  # round-robin dealing
+        naive = [sum(lengths[s::shards]) for s in range(shards)]
+        assert max(tokens) - min(tokens) <= max(lengths)
+        assert max(tokens) / min(tokens) < max(naive) / min(naive)
+    with pytest.raises(ValueError, match="do not split evenly over 3 learners"):
+        balanced_order(lengths, 3)
+
+
 def test_two_remote_runners_draw_disjoint_prompts():
     algo = small_config().env_runners(num_env_runners=2).build_algo()
     eps = algo.env_runner_group.foreach_env_runner(lambda runner: runner.sample(num_prompts=8),

@@ -12,15 +12,31 @@ def test_tiny_arith_config():
     assert c.env_config["reward_funcs"] == ["exact_match"] and c.greedy_eval_prompts == "arithmetic-eval"
 
 
-@pytest.mark.parametrize("gpus", [1, 2, 3])
-def test_math_gpu_config(gpus):
+@pytest.mark.parametrize("gpus", [1, 2, 3, 4, 6, 7, 8])
+def test_math_preset_uses_every_gpu(gpus):
     c = math_reasoning(model="Qwen/Qwen2.5-7B-Instruct", prompts="math.jsonl", gpus=gpus)
     c.validate()
     assert c.sampler == "vllm" and c.kl_coef == 0.001 and c.model_config["model"] == "Qwen/Qwen2.5-7B-Instruct"
     assert c.env_config["reward_funcs"][0] == "math_verify" and c.env_config["apply_chat_template"]
-    assert c.num_gpus_per_env_runner == (0.5 if gpus == 1 else 1)
-    assert c.num_env_runners == max(1, gpus - 1)
-    assert c.sampler_kwargs.get("enable_sleep_mode", False) == (gpus == 1)
+    if gpus == 1:  # colocated: one learner and one vLLM runner sharing the GPU
+        assert (c.num_learners, c.num_env_runners, c.num_gpus_per_learner) == (1, 1, 0.5)
+        assert c.sampler_kwargs["sleep_level"] == 2 and c.release_memory_between_updates
+    else:
+        assert c.num_learners + c.num_env_runners == gpus and c.num_gpus_per_env_runner == 1
+        assert c.learner_strategy == ("fsdp" if c.num_learners > 1 else "ddp")
+    # Two optimizer steps per iteration over all learners, whatever the layout.
+    assert c.minibatch_size * max(1, c.num_learners) * 2 == c.num_prompts_per_iteration * c.num_samples_per_prompt
+
+
+def test_the_papers_batch_shape_validates_on_8_gpus_split_and_colocated():
+    # 256 prompts x 4 samples, a train batch of 128: 8 optimizer steps per iteration.
+    for placement in ({"learner_gpus": 4, "rollout_gpus": 4}, {"gpus": 8, "colocate": True}):
+        c = math_reasoning(prompts="p.jsonl", num_prompts=256, samples_per_prompt=4, train_batch=128, **placement)
+        c.validate()
+        assert c.minibatch_size * c.num_learners == 128 and c.learner_strategy == "fsdp"
+        assert c.num_gpus_per_learner * c.num_learners + c.num_gpus_per_env_runner * c.num_env_runners == 8
+    c = math_reasoning(prompts="p.jsonl", num_prompts=256, learner_gpus=4, rollout_gpus=3, train_batch=128)
+    c.validate()  # 256 prompts over 3 runners: 86, 85, 85
 
 
 def test_general_gpu_config():
@@ -29,11 +45,13 @@ def test_general_gpu_config():
     assert c.kl_coef == 0.01 and c.env_config["reward_funcs"] == ["rm"] and c.reward_normalization == "running"
 
 
-def test_gpu_examples_refuse_bad_placement():
-    with pytest.raises(ValueError, match="at least one GPU"):
+def test_gpu_presets_refuse_bad_placement():
+    with pytest.raises(ValueError, match="at least one learner GPU and one rollout GPU"):
         math_reasoning(gpus=0)
-    with pytest.raises(ValueError, match="must split over 3 vLLM runners"):
-        math_reasoning(gpus=4, num_prompts=64)
+    with pytest.raises(ValueError, match="give both learner_gpus and rollout_gpus"):
+        math_reasoning(learner_gpus=2)
+    with pytest.raises(ValueError, match="train_batch=100 must divide the 256 completions"):
+        math_reasoning(gpus=4, train_batch=100)
 
 
 def test_custom_reward_function_example_trains(ray_local):

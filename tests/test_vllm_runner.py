@@ -210,12 +210,18 @@ def test_colocated_sleep_mode_wakes_weights_before_reload_and_kv_cache_before_ge
 
     sampler = VLLMSampler.__new__(VLLMSampler)
     sampler._vllm, sampler.llm, sampler.transfer = vllm, Engine(), InProcessReload()
-    sampler.sleep_mode, sampler._asleep, sampler.weights_version = True, set(), 0
-    params = SamplingParams(n=1, max_new_tokens=1)
-    gen = sampler.generate([[1, 2]], params)
-    assert gen.token_ids == [[5]] and gen.logprobs == [[-0.5]] and gen.finished == [False]
-    sampler.load_weights({"w": torch.zeros(1)}, version=1)
-    sampler.generate([[1, 2]], params)
-    assert calls == [("generate",), ("sleep", 1),
-                     ("wake_up", ("weights",)), ("reload_weights",), ("reset_prefix_cache",),
-                     ("wake_up", ("kv_cache",)), ("generate",), ("sleep", 1)]
+    for level in (1, 2):  # level 2 (colocated presets) drops the weights: a reload must come first
+        calls.clear()
+        sampler.sleep_mode, sampler.sleep_level, sampler._asleep = True, level, set()
+        sampler.weights_version, sampler._weights_dropped = 0, False
+        params = SamplingParams(n=1, max_new_tokens=1)
+        gen = sampler.generate([[1, 2]], params)
+        assert gen.token_ids == [[5]] and gen.logprobs == [[-0.5]] and gen.finished == [False]
+        if level == 2:
+            with pytest.raises(RuntimeError, match="drops its weights"):
+                sampler.generate([[1, 2]], params)
+        sampler.load_weights({"w": torch.zeros(1)}, version=1)
+        sampler.generate([[1, 2]], params)
+        assert calls == [("generate",), ("sleep", level),
+                         ("wake_up", ("weights",)), ("reload_weights",), ("reset_prefix_cache",),
+                         ("wake_up", ("kv_cache",)), ("generate",), ("sleep", level)]

@@ -38,11 +38,18 @@ from envs.models import load_causal_lm, load_tokenizer
 from envs.prompts import load_prompt_rows
 from rllib_rpp import functional as F
 from rllib_rpp import schema as S
+from rllib_rpp.core.balance import balanced_order
 from rllib_rpp.core.scoring import score_batch
 from rllib_rpp.reinforce_pp.reinforce_pp_config import ReinforcePPConfig
 
 logger = logging.getLogger(__name__)
 _POLICY = f"{COMPONENT_LEARNER}/{COMPONENT_RL_MODULE}/{DEFAULT_MODULE_ID}"
+
+
+def _tokens(episode) -> int:
+    """Prompt + response tokens of a one-step text episode."""
+    obs = episode.get_observations(0)
+    return int(obs["attention_mask"].sum() + episode.get_extra_model_outputs(S.RESPONSE_MASK, 0).sum())
 
 
 class ReinforcePP(Algorithm):
@@ -73,6 +80,8 @@ class ReinforcePP(Algorithm):
         self._score(episodes)
         if cfg.shuffle_batch_per_epoch:  # RLlib reshuffles between epochs; shuffle the first too
             episodes = [episodes[i] for i in self._shuffle_rng.permutation(len(episodes))]
+        if cfg.num_learners > 1:  # equal completions and about equal tokens per learner
+            episodes = [episodes[i] for i in balanced_order([_tokens(e) for e in episodes], cfg.num_learners)]
         t2 = time.perf_counter()
         with self.metrics.log_time((TIMERS, LEARNER_UPDATE_TIMER)):
             results = self.learner_group.update(
@@ -173,13 +182,18 @@ class ReinforcePP(Algorithm):
         return path
 
     def _sample(self):
+        """The iteration's prompts, split as evenly as possible over the healthy runners."""
         group = self.env_runner_group
-        remote = group.num_remote_env_runners()
-        k = self.config.num_prompts_per_iteration // max(1, remote)
-        out = group.foreach_env_runner(
-            lambda runner: (runner.sample(num_prompts=k), runner.get_metrics()),
-            local_env_runner=remote == 0,
-        )
+        n = self.config.num_prompts_per_iteration
+        ids = group.healthy_env_runner_ids() if group.num_remote_env_runners() else []
+        if not ids:
+            out = group.foreach_env_runner(lambda runner: (runner.sample(num_prompts=n), runner.get_metrics()),
+                                           local_env_runner=True)
+        else:
+            shares = [n // len(ids) + (i < n % len(ids)) for i in range(len(ids))]
+            out = group.foreach_env_runner(
+                [lambda runner, k=k: (runner.sample(num_prompts=k), runner.get_metrics()) for k in shares],
+                remote_worker_ids=ids, local_env_runner=False)
         return [e for eps, _ in out for e in eps], [m for _, m in out]
 
     def _score(self, episodes) -> None:

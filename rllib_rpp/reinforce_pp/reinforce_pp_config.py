@@ -92,6 +92,7 @@ class ReinforcePPConfig(AlgorithmConfig):
         # checkpointing, and an 8B model's with it (see rllib_rpp.memory).
         self.max_tokens_per_microbatch = 8192
         self.learner_strategy = "ddp"
+        self.release_memory_between_updates = False
         self.logprob_chunk_tokens = 1024
         self.truncated_response = "keep"
         self.truncated_reward = -1.0
@@ -134,6 +135,7 @@ class ReinforcePPConfig(AlgorithmConfig):
         num_prompts_per_iteration: int = NotProvided,
         max_tokens_per_microbatch: int = NotProvided,
         learner_strategy: str = NotProvided,
+        release_memory_between_updates: bool = NotProvided,
         logprob_chunk_tokens: int = NotProvided,
         truncated_response: str = NotProvided,
         truncated_reward: float = NotProvided,
@@ -180,6 +182,9 @@ class ReinforcePPConfig(AlgorithmConfig):
             learner_strategy: With several learners: "ddp" (every learner holds the whole model,
                 gradients all-reduced) or "fsdp" (FSDP2: weights, gradients, optimizer state and
                 the reference sharded over the learners; state gathered collectively).
+            release_memory_between_updates: After each update the learner moves Adam's state to
+                host memory and empties the CUDA cache, and takes the state back at the next
+                update: for learners sharing their GPU with a vLLM runner (colocated layout).
             logprob_chunk_tokens: Response tokens per pass through the output layer: the
                 [tokens, vocabulary] logits exist for one chunk at a time (recomputed in backward).
             truncated_response: Responses that hit max_new_tokens without EOS: "keep",

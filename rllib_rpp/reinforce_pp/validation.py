@@ -111,6 +111,7 @@ RULES: dict[str, Rule] = {
     "num_prompts_per_iteration": POSITIVE_INT,
     "max_tokens_per_microbatch": POSITIVE_INT,
     "learner_strategy": one_of(("ddp", "fsdp")),
+    "release_memory_between_updates": boolean(),
     "logprob_chunk_tokens": POSITIVE_INT,
     "truncated_response": one_of(TRUNCATION_POLICIES),
     "truncated_reward": number(),
@@ -168,9 +169,9 @@ def cross_option_errors(config) -> list[str]:
                       f".evaluation(greedy_eval_prompts=...)")
     if errors or not is_int(config.num_prompts_per_iteration):
         return errors
-    if config.num_prompts_per_iteration % max(1, config.num_env_runners):
-        errors.append(f"num_prompts_per_iteration={config.num_prompts_per_iteration} must be divisible by "
-                      f"num_env_runners={config.num_env_runners}")
+    if config.num_prompts_per_iteration < config.num_env_runners:
+        errors.append(f"num_prompts_per_iteration={config.num_prompts_per_iteration} is fewer than the "
+                      f"num_env_runners={config.num_env_runners}: some runners would sample nothing")
     total = config.num_prompts_per_iteration * config.num_samples_per_prompt
     per_learner = total // max(1, config.num_learners)
     if total % max(1, config.num_learners):

@@ -8,8 +8,10 @@
   The transfer itself is a `WeightTransfer` strategy: in-process tensors (engine in this process,
   `VLLM_ENABLE_V1_MULTIPROCESSING=0`, the default here) or a safetensors file in shared memory
   (engine in its own process). Both work on CPU and GPU.
-- Colocated GPU mode (`enable_sleep_mode=True`): the engine sleeps (level 1: weights offloaded,
-  KV cache dropped) between samples so a learner on the same GPU gets the memory; weights are
+- Colocated GPU mode (`enable_sleep_mode=True`): the engine sleeps (`sleep_level` 1: weights
+  offloaded to host memory; 2: weights dropped, which is safe because every wake of the weights is
+  followed by a full reload at the next sync; a generate call before that is refused; the KV
+  cache is dropped either way) between samples so a learner on the same GPU gets the memory; weights are
   woken before a reload and the KV cache before generating. On the CPU backend sleep is a no-op.
 """
 
@@ -75,7 +77,7 @@ class VLLMSampler(Sampler):
     def __init__(self, model: str, *, eos_token_id: int, pad_token_id: int, dtype: str = "float32",
                  seed: int = 0, max_model_len: int | None = None, required_len: int | None = None,
                  kv_cache_memory_bytes: int | None = None, gpu_memory_utilization: float | None = None,
-                 enforce_eager: bool | None = None, enable_sleep_mode: bool = False,
+                 enforce_eager: bool | None = None, enable_sleep_mode: bool = False, sleep_level: int = 1,
                  weight_transfer: str = "auto", **engine_kwargs):
         # In-process engine by default: direct weight reload, no second process per runner.
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
@@ -122,8 +124,11 @@ class VLLMSampler(Sampler):
             raise ValueError("weight_transfer='in_process' needs VLLM_ENABLE_V1_MULTIPROCESSING=0")
         transfers = {"in_process": InProcessReload, "shared_file": SharedFileReload}
         self.transfer: WeightTransfer = transfers[weight_transfer]()
-        self.sleep_mode = bool(kwargs["enable_sleep_mode"])
+        if sleep_level not in (1, 2):
+            raise ValueError(f"sleep_level={sleep_level!r} is invalid: expected 1 (offload weights) or 2 (drop them)")
+        self.sleep_mode, self.sleep_level = bool(kwargs["enable_sleep_mode"]), sleep_level
         self._asleep: set[str] = set()  # parts offloaded by sleep(): "weights", "kv_cache"
+        self._weights_dropped = False  # slept at level 2 and not reloaded since
 
     def _wake(self, tags: list[str]) -> None:
         """Wake only the parts that sleep, in the order given (weights before the KV cache)."""
@@ -136,7 +141,7 @@ class VLLMSampler(Sampler):
         vllm = self._vllm
         from vllm.inputs import TokensPrompt
 
-        self._wake(["weights", "kv_cache"])
+        self._wake_for_generation()
         sp = vllm.SamplingParams(
             n=params.n, temperature=0.0 if params.greedy else params.temperature,
             top_p=1.0 if params.greedy else params.top_p, max_tokens=params.max_new_tokens,
@@ -152,9 +157,16 @@ class VLLMSampler(Sampler):
                 if not params.greedy:
                     gen.logprobs.append([step[t].logprob for step, t in zip(c.logprobs, ids)])
         if self.sleep_mode:  # hand the GPU memory to a colocated learner until the next sample
-            self.llm.sleep(level=1)
+            self.llm.sleep(level=self.sleep_level)
             self._asleep = {"weights", "kv_cache"}
+            self._weights_dropped = self.sleep_level == 2
         return gen
+
+    def _wake_for_generation(self) -> None:
+        if self._weights_dropped:
+            raise RuntimeError("the vLLM engine slept at level 2, which drops its weights; they come back with the "
+                               "next weight sync (load_weights), which has not happened yet")
+        self._wake(["weights", "kv_cache"])
 
     def replay_logprobs(self, prompts: Sequence[Sequence[int]],
                         responses: Sequence[Sequence[int]]) -> list[list[float]]:
@@ -162,7 +174,7 @@ class VLLMSampler(Sampler):
         checks which weights the engine serves, token for token against the learner."""
         from vllm.inputs import TokensPrompt
 
-        self._wake(["weights", "kv_cache"])
+        self._wake_for_generation()
         sp = self._vllm.SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0, detokenize=False)
         seqs = [TokensPrompt(prompt_token_ids=list(p) + list(r)) for p, r in zip(prompts, responses)]
         outs = self.llm.generate(seqs, sp, use_tqdm=False)
@@ -172,6 +184,7 @@ class VLLMSampler(Sampler):
     def load_weights(self, state_dict: Mapping[str, torch.Tensor], version: int) -> None:
         self._wake(["weights"])
         self.transfer.push(self.llm, state_dict)
+        self._weights_dropped = False
         self.llm.reset_prefix_cache()  # KV computed with the old weights must not be reused
         self.weights_version = version
 

@@ -136,7 +136,24 @@ class ReinforcePPTorchLearner(ReinforcePPLearner, TorchLearner):
             self.policy_lm().save_pretrained(str(path))
 
     @override(ReinforcePPLearner)
+    def after_gradient_based_update(self, *, timesteps) -> None:
+        super().after_gradient_based_update(timesteps=timesteps)
+        if self.config.release_memory_between_updates:  # the GPU goes to a colocated vLLM runner
+            self._move_optimizer_state("cpu")
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+
+    def _move_optimizer_state(self, device) -> None:
+        for optim in self._named_optimizers.values():
+            for state in optim.state.values():
+                for k, v in state.items():
+                    if isinstance(v, torch.Tensor) and k != "step":
+                        state[k] = v.to(device, non_blocking=True)
+
+    @override(ReinforcePPLearner)
     def prepare_batch(self, batch: dict) -> None:
+        if self.config.release_memory_between_updates:
+            self._move_optimizer_state(self._device)
         module = self.policy_module()
         module.set_full_state(None)  # the weights are about to change: drop any gathered copy
         lora = self.ref_lm is None
