@@ -1,24 +1,28 @@
-"""Text environments and rewards. Knows nothing of Ray or RLlib."""
+"""Text environments and rewards. Knows nothing of Ray or RLlib.
 
-import gymnasium as gym
+Names are imported on first use, so the model helpers (`envs.models`, `envs.synthetic`) import
+without gymnasium (e.g. on a bare CUDA image). Touching `envs.ENV_ID` or `SingleTurnTextEnv`
+registers the environment with gymnasium as "rllib-rpp/SingleTurnText-v0".
+"""
 
-from envs.prompts import PromptRecord, load_prompt_rows
-from envs.rewards import BUILTIN_REWARDS, RewardFunctionError, RewardResult, RewardStep
-from envs.text_env import SingleTurnTextEnv, TextEnvConfig
+_EXPORTS = {
+    "BUILTIN_REWARDS": "envs.rewards",
+    "RewardFunctionError": "envs.rewards",
+    "RewardResult": "envs.rewards",
+    "RewardStep": "envs.rewards",
+    "PromptRecord": "envs.prompts",
+    "load_prompt_rows": "envs.prompts",
+    "ENV_ID": "envs.text_env",
+    "SingleTurnTextEnv": "envs.text_env",
+    "TextEnvConfig": "envs.text_env",
+}
 
-ENV_ID = "rllib-rpp/SingleTurnText-v0"
+__all__ = sorted(_EXPORTS)
 
-if ENV_ID not in gym.registry:
-    gym.register(ENV_ID, entry_point="envs.text_env:SingleTurnTextEnv", disable_env_checker=True)
 
-__all__ = [
-    "BUILTIN_REWARDS",
-    "ENV_ID",
-    "PromptRecord",
-    "RewardFunctionError",
-    "RewardResult",
-    "RewardStep",
-    "SingleTurnTextEnv",
-    "TextEnvConfig",
-    "load_prompt_rows",
-]
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'envs' has no attribute {name!r}")

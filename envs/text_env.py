@@ -176,3 +176,8 @@ class SingleTurnTextEnv(gym.Env):
 
     def set_state(self, state: Mapping) -> None:
         self.order.set_state(state["order"])
+
+
+ENV_ID = "rllib-rpp/SingleTurnText-v0"
+if ENV_ID not in gym.registry:
+    gym.register(ENV_ID, entry_point="envs.text_env:SingleTurnTextEnv", disable_env_checker=True)

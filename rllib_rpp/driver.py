@@ -15,15 +15,29 @@ def _line(msg: str) -> None:
     print(msg, flush=True)
 
 
+def init_ray(log=_line) -> None:
+    """Attach to a running Ray cluster (RAY_ADDRESS, or one started with `ray start` on this node,
+    e.g. under `ray job submit`) or start a local one with every core of this machine."""
+    if ray.is_initialized():
+        return
+    quiet = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        ray.init(address=os.environ.get("RAY_ADDRESS") or "auto", **quiet)
+        log(f"attached to the Ray cluster at {ray.get_runtime_context().gcs_address} "
+            f"({ray.cluster_resources().get('CPU', 0):.0f} CPUs, {ray.cluster_resources().get('GPU', 0):.0f} GPUs)")
+    except ConnectionError:
+        if os.environ.get("RAY_ADDRESS"):
+            raise
+        ray.init(num_cpus=os.cpu_count(), **quiet)
+
+
 def run(config, *, time_budget_s: float | None = 300.0, iterations: int | None = None,
         eval_every_s: float = 30.0, checkpoint_dir: str | None = None, export_dir: str | None = None,
         quiet: bool = False) -> dict:
     """Train `config` until the time budget (training time, evaluations excluded) or the
     iteration count is used up. Returns a summary dict (also printed as JSON)."""
     log = (lambda m: None) if quiet else _line
-    if not ray.is_initialized():
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
-                 configure_logging=False)
+    init_ray(log)
     t0 = time.time()
     est = config.memory_estimate()
     if est is not None:
