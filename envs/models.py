@@ -8,6 +8,7 @@ takes a model name goes through `resolve_model_path`, so they work everywhere a 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 BUILTIN_MODELS = ("tiny-arith", "tiny-arith-rm")
@@ -40,18 +41,105 @@ def resolve_model_path(name_or_path: str) -> str:
     return name
 
 
+# What a Hugging Face model directory holds: config.json for configs and models, and at least
+# one of these for a tokenizer.
+CONFIG_FILE = "config.json"
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "vocab.txt",
+                   "spiece.model", "sentencepiece.bpe.model", "tiktoken.model")
+
+
+def _check_model_dir(path: str, what: str) -> None:
+    """Refuse a directory without the files loading the `what` needs, naming what was expected."""
+    files = sorted(os.listdir(path))
+    if what == "tokenizer":
+        if any(f in files for f in TOKENIZER_FILES):
+            return
+        missing = f"no tokenizer files (expected one of {', '.join(TOKENIZER_FILES)})"
+    elif CONFIG_FILE in files:
+        return
+    else:
+        missing = f"no {CONFIG_FILE}"
+    shown = ", ".join(files[:10]) + (f", ... ({len(files)} entries)" if len(files) > 10 else "")
+    raise ModelNotFoundError(
+        f"directory {path!r} is not a model directory: it has {missing}, so the {what} cannot be "
+        f"loaded from it. A Hugging Face model directory holds {CONFIG_FILE}, the weights (*.safetensors) "
+        f"and tokenizer files (e.g. tokenizer.json, tokenizer_config.json); this one holds "
+        f"{shown or 'nothing (it is empty)'}"
+    )
+
+
+def hub_offline() -> bool:
+    """Whether HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE asks for no network access."""
+    return any(os.environ.get(k, "").strip().lower() in ("1", "true", "yes", "on")
+               for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def in_local_hub_cache(repo_id: str) -> bool:
+    """Whether `repo_id` has a downloaded snapshot in the local Hugging Face cache (no network)."""
+    try:
+        from huggingface_hub import constants
+        from huggingface_hub.utils import validate_repo_id
+
+        validate_repo_id(repo_id)
+    except Exception:  # not a valid hub id (e.g. a path that does not exist), or no huggingface_hub
+        return False
+    snapshots = Path(constants.HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}" / "snapshots"
+    return snapshots.is_dir() and any(snapshots.iterdir())
+
+
+_HUB_REACHABLE: dict[str, bool] = {}
+
+
+def hub_reachable(timeout_s: float = 3.0) -> bool:
+    """Whether the Hugging Face hub answers at all (one short probe per process)."""
+    from huggingface_hub import constants
+
+    endpoint = constants.ENDPOINT
+    if endpoint not in _HUB_REACHABLE:
+        import urllib.error
+        import urllib.request
+
+        try:
+            urllib.request.urlopen(endpoint, timeout=timeout_s).close()
+            _HUB_REACHABLE[endpoint] = True
+        except urllib.error.HTTPError:  # it answered, with an error status
+            _HUB_REACHABLE[endpoint] = True
+        except (OSError, ValueError):
+            _HUB_REACHABLE[endpoint] = False
+    return _HUB_REACHABLE[endpoint]
+
+
+def _unknown_model(name: str, reason: str) -> ModelNotFoundError:
+    return ModelNotFoundError(
+        f"unknown model {name!r}: not a built-in name ({', '.join(BUILTIN_MODELS)}), not a "
+        f"local directory, and not loadable as a Hugging Face id: {reason}"
+    )
+
+
 def _load(loader, name: str, what: str, **kwargs) -> Any:
+    """`loader(path)` for a built-in name, a local directory or a hub id.
+
+    A hub id in the local cache is read from it (`local_files_only=True`); one that is not is
+    downloaded, unless HF_HUB_OFFLINE/TRANSFORMERS_OFFLINE is set or the hub does not answer a
+    short probe: then it fails at once, not after the hub client's minute of retries.
+    """
     path = resolve_model_path(name)
+    is_dir = os.path.isdir(path)
+    if is_dir:
+        _check_model_dir(path, what)
+    elif in_local_hub_cache(path):
+        kwargs.setdefault("local_files_only", True)
+    elif hub_offline() or not hub_reachable():
+        from huggingface_hub import constants
+
+        why = "HF_HUB_OFFLINE/TRANSFORMERS_OFFLINE is set" if hub_offline() else "the hub cannot be reached"
+        raise _unknown_model(name, f"it is not in the local cache ({constants.HF_HUB_CACHE}) and {why}.")
     try:
         return loader(path, **kwargs)
     except (OSError, ValueError) as e:
-        if os.path.isdir(path):
+        if is_dir:
             raise ModelNotFoundError(f"could not load the {what} from directory {path!r}: {e}") from e
-        raise ModelNotFoundError(
-            f"unknown model {name!r}: not a built-in name ({', '.join(BUILTIN_MODELS)}), not a "
-            f"local directory, and not loadable as a Hugging Face id from the local cache "
-            f"(downloads are not possible here). Original error: {e}"
-        ) from e
+        raise _unknown_model(name, f"Original error: {e}") from e
 
 
 def load_tokenizer(name_or_path: str, *, pad_token: str | None = None):

@@ -3,12 +3,15 @@
 A source is a list of strings, a list of dicts (`prompt` plus any extra columns such as
 `answer`), a `.jsonl` file, a Hugging Face `datasets.Dataset`, or a built-in name
 (`arithmetic`, `arithmetic-eval`). A `prompt` is either text or a chat (a list of
-{"role", "content"} messages, TRL's conversational format).
+{"role", "content"} messages with string values, TRL's conversational format); any other shape is
+refused with an error naming the row. Characters the tokenizer cannot encode are reported by a
+warning (they reach the model as its unknown token).
 """
 
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,10 +68,34 @@ def load_prompt_rows(source: Any, *, prompt_key: str = "prompt") -> list[dict]:
             raise TypeError(f"prompt row {i} is a {type(row).__name__}, expected a str or dict")
         if prompt_key not in row:
             raise KeyError(f"prompt row {i} has no {prompt_key!r} column (columns: {sorted(row)})")
-        p = row[prompt_key]
-        if not (isinstance(p, str) and p) and not (isinstance(p, list) and p):
-            raise ValueError(f"prompt row {i}: {prompt_key!r} must be a non-empty string or chat, got {p!r}")
+        check_prompt(row[prompt_key], i, prompt_key)
     return rows
+
+
+CHAT_FORMAT = 'a chat is a list of {"role": str, "content": str} messages'
+
+
+def check_prompt(prompt: Any, row: int, prompt_key: str = "prompt") -> None:
+    """Refuse anything but a non-empty string or a well-formed chat, naming the row and the problem."""
+    where = f"prompt row {row}: {prompt_key!r}"
+    if isinstance(prompt, str):
+        if not prompt:
+            raise ValueError(f"{where} must be a non-empty string or chat, got ''")
+        return
+    if not isinstance(prompt, list) or not prompt:
+        raise ValueError(f"{where} must be a non-empty string or chat ({CHAT_FORMAT}), got {_clip(prompt)}")
+    for j, m in enumerate(prompt):
+        if not isinstance(m, Mapping):
+            hint = " (for plain text, give the prompt as a string, not a list)" if isinstance(m, str) else ""
+            raise ValueError(f"{where} is a list, read as a chat, but message {j} is a {type(m).__name__} "
+                             f"({_clip(m)}), not a dict: {CHAT_FORMAT}{hint}")
+        for key in ("role", "content"):
+            if key not in m:
+                raise ValueError(f"{where}: chat message {j} has no {key!r} (its keys: {sorted(map(str, m))}); "
+                                 f"{CHAT_FORMAT}")
+            if not isinstance(m[key], str):
+                raise ValueError(f"{where}: chat message {j} has {_clip(m[key])} ({type(m[key]).__name__}) "
+                                 f"as its {key!r}, expected a str; {CHAT_FORMAT}")
 
 
 def encode_prompts(
@@ -84,8 +111,11 @@ def encode_prompts(
     when `apply_chat_template=True`. Over-long prompts raise, or keep their last
     `max_prompt_tokens` tokens when `truncate=True`."""
     texts = []
-    for row in rows:
+    for i, row in enumerate(rows):
+        if prompt_key not in row:
+            raise KeyError(f"prompt row {i} has no {prompt_key!r} column (columns: {sorted(row)})")
         p = row[prompt_key]
+        check_prompt(p, i, prompt_key)
         if isinstance(p, list) or apply_chat_template:
             messages = p if isinstance(p, list) else [{"role": "user", "content": p}]
             if not getattr(tokenizer, "chat_template", None):
@@ -95,8 +125,11 @@ def encode_prompts(
         else:
             texts.append((p, True))
     records = []
+    unk_id, unk_rows = getattr(tokenizer, "unk_token_id", None), []
     for i, ((text, add_special), row) in enumerate(zip(texts, rows)):
         ids = tokenizer(text, add_special_tokens=add_special)["input_ids"]
+        if unk_id is not None and unk_id in ids:
+            unk_rows.append((i, text))
         if max_prompt_tokens is not None and len(ids) > max_prompt_tokens:
             if not truncate:
                 raise ValueError(
@@ -106,7 +139,32 @@ def encode_prompts(
             ids = ids[-max_prompt_tokens:]
         columns = {k: v for k, v in row.items() if k != prompt_key}
         records.append(PromptRecord(i, row[prompt_key], tuple(ids), columns))
+    if unk_rows:
+        _warn_unencodable(tokenizer, unk_rows)
     return records
+
+
+def _warn_unencodable(tokenizer, unk_rows: list[tuple[int, str]]) -> None:
+    """One warning for a whole source: the first prompt row and character that became the unknown
+    token, and how many rows have such characters. (A literal unknown-token string is not reported.)"""
+    unk_id, unk = tokenizer.unk_token_id, tokenizer.unk_token
+    for n, (i, text) in enumerate(unk_rows):
+        bad = None
+        for ch in dict.fromkeys(text):  # distinct characters, in order of first appearance
+            if unk_id in tokenizer(ch, add_special_tokens=False)["input_ids"]:
+                bad = ch
+                break
+        if bad is None and unk and unk in text:
+            continue
+        what = f"the character {bad!r} (U+{ord(bad):04X})" if bad else "part of the text"
+        others = len(unk_rows) - n - 1
+        more = f"; {others} later prompt row(s) also contain {unk!r} once encoded" if others else ""
+        warnings.warn(
+            f"prompt row {i}: the tokenizer cannot encode {what}, so the model sees {unk!r} instead "
+            f"(prompt: {text[:80]!r}){more}",
+            UserWarning, stacklevel=3,
+        )
+        return
 
 
 class PromptOrder:
@@ -157,6 +215,11 @@ class PromptOrder:
 
 def _is_hf_dataset(obj) -> bool:
     return type(obj).__module__.startswith("datasets.") and hasattr(obj, "column_names")
+
+
+def _clip(x, n: int = 60) -> str:
+    s = repr(x)
+    return s if len(s) <= n else s[: n - 3] + "..."
 
 
 def _describe(source) -> str:

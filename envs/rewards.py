@@ -9,12 +9,15 @@ function: give its id or path instead of a callable.
 
 from __future__ import annotations
 
+import difflib
 import importlib
+import inspect
 import math
 import numbers
+import os
 import re
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,19 +40,24 @@ def _text(completion) -> str:
     return completion
 
 
-def exact_match(completions, answer, **kwargs) -> list[float]:
-    """1.0 when the completion, stripped, equals the reference answer."""
-    return [float(_text(c).strip() == str(a).strip()) for c, a in zip(completions, answer)]
+def exact_match(completions, answer, **kwargs) -> list[float | None]:
+    """1.0 when the completion, stripped, equals the reference answer; None (does not apply)
+    where there is no answer, so a missing answer can never be matched."""
+    return [None if a is None else float(_text(c).strip() == str(a).strip()) for c, a in zip(completions, answer)]
 
 
-def math_verify_reward(completions, answer, **kwargs) -> list[float]:
-    """1.0 when math-verify finds the completion's final answer equal to the reference."""
+def math_verify_reward(completions, answer, **kwargs) -> list[float | None]:
+    """1.0 when math-verify finds the completion's final answer equal to the reference; None
+    (does not apply) where there is no answer."""
     from math_verify import parse, verify
 
     # math-verify's timeouts use signals, which only work in the main thread.
     timeout = 5 if threading.current_thread() is threading.main_thread() else None
     out = []
     for c, a in zip(completions, answer):
+        if a is None:
+            out.append(None)
+            continue
         a = str(a)
         gold = parse(a if ("$" in a or "\\boxed" in a) else f"${a}$", parsing_timeout=timeout)
         pred = parse(_text(c), parsing_timeout=timeout)
@@ -102,14 +110,49 @@ def resolve_reward_func(spec, *, device: str = "cpu", batch_size: int = 64) -> t
             return attr, getattr(importlib.import_module(module), attr)
         except (ImportError, AttributeError) as e:
             raise ValueError(f"reward function {spec!r} could not be imported: {e}") from e
+    if not os.path.isdir(spec):
+        close = difflib.get_close_matches(spec.lower().replace("-", "_"), BUILTIN_REWARDS, n=1)
+        from envs.models import in_local_hub_cache
+
+        if close and not in_local_hub_cache(spec):
+            raise ValueError(
+                f"unknown reward function {spec!r}: did you mean the built-in {close[0]!r}? "
+                f"(built-ins: {', '.join(BUILTIN_REWARDS)}; otherwise give a callable, \"module:function\", "
+                f"or a reward model's directory or id)"
+            )
     from envs.reward_model import RewardModelScorer
 
     scorer = RewardModelScorer(spec, device=device, batch_size=batch_size)
     return scorer.__name__, scorer
 
 
+def columns_read(fn) -> tuple[str, ...]:
+    """Prompt columns a reward function names as required parameters (e.g. `answer` for
+    `exact_match`); those read through `**kwargs` cannot be known and are not included."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return ()
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return tuple(q.name for q in params if q.kind in kinds and q.default is inspect.Parameter.empty
+                 and q.name not in _NOT_COLUMNS)
+
+
+_NOT_COLUMNS = ("prompts", "completions", "completion_ids")
+
+
 class RewardStep:
-    """Weighted sum of reward functions over a batch, with every output checked."""
+    """Weighted sum of reward functions over a batch, with every output checked.
+
+    Missing cells are errors, never None: a reward function that names a column as a parameter
+    without a default (`exact_match(completions, answer, ...)` reads `answer`) must get a value for
+    every sample. A column that is absent, or a None in it (a prompt row without that cell: HF
+    datasets fill those with None), raises ValueError naming the sample and the column, before any
+    reward function runs; `check_columns` does the same for prompt rows up front (the text env calls
+    it on every prompt source, naming the row). Columns read only through `**kwargs` cannot be
+    checked and are passed as they are (None where a row lacks them). Independently of that,
+    `exact_match` and `math_verify` score a None answer as None (does not apply), never as a match.
+    """
 
     def __init__(self, reward_funcs, reward_weights: Sequence[float] | None = None, *,
                  device: str = "cpu", batch_size: int = 64):
@@ -125,6 +168,21 @@ class RewardStep:
         if not all(isinstance(w, numbers.Real) and math.isfinite(w) for w in weights):
             raise ValueError(f"reward_weights must be finite numbers, got {weights}")
         self.weights = np.asarray(weights, dtype=np.float64)
+        self.columns_read = {name: columns_read(fn) for name, (_, fn) in zip(self.names, self.funcs)}
+
+    def check_columns(self, rows: Sequence[Mapping], row_ids: Sequence[int] | None = None) -> None:
+        """Refuse the first prompt row without a value (missing or None) in a column that a reward
+        function reads, naming the row (its id in `row_ids`, else its position) and the column."""
+        for name, cols in self.columns_read.items():
+            for j, row in enumerate(rows):
+                for col in cols:
+                    if row.get(col) is None:
+                        state = "None in" if col in row else "no"
+                        raise ValueError(
+                            f"prompt row {j if row_ids is None else row_ids[j]} has {state} {col!r} column, "
+                            f"which reward function {name!r} reads (the row's columns: {sorted(row)}); "
+                            f"every prompt needs a value in {col!r}"
+                        )
 
     def __call__(self, prompts: Sequence, completions: Sequence, completion_ids=None, **columns) -> RewardResult:
         n = len(completions)
@@ -133,6 +191,15 @@ class RewardStep:
         for key, col in columns.items():
             if len(col) != n:
                 raise ValueError(f"column {key!r} has {len(col)} values for {n} completions")
+        for name, cols in self.columns_read.items():
+            for col in cols:
+                if col not in columns:
+                    raise ValueError(f"reward function {name!r} reads the column {col!r}, which the prompts "
+                                     f"do not have (their columns: {sorted(columns)})")
+                missing = [i for i, v in enumerate(columns[col]) if v is None]
+                if missing:
+                    raise ValueError(f"sample {missing[0]} has no value (None) in the column {col!r}, which "
+                                     f"reward function {name!r} reads ({len(missing)} of {n} samples lack it)")
         kwargs = dict(columns, completion_ids=completion_ids)
         table = np.full((len(self.funcs), n), np.nan)
         for k, ((_, fn), name) in enumerate(zip(self.funcs, self.names)):

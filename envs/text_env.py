@@ -10,7 +10,10 @@ Conventions (what samplers and users rely on):
   `info` carries the prompt text/chat, its index in the source and its extra columns.
 - action: int64 token ids of length `max_new_tokens`, RIGHT-padded with the pad id. The response
   is everything up to and including the first EOS; without an EOS, everything up to the first
-  pad; without either, all `max_new_tokens` tokens (a truncated response).
+  pad; without either, all `max_new_tokens` tokens (a truncated response). Ids outside the
+  tokenizer's vocabulary (negative, or >= its size) are refused with a ValueError.
+- every prompt must have a value in each column a reward function reads (see `RewardStep`):
+  a missing cell is an error naming the prompt row and the column, at construction and in `score`.
 - Samplers score a whole batch at once with `next_prompts(n)` and `score(prompts, ids)`; `step`
   is the same reward step on a batch of one.
 """
@@ -86,11 +89,12 @@ class SingleTurnTextEnv(gym.Env):
             )
         self.reward_step = RewardStep(cfg.reward_funcs, cfg.reward_weights,
                                       device=cfg.reward_device, batch_size=cfg.reward_batch_size)
+        self.reward_step.check_columns([p.columns for p in self.prompts], [p.index for p in self.prompts])
         self.order = PromptOrder(len(self.prompts), seed=cfg.seed, shuffle=cfg.shuffle,
                                  shard_index=cfg.shard_index, num_shards=cfg.num_shards)
         self.pad_token_id = self.tokenizer.pad_token_id
         self.eos_token_id = self.tokenizer.eos_token_id
-        vocab = len(self.tokenizer)
+        self.vocab_size = vocab = len(self.tokenizer)
         P, R = self.max_prompt_tokens, self.max_new_tokens
         self.observation_space = gym.spaces.Dict({
             "input_ids": gym.spaces.Box(0, vocab - 1, (P,), np.int64),
@@ -126,6 +130,7 @@ class SingleTurnTextEnv(gym.Env):
 
     def score(self, prompts: Sequence[PromptRecord], completion_ids: Sequence[Sequence[int]]) -> RewardResult:
         """Reward of each (prompt, response) pair, in one call of the reward step."""
+        self.reward_step.check_columns([p.columns for p in prompts], [p.index for p in prompts])
         texts = self.tokenizer.batch_decode([list(ids) for ids in completion_ids], skip_special_tokens=True)
         completions = [
             [{"role": "assistant", "content": t}] if isinstance(p.prompt, list) else t
@@ -154,6 +159,12 @@ class SingleTurnTextEnv(gym.Env):
         if action.shape != self.action_space.shape:
             raise ValueError(f"action must be token ids of shape {self.action_space.shape} "
                              f"(right-padded with {self.pad_token_id}), got shape {action.shape}")
+        bad = np.flatnonzero((action < 0) | (action >= self.vocab_size))
+        if bad.size:
+            raise ValueError(
+                f"action has token id {int(action[bad[0]])} at position {int(bad[0])}, outside the vocabulary "
+                f"of size {self.vocab_size}: token ids must be in 0..{self.vocab_size - 1}"
+            )
         n = self.response_length(action)
         record, self._current = self._current, None
         result = self.score([record], [action[:n].tolist()])

@@ -78,3 +78,34 @@ def test_prompt_order_state_round_trip():
     assert b.take(12) == a.take(12)
     with pytest.raises(ValueError, match="shard_index"):
         PromptOrder(7, shard_index=2, num_shards=2)
+
+
+@pytest.mark.parametrize(
+    "prompt, match",
+    [
+        (["1+1="], r"prompt row 1: 'prompt' is a list, read as a chat, but message 0 is a str \('1\+1='\)"),
+        ([{"role": "user", "text": "hi"}],
+         r"prompt row 1: .*message 0 has no 'content' \(its keys: \['role', 'text'\]\)"),
+        ([{"content": "hi"}], r"prompt row 1: .*message 0 has no 'role'"),
+        ([{"role": "user", "content": "a"}, {"role": "user", "content": 3}],
+         r"prompt row 1: .*message 1 has 3 \(int\) as its 'content', expected a str"),
+        ({"role": "user", "content": "hi"}, r"prompt row 1: 'prompt' must be a non-empty string or chat"),
+    ],
+)
+def test_malformed_chats_are_refused_with_the_row(tiny_tokenizer, prompt, match):
+    rows = [{"prompt": "ok"}, {"prompt": prompt}]
+    with pytest.raises(ValueError, match=match):
+        load_prompt_rows(rows)
+    with pytest.raises(ValueError, match=match):  # rows that bypass load_prompt_rows are checked too
+        encode_prompts(rows, tiny_tokenizer)
+
+
+def test_unencodable_characters_warn_once_naming_row_and_character(tiny_tokenizer, recwarn):
+    rows = [{"prompt": "1+1="}, {"prompt": "literal <unk> is fine"}, {"prompt": "2+2=é"}, {"prompt": "ü"}]
+    encode_prompts(rows, tiny_tokenizer)
+    msgs = [str(w.message) for w in recwarn.list if issubclass(w.category, UserWarning)]
+    assert len(msgs) == 1, msgs
+    assert "prompt row 2" in msgs[0] and "'é'" in msgs[0] and "<unk>" in msgs[0] and "1 later prompt row" in msgs[0]
+    recwarn.clear()
+    encode_prompts([{"prompt": "1+1="}, {"prompt": "a <unk> b"}], tiny_tokenizer)
+    assert not [w for w in recwarn.list if issubclass(w.category, UserWarning)]

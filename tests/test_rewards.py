@@ -11,7 +11,7 @@ from envs.reward_model import (
     preference_accuracy,
     train_reward_model,
 )
-from envs.rewards import RewardFunctionError, RewardStep, length_reward, math_verify_reward
+from envs.rewards import RewardFunctionError, RewardStep, exact_match, length_reward, math_verify_reward
 
 
 def test_trl_style_functions_get_extra_columns_and_are_weighted():
@@ -129,3 +129,25 @@ def test_bradley_terry_training_learns_a_preference(tiny_path, tiny_tokenizer):
     assert report["final_loss"] < 0.3 and before < 1.0
     with pytest.raises(ValueError, match="at least one preference pair"):
         train_reward_model(model, tiny_tokenizer, [], steps=1)
+
+
+def test_exact_match_never_matches_a_missing_answer():
+    assert exact_match(["None", "", "2"], [None, None, "2"]) == [None, None, 1.0]
+    assert math_verify_reward(["None"], [None]) == [None]
+    with pytest.raises(ValueError, match=r"sample 1 has no value \(None\) in the column 'answer'.*'exact_match'"):
+        RewardStep(["exact_match"])(["p", "q"], ["2", "None"], answer=["2", None])
+    with pytest.raises(ValueError, match=r"'exact_match' reads the column 'answer', which the prompts do not have"):
+        RewardStep(["exact_match"])(["p"], ["None"])
+    step = RewardStep(["exact_match"])
+    with pytest.raises(ValueError, match=r"prompt row 7 has no 'answer' column, which reward function 'exact_match'"):
+        step.check_columns([{"answer": "1"}, {"level": 2}], row_ids=[3, 7])
+    with pytest.raises(ValueError, match=r"prompt row 1 has None in 'answer' column"):
+        step.check_columns([{"answer": "1"}, {"answer": None}])
+    step.check_columns([{"answer": "1"}, {"answer": 0}])  # falsy values are values
+
+
+@pytest.mark.parametrize("spec, closest", [("exact-match", "exact_match"), ("math-verify", "math_verify"),
+                                           ("digit_format", "digits_format"), ("ExactMatch", "exact_match")])
+def test_typo_in_builtin_reward_name_suggests_the_builtin(spec, closest):
+    with pytest.raises(ValueError, match=rf"unknown reward function '{spec}': did you mean the built-in '{closest}'"):
+        RewardStep([spec])

@@ -1,3 +1,10 @@
+import dataclasses
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -115,3 +122,66 @@ def test_bad_inputs_get_clear_errors(tmp_path, tiny_path):
     env.reset()
     with pytest.raises(ValueError, match=r"shape \(8,\)"):
         env.step([1, 2])
+
+
+def test_out_of_vocabulary_action_ids_are_refused():
+    env = SingleTurnTextEnv(max_new_tokens=4)
+    env.reset()
+    vocab = len(env.tokenizer)
+    with pytest.raises(ValueError, match=rf"id {vocab + 7} at position 1, outside the vocabulary of size {vocab}"):
+        env.step([5, vocab + 7, env.eos_token_id, env.pad_token_id])
+    with pytest.raises(ValueError, match=rf"token id -1 at position 0, outside the vocabulary of size {vocab}"):
+        env.step([-1, 5, env.eos_token_id, env.pad_token_id])
+    *_, info = env.step([5, vocab - 1, env.eos_token_id, env.pad_token_id])  # the episode is still open
+    assert info["response_length"] == 3
+
+
+def test_prompt_row_missing_a_rewarded_column_is_an_error():
+    rows = [{"prompt": "1+1=", "answer": "2"}, {"prompt": "2+2="}]
+    with pytest.raises(ValueError, match=r"prompt row 1 has no 'answer' column, which reward function 'exact_match'"):
+        SingleTurnTextEnv(prompts=rows)
+    with pytest.raises(ValueError, match=r"prompt row 0 has None in 'answer' column"):
+        SingleTurnTextEnv(prompts=[{"prompt": "1+1=", "answer": None}])
+    # Rows scored later (e.g. evaluation prompts) are checked too, naming their row.
+    env = SingleTurnTextEnv(prompts=rows[:1])
+    bad = dataclasses.replace(env.prompts[0], index=4, columns={})
+    with pytest.raises(ValueError, match=r"prompt row 4 has no 'answer' column"):
+        env.score([bad], [_ids(env, "None")])
+
+
+def test_directory_that_is_not_a_model_names_the_missing_files(tmp_path, tiny_path):
+    from envs.models import load_causal_lm, model_config_of
+
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "notes.txt").write_text("hi")
+    for d, found in [("empty", "it is empty"), ("junk", "notes.txt")]:
+        path = str(tmp_path / d)
+        with pytest.raises(ModelNotFoundError, match=r"is not a model directory: it has no tokenizer files "
+                                                     r"\(expected one of tokenizer.json, tokenizer_config.json") as e:
+            SingleTurnTextEnv(model=path)
+        assert found in str(e.value) and "installed" not in str(e.value)
+        for load in (model_config_of, load_causal_lm):
+            with pytest.raises(ModelNotFoundError, match=r"is not a model directory: it has no config.json"):
+                load(path)
+
+
+def test_unknown_model_id_fails_fast(monkeypatch):
+    from envs.models import load_tokenizer, model_config_of
+
+    t0 = time.perf_counter()
+    for load in (load_tokenizer, model_config_of):
+        with pytest.raises(ModelNotFoundError, match="unknown model 'no-such-org/no-such-model'"):
+            load("no-such-org/no-such-model")
+    assert time.perf_counter() - t0 < 10
+    # Without the offline switches too: the hub client's network retries took ~46 s before.
+    code = ("import time\nfrom envs.models import ModelNotFoundError, load_tokenizer\nt = time.perf_counter()\n"
+            "try:\n    load_tokenizer('no-such-org/no-such-model')\nexcept ModelNotFoundError as e:\n"
+            "    print(time.perf_counter() - t)\n    print(e)\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    t0 = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=Path(__file__).resolve().parents[1],
+                         capture_output=True, text=True, timeout=300)
+    wall = time.perf_counter() - t0
+    assert out.returncode == 0 and "unknown model 'no-such-org/no-such-model'" in out.stdout, out.stderr[-2000:]
+    assert float(out.stdout.splitlines()[0]) < 10, f"took {out.stdout.splitlines()[0]} s (process: {wall:.1f} s)"
