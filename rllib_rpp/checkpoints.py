@@ -67,8 +67,14 @@ def write_manifest(root: Path) -> None:
         _fsync(d)
 
 
+_VERIFIED: set[tuple[str, float]] = set()  # (path, manifest mtime) checked in this process
+
+
 def verify(root: Path) -> None:
     """Refuse a checkpoint whose files are missing or differ from its manifest."""
+    key = (str(root), (root / MANIFEST).stat().st_mtime)
+    if key in _VERIFIED:  # from_checkpoint then restore_from_path: hash once
+        return
     manifest = json.loads((root / MANIFEST).read_text())
     for name, meta in manifest["files"].items():
         path = root / name
@@ -77,6 +83,7 @@ def verify(root: Path) -> None:
         if path.stat().st_size != meta["size"] or _sha256(path) != meta["sha256"]:
             raise CheckpointError(f"checkpoint {root} is corrupted: {name} differs from what was saved "
                                   f"(size or SHA-256 mismatch)")
+    _VERIFIED.add(key)
 
 
 def _clean_leftovers(target: Path) -> None:

@@ -57,8 +57,14 @@ def _train(args) -> None:
     budget = args.time_budget if args.time_budget is not None else (300.0 if args.example == "tiny-arith" else None)
     if budget is None and args.iterations is None:
         raise SystemExit("give --time-budget or --iterations")
+    every = args.checkpoint_every
+    if every is not None and not every.endswith("s"):
+        if not every.isdigit():
+            raise SystemExit(f"--checkpoint-every {every!r}: expected iterations (e.g. 50) or seconds (e.g. 600s)")
+        every = int(every)
     run(config, time_budget_s=budget, iterations=args.iterations, eval_every_s=args.eval_every,
-        checkpoint_dir=args.checkpoint_dir, export_dir=args.export_dir)
+        checkpoint_dir=args.checkpoint_dir, export_dir=args.export_dir, checkpoint_every=every,
+        keep_checkpoints=args.keep_checkpoints, resume=args.resume)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -91,7 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--colocate", action="store_true",
                    help="math/general: a learner and a vLLM runner on every GPU (vLLM sleeps while learners train)")
     t.add_argument("--train-batch", type=int, help="math/general: completions per optimizer step, all learners")
-    t.add_argument("--checkpoint-dir", help="save an RLlib checkpoint here at the end")
+    t.add_argument("--checkpoint-dir", help="save checkpoints here (iter_NNNNNN/ and `latest`), always at the end")
+    t.add_argument("--checkpoint-every", help="also checkpoint every N iterations, or every N seconds ('600s')")
+    t.add_argument("--keep-checkpoints", type=int, default=3, help="how many checkpoints to keep (default 3)")
+    t.add_argument("--resume", help="continue the run checkpointed here (a --checkpoint-dir or one checkpoint)")
     t.add_argument("--export-dir", help="export the trained policy (save_pretrained) here at the end")
     t.set_defaults(func=_train)
 
@@ -104,7 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    args.func(args)
+    try:
+        args.func(args)
+    except (ValueError, FileNotFoundError) as e:  # bad options, models, layouts, checkpoints: say which
+        raise SystemExit(f"rllib-rpp: error: {e}") from None
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Child process for the exact-resume test: `python tests/resume_child.py MODE PATH OUT [LAYOUT]`.
 
-MODE "straight": train 3 iterations; "save": train 2 and save to PATH; "resume": restore PATH
-and train 1. Writes the last iteration's metrics and the policy weights to OUT (torch.save).
+MODE "straight": train 2 iterations, save to PATH (weights also to OUT.saved), train a third;
+"resume": restore PATH and train 1. Writes the last iteration's metrics and the policy weights to
+OUT (torch.save).
 LAYOUT "local" (default): one learner in the driver; "fsdp": two FSDP learners."""
 
 import os
@@ -20,7 +21,7 @@ def main(mode, path, out, layout="local"):
     ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, configure_logging=False)
     if mode == "resume":
         algo = ReinforcePP.from_checkpoint(path)
-        iters = 1
+        r = algo.train()
     else:
         # Two epochs with reward normalisation, adaptive β and shuffling: every piece of state counts.
         config = build_config(num_prompts=16, seed=3).training(
@@ -29,11 +30,11 @@ def main(mode, path, out, layout="local"):
             config = config.learners(num_learners=2).training(learner_strategy="fsdp", minibatch_size=32,
                                                                num_epochs=1)
         algo = config.build_algo()
-        iters = 2 if mode == "save" else 3
-    for _ in range(iters):
-        r = algo.train()
-    if mode == "save":
+        for _ in range(2):
+            algo.train()
         algo.save_to_path(path)
+        torch.save({"weights": algo.get_policy_state_dict()}, f"{out}.saved")
+        r = algo.train()
     learner = r["learners"]["default_policy"]
     metrics = {k: float(learner[k]) for k in ("policy_loss", "kl_coef", "kl_ref_per_token", "advantage_max",
                                               "clip_fraction")}

@@ -28,15 +28,14 @@ def _child(*args):
 
 
 def test_resume_in_a_new_process_equals_training_straight_through(tmp_path):
-    _child("straight", tmp_path / "unused", tmp_path / "straight.pt")
-    _child("save", tmp_path / "ckpt", tmp_path / "saved.pt")
+    _child("straight", tmp_path / "ckpt", tmp_path / "straight.pt")  # saves after 2 of its 3 iterations
     _child("resume", tmp_path / "ckpt", tmp_path / "resumed.pt")
     straight, resumed = torch.load(tmp_path / "straight.pt"), torch.load(tmp_path / "resumed.pt")
     for k, v in straight["metrics"].items():
         assert resumed["metrics"][k] == pytest.approx(v, rel=1e-5, abs=1e-7), k
     for k, w in straight["weights"].items():
         torch.testing.assert_close(resumed["weights"][k], w, rtol=1e-5, atol=1e-7)
-    saved = torch.load(tmp_path / "saved.pt")
+    saved = torch.load(tmp_path / "straight.pt.saved")
     assert any(not torch.equal(saved["weights"][k], w) for k, w in straight["weights"].items())
 
 

@@ -14,6 +14,7 @@ One iteration (`training_step`):
 from __future__ import annotations
 
 import logging
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -38,12 +39,32 @@ from envs.models import load_causal_lm, load_tokenizer
 from envs.prompts import load_prompt_rows
 from rllib_rpp import functional as F
 from rllib_rpp import schema as S
+from rllib_rpp.checkpoints import resolve_for_restore, save_atomically
 from rllib_rpp.core.balance import balanced_order
 from rllib_rpp.core.scoring import score_batch
 from rllib_rpp.reinforce_pp.reinforce_pp_config import ReinforcePPConfig
 
 logger = logging.getLogger(__name__)
 _POLICY = f"{COMPONENT_LEARNER}/{COMPONENT_RL_MODULE}/{DEFAULT_MODULE_ID}"
+
+
+def check_cluster_resources(algo_class, config) -> None:
+    """Refuse a layout that asks for more CPUs/GPUs than the Ray cluster has at all (otherwise
+    the actors wait for resources that never come), naming both."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init()
+    need = algo_class.default_resource_request(config).required_resources
+    have = ray.cluster_resources()
+    short = [f"{need[k]:g} {k}s (the cluster has {have.get(k, 0):g})" for k in ("CPU", "GPU")
+             if need.get(k, 0) > have.get(k, 0) + 1e-9]
+    if short:
+        raise ValueError(
+            f"this layout needs {' and '.join(short)}: num_env_runners={config.num_env_runners} x "
+            f"{config.num_cpus_per_env_runner} CPU / {config.num_gpus_per_env_runner} GPU, num_learners="
+            f"{config.num_learners} x {config.num_gpus_per_learner} GPU, plus the driver. Lower them, or start Ray "
+            f"with more resources")
 
 
 def _tokens(episode) -> int:
@@ -62,7 +83,9 @@ class ReinforcePP(Algorithm):
 
     @override(Algorithm)
     def setup(self, config) -> None:
+        check_cluster_resources(self, config)  # before RLlib creates actors that would wait forever
         super().setup(config)
+        self._empty_iterations = 0
         self.reward_moments = F.RunningMoments()
         self._shuffle_rng = np.random.default_rng(self.config.seed)
         self._last_eval = None
@@ -75,7 +98,9 @@ class ReinforcePP(Algorithm):
             episodes, runner_metrics = self._sample()
         self.metrics.aggregate(runner_metrics, key=ENV_RUNNER_RESULTS)
         if not episodes:
+            self._fail_without_runners()
             return
+        self._empty_iterations = 0
         t1 = time.perf_counter()
         self._score(episodes)
         if cfg.shuffle_batch_per_epoch:  # RLlib reshuffles between epochs; shuffle the first too
@@ -107,6 +132,18 @@ class ReinforcePP(Algorithm):
             if self._last_eval is None or (self.iteration + 1) % cfg.greedy_eval_interval == 0:
                 self._last_eval = {**self.evaluate_greedy(), "at_iteration": self.iteration + 1}
             self.metrics.log_dict(self._last_eval, key="greedy_eval", window=1)
+
+    def _fail_without_runners(self) -> None:
+        """An iteration sampled nothing: runners failed and were ignored. Stop once none is left
+        (or after 10 empty iterations in a row) instead of reporting NaN metrics forever."""
+        self._empty_iterations += 1
+        group = self.env_runner_group
+        total = group.num_remote_env_runners()
+        if total and (group.num_healthy_remote_workers() == 0 or self._empty_iterations >= 10):
+            raise RuntimeError(
+                f"no env runner is sampling: {total - group.num_healthy_remote_workers()} of {total} failed and "
+                f"{self._empty_iterations} iteration(s) in a row sampled nothing. With ignore_env_runner_failures "
+                f"failed runners stay down; set .fault_tolerance(restart_failed_env_runners=True) to restart them")
 
     def _sync_weights(self) -> None:
         """New weights to every env runner before the next sample."""
@@ -215,10 +252,30 @@ class ReinforcePP(Algorithm):
                               key="reinforce_pp", window=1)
 
     @override(Algorithm)
-    def save_to_path(self, *args, **kwargs):
+    def save_to_path(self, path=None, *, state=None, filesystem=None, use_msgpack=False) -> str:
+        """RLlib's checkpoint, written atomically (the previous checkpoint survives any
+        interruption), with the policy weights as safetensors and a verifying manifest
+        (`rllib_rpp.checkpoints`). Relative paths work."""
+        policy = self.get_policy_state_dict()
         # RLlib writes the learners' state from learner 0 alone: sharded state is gathered first.
         self._stage_learner_state(optimizer=True)
-        return super().save_to_path(*args, **kwargs)
+        write = super().save_to_path
+        if filesystem is not None or (path is not None and "://" in str(path)):  # remote storage: RLlib's way
+            return write(path, state=state, filesystem=filesystem, use_msgpack=use_msgpack)
+        path = path if path is not None else tempfile.mkdtemp(prefix="rllib_rpp_ckpt_")
+        return save_atomically(path, lambda tmp: write(tmp, state=state, use_msgpack=use_msgpack), policy)
+
+    @override(Algorithm)
+    def restore_from_path(self, path, *args, **kwargs) -> None:
+        # Verified against the checkpoint's manifest first; relative paths work.
+        super().restore_from_path(resolve_for_restore(path) if not kwargs.get("filesystem") else path,
+                                  *args, **kwargs)
+
+    @classmethod
+    @override(Algorithm)
+    def from_checkpoint(cls, path, filesystem=None, **kwargs) -> ReinforcePP:
+        return super().from_checkpoint(resolve_for_restore(path) if filesystem is None else path,
+                                       filesystem=filesystem, **kwargs)
 
     @override(Algorithm)
     def get_state(self, components=None, *, not_components=None, **kwargs) -> dict[str, Any]:

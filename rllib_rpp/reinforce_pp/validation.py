@@ -7,11 +7,13 @@ number belongs (`lr="1e-4"`) is refused naming the option. Cross-option rules li
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 from collections.abc import Callable
 from typing import Any
 
+from envs.text_env import SingleTurnTextEnv, TextEnvConfig
 from rllib_rpp.estimators import ESTIMATORS, KL_PLACEMENTS
 from rllib_rpp.functional import KL_ESTIMATORS, LOSS_AGG_MODES
 from rllib_rpp.samplers.base import SAMPLERS
@@ -146,9 +148,23 @@ def violations(obj, rules: dict[str, Rule], get=getattr) -> list[str]:
     return out
 
 
+def env_config_errors(config) -> list[str]:
+    """Unknown options of the built-in text env, caught on the driver (a remote runner would fail
+    far less clearly)."""
+    env = config.env
+    if not (isinstance(env, type) and issubclass(env, SingleTurnTextEnv)
+            and env.__init__ is SingleTurnTextEnv.__init__):
+        return []
+    known = {f.name for f in dataclasses.fields(TextEnvConfig)}
+    unknown = sorted(set(config.env_config or {}) - known)
+    if not unknown:
+        return []
+    return [f"env_config has unknown option(s) {unknown}; the text env's options are {sorted(known)}"]
+
+
 def cross_option_errors(config) -> list[str]:
     """Rules that relate several options of a ReinforcePPConfig."""
-    errors = []
+    errors = env_config_errors(config)
     if config.kl_in_reward and config.use_kl_loss:
         errors.append("kl_in_reward=True and use_kl_loss=True would count the KL penalty twice; choose one "
                       "(kl_placement='reward' or kl_placement='loss')")

@@ -100,6 +100,7 @@ class CausalLMTorchRLModule(TorchRLModule):
         self._full_state = None
         if is_sharded(self):  # every learner takes its shards of the full state
             load_full_model_state(self, state)
+            self._full_state = state if dist.get_rank() == 0 else None  # what RLlib reads next
             return
         if not self.lora:
             self.load_state_dict(state, strict=True)

@@ -1,0 +1,86 @@
+"""Bad options get an error naming the option and what was expected; a layout the cluster cannot
+hold fails at once; dead runners stop training; non-finite updates never reach the runners."""
+
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import small_config
+
+from rllib_rpp.core.update import check_finite_weights
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("training, match", [
+    (dict(lr=-1e-4), r"lr=-0.0001 is invalid: expected a finite number > 0"),
+    (dict(lr=math.nan), r"lr=nan is invalid"),
+    (dict(lr=math.inf), r"lr=inf is invalid"),
+    (dict(lr="1e-4"), r"lr='1e-4' is invalid: expected a finite number > 0"),
+    (dict(grad_clip=-0.5), r"grad_clip=-0.5 is invalid: expected None or a finite number > 0"),
+    (dict(grad_clip=-1.0), r"grad_clip=-1.0 is invalid"),
+    (dict(reward_scale=0.0), r"reward_scale=0.0 is invalid: expected a finite number > 0"),
+    (dict(num_epochs=0), r"num_epochs=0 is invalid: expected an integer >= 1"),
+    (dict(kl_coef="0.01"), r"kl_coef='0.01' is invalid"),
+    (dict(clip_high=math.nan), r"clip_high=nan is invalid"),
+    (dict(max_tokens_per_microbatch=0), r"max_tokens_per_microbatch=0 is invalid"),
+])
+def test_numeric_options_are_checked_before_rllib_sees_them(training, match):
+    with pytest.raises(ValueError, match=match):
+        small_config(**training).validate()
+
+
+def test_other_options_name_the_culprit():
+    with pytest.raises(ValueError, match=r"model_config\['dtype'\]='fp16' is invalid: expected one of"):
+        small_config().rl_module(model_config={"model": "tiny-arith", "dtype": "fp16"}).validate()
+    with pytest.raises(ValueError, match="greedy_eval_interval=5 needs held-out prompts"):
+        small_config().evaluation(greedy_eval_prompts=None, greedy_eval_interval=5).validate()
+    with pytest.raises(ValueError, match=r"env_config has unknown option\(s\) \['prompt_file'\]"):
+        small_config().environment(env_config={"prompts": "arithmetic", "prompt_file": "x.jsonl"}) \
+            .env_runners(num_env_runners=1).validate()
+    with pytest.raises(ValueError, match="learner_strategy='fsdp' with LoRA is not supported"):
+        small_config(learner_strategy="fsdp").rl_module(model_config={"model": "tiny-arith", "lora": {"r": 4}}) \
+            .validate()
+
+
+def test_an_update_that_leaves_a_weight_nonfinite_is_refused():
+    params = [torch.nn.Parameter(torch.ones(3)), torch.nn.Parameter(torch.tensor([1.0, math.nan]))]
+    with pytest.raises(FloatingPointError, match="made some weights NaN/inf; they were not sent"):
+        check_finite_weights(params)
+    check_finite_weights(params[:1])
+
+
+CHILD = """
+import ray, sys
+sys.path.insert(0, "tests")
+from helpers import small_config
+ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+small_config().env_runners(num_env_runners=2).learners(num_learners=2).build_algo()
+"""
+
+
+def test_a_layout_bigger_than_the_cluster_fails_at_once_with_the_numbers():
+    t = time.time()
+    proc = subprocess.run([sys.executable, "-c", CHILD], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert proc.returncode != 0 and "this layout needs 5 CPUs (the cluster has 2)" in proc.stderr
+    assert time.time() - t < 120
+    proc = subprocess.run([sys.executable, "-m", "rllib_rpp", "train", "math", "--model", "tiny-arith", "--prompts",
+                           "arithmetic", "--gpus", "1", "--iterations", "1"], capture_output=True, text=True,
+                          cwd=ROOT, timeout=300, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    assert proc.returncode != 0 and "GPUs (the cluster has 0)" in proc.stderr, proc.stderr[-2000:]
+
+
+def test_training_stops_when_every_runner_is_dead(ray_local):
+    algo = small_config().env_runners(num_env_runners=1).fault_tolerance(ignore_env_runner_failures=True).build_algo()
+    algo.train()
+    pid = algo.env_runner_group.foreach_env_runner(lambda runner: os.getpid(), local_env_runner=False)[0]
+    os.kill(pid, 9)
+    with pytest.raises(RuntimeError, match=r"no env runner is sampling: 1 of 1 failed"):
+        for _ in range(5):
+            algo.train()
+    algo.stop()

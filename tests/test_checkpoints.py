@@ -1,0 +1,89 @@
+"""Nothing lost: atomic, verified checkpoints; relative paths; weights readable without unpickling."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import small_config
+
+from rllib_rpp import ReinforcePP
+from rllib_rpp.checkpoints import MANIFEST, POLICY_FILE, CheckpointError, load_policy_weights
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.usefixtures("ray_local")
+
+
+def same(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("point", ["rllib_write", "swap_old", "swap_new"])
+def test_a_save_killed_at_any_point_leaves_a_loadable_consistent_checkpoint(tmp_path, point):
+    path, out = tmp_path / "ckpt", tmp_path / "weights"
+    proc = subprocess.run([sys.executable, str(ROOT / "tests" / "kill_save_child.py"), point, str(path), str(out)],
+                          capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert proc.returncode == -9, proc.stderr[-3000:]  # killed by SIGKILL mid-save
+    first, second = torch.load(f"{out}.1"), torch.load(f"{out}.2")
+    with pytest.warns(UserWarning, match="restoring the previous checkpoint") if point == "swap_old" else _nothing():
+        restored = ReinforcePP.from_checkpoint(path)
+    weights = restored.get_policy_state_dict()
+    # Before the swap the old checkpoint is intact; after it, the new one is complete.
+    assert same(weights, second if point == "swap_new" else first)
+    assert restored.iteration == (2 if point == "swap_new" else 1)  # metadata and weights agree
+    restored.stop()
+
+
+class _nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def test_relative_paths_and_overwrites_work(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    algo = small_config().build_algo()
+    algo.train()
+    assert Path(algo.save_to_path("ckpt")) == tmp_path / "ckpt"
+    first = algo.get_policy_state_dict()
+    algo.train()
+    algo.save_to_path("ckpt")  # overwrite in place: atomically
+    assert not (tmp_path / "ckpt.previous").exists() and not list(tmp_path.glob(".ckpt.tmp-*"))
+    restored = ReinforcePP.from_checkpoint("ckpt")
+    assert same(restored.get_policy_state_dict(), algo.get_policy_state_dict())
+    restored.restore_from_path("ckpt")
+    assert not same(restored.get_policy_state_dict(), first)
+    algo.stop()
+    restored.stop()
+
+
+def test_changed_bytes_and_missing_components_are_refused_naming_the_file(tmp_path):
+    algo = small_config().build_algo()
+    algo.train()
+    path = Path(algo.save_to_path(str(tmp_path / "ckpt")))
+    assert (path / MANIFEST).is_file()
+    # The policy weights as safetensors: readable without unpickling anything.
+    assert same(load_policy_weights(path), algo.get_policy_state_dict())
+    algo.stop()
+    flipped = tmp_path / "flipped"
+    shutil.copytree(path, flipped)
+    victim = max((p for p in flipped.rglob("*") if p.is_file() and p.name != MANIFEST), key=lambda p: p.stat().st_size)
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=f"corrupted: {victim.relative_to(flipped).as_posix()} differs"):
+        ReinforcePP.from_checkpoint(flipped)
+    missing = tmp_path / "missing"
+    shutil.copytree(path, missing)
+    shutil.rmtree(missing / "env_runner")
+    with pytest.raises(CheckpointError, match="incomplete: env_runner/.* is missing"):
+        ReinforcePP.from_checkpoint(missing)
+    os.remove(path / MANIFEST)
+    with pytest.warns(UserWarning, match="restoring it unverified"):
+        ReinforcePP.from_checkpoint(path).stop()  # a checkpoint of an older version still loads
+    assert (path / POLICY_FILE).is_file()

@@ -1,0 +1,49 @@
+"""The CLI loses nothing: output directories checked before training, periodic checkpoints,
+SIGTERM finishes the iteration, saves and exits non-zero, --resume continues the run."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from rllib_rpp.checkpoints import LATEST
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN = [sys.executable, "-m", "rllib_rpp", "train", "tiny-arith", "--num-prompts", "8", "--eval-every", "1e9"]
+
+
+def test_unwritable_output_directory_fails_before_training(tmp_path):
+    blocked = tmp_path / "file"
+    blocked.write_text("not a directory")
+    t = time.time()
+    proc = subprocess.run([*TRAIN, "--iterations", "1", "--checkpoint-dir", str(blocked / "ckpt")],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode != 0 and f"cannot write to {blocked / 'ckpt'}" in proc.stderr
+    assert "iter" not in proc.stdout and time.time() - t < 60
+
+
+def test_sigterm_saves_and_exits_nonzero_and_resume_continues(tmp_path):
+    ckpt = tmp_path / "run"
+    proc = subprocess.Popen([*TRAIN, "--time-budget", "600", "--checkpoint-dir", str(ckpt), "--checkpoint-every", "2",
+                             "--keep-checkpoints", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=ROOT)
+    lines = []
+    for line in proc.stdout:  # wait for the 5th iteration (periodic checkpoints at 2 and 4)
+        lines.append(line)
+        if line.startswith("iter    5"):
+            proc.send_signal(signal.SIGTERM)
+            break
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 128 + signal.SIGTERM, err[-3000:]
+    assert "stopped by SIGTERM after" in err and "checkpoint:" in err
+    kept = sorted(p.name for p in ckpt.glob("iter_*"))
+    assert len(kept) == 2 and kept[-1] == (ckpt / LATEST).read_text()  # the last 2 kept; latest = the final save
+    done = int(kept[-1].split("_")[1])
+    assert done >= 5
+    proc = subprocess.run([*TRAIN, "--iterations", "1", "--resume", str(ckpt), "--checkpoint-dir", str(ckpt)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=600,
+                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "resuming from" in proc.stdout and (ckpt / LATEST).read_text() == f"iter_{done + 1:06d}"
