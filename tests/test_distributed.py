@@ -38,13 +38,6 @@ def test_two_learners_whiten_globally_with_a_remote_runner():
     algo.stop()
 
 
-def test_prompts_split_unevenly_over_three_runners_and_shards_balance_tokens():
-    algo = small_config(num_prompts_per_iteration=16).env_runners(num_env_runners=3).build_algo()
-    r = algo.train()
-    assert r["env_runners"]["num_env_steps_sampled"] == 64  # 6 + 5 + 5 prompts, 4 samples each
-    algo.stop()
-
-
 def test_balanced_order_gives_equal_counts_and_near_equal_tokens():
     import random
 
@@ -63,19 +56,23 @@ def test_balanced_order_gives_equal_counts_and_near_equal_tokens():
         balanced_order(lengths, 3)
 
 
-def test_two_remote_runners_draw_disjoint_prompts():
-    algo = small_config().env_runners(num_env_runners=2).build_algo()
+def test_three_remote_runners_draw_disjoint_prompts_and_split_a_batch_unevenly():
+    algo = small_config(num_prompts_per_iteration=16).env_runners(num_env_runners=3).build_algo()
     eps = algo.env_runner_group.foreach_env_runner(lambda runner: runner.sample(num_prompts=8),
                                                    local_env_runner=False)
-    idx = [[e.get_infos(0)["prompt_index"] for e in runner_eps[::4]] for runner_eps in eps]
-    assert len(idx[0]) == len(idx[1]) == 8 and not set(idx[0]) & set(idx[1])
+    idx = [{e.get_infos(0)["prompt_index"] for e in runner_eps[::4]} for runner_eps in eps]
+    assert [len(i) for i in idx] == [8, 8, 8] and not (idx[0] & idx[1] or idx[0] & idx[2] or idx[1] & idx[2])
+    algo.train()  # (its count includes the 3 x 8 prompts drawn above)
+    assert algo.train()["env_runners"]["num_env_steps_sampled"] == 64  # 6 + 5 + 5 prompts, 4 samples each
     algo.stop()
 
 
-def test_tune_grid_search_runs_two_trials_and_string_name():
+def test_tune_grid_search_runs_two_trials_and_string_name_with_tensorboard_logs(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
     param_space = small_config().training(lr=tune.grid_search([1e-4, 3e-4]))
     tuner = tune.Tuner(ReinforcePP, param_space=param_space,
-                       run_config=tune.RunConfig(stop={"training_iteration": 2}, verbose=0))
+                       run_config=tune.RunConfig(stop={"training_iteration": 2}, storage_path=str(tmp_path), verbose=0))
     results = tuner.fit()
     assert len(results) == 2 and not results.errors
     lrs = sorted(r.config["lr"] for r in results)
@@ -83,6 +80,16 @@ def test_tune_grid_search_runs_two_trials_and_string_name():
     for r in results:
         assert r.metrics["training_iteration"] == 2
         assert 0.0 <= r.metrics["env_runners"]["episode_return_mean"] <= 1.0
+    # Tune's TensorBoard logs carry the REINFORCE++ metrics.
+    events = list(tmp_path.rglob("events.out.tfevents*"))
+    assert events
+    acc = EventAccumulator(str(events[0].parent))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    for key in ("learners/default_policy/kl_ref_per_token", "learners/default_policy/clip_fraction",
+                "learners/default_policy/kl_coef", "env_runners/episode_return_mean",
+                "env_runners/completions_per_s"):
+        assert any(t.endswith(key) for t in tags), key
     by_name = tune.Tuner("ReinforcePP", param_space=small_config(), run_config=tune.RunConfig(
         stop={"training_iteration": 1}, verbose=0)).fit()
     assert not by_name.errors and by_name[0].metrics["training_iteration"] == 1

@@ -118,14 +118,18 @@ def test_unknown_policy_model_is_a_clear_error():
         small_config().rl_module(model_config={"model": "no-such-org/no-such-model"}).build_algo()
 
 
-def test_cli_help_explains_the_options():
-    out = subprocess.run([sys.executable, "-m", "rllib_rpp", "train", "--help"], capture_output=True, text=True,
-                         cwd=ROOT, timeout=120)
-    assert out.returncode == 0
-    for flag in ("--time-budget", "--iterations", "--sampler", "--kl-coef", "--estimator", "--export-dir", "--gpus"):
-        assert flag in out.stdout
-    top = subprocess.run([sys.executable, "-m", "rllib_rpp", "--help"], capture_output=True, text=True, cwd=ROOT)
-    assert "train" in top.stdout and "tiny-model" in top.stdout
+def test_cli_help_explains_the_options(capsys):
+    from rllib_rpp.cli import main
+
+    for argv in (["train", "--help"], ["--help"]):
+        with pytest.raises(SystemExit) as done:
+            main(argv)
+        assert done.value.code == 0
+    out = capsys.readouterr().out
+    for flag in ("--time-budget", "--iterations", "--sampler", "--kl-coef", "--estimator", "--export-dir", "--gpus",
+                 "--learner-gpus", "--rollout-gpus", "--colocate", "--checkpoint-every", "--resume"):
+        assert flag in out
+    assert "tiny-model" in out
 
 
 def test_cli_trains_checkpoints_and_exports(tmp_path):
@@ -144,23 +148,6 @@ def test_cli_trains_checkpoints_and_exports(tmp_path):
     out = greedy_completions(model, tok, ["12+30="], max_new_tokens=5)
     assert len(out) == 1 and isinstance(out[0], str)
     assert ReinforcePP.from_checkpoint(str(tmp_path / "ckpt")).iteration == 2
-
-
-def test_tensorboard_logs_carry_the_reinforce_pp_metrics(tmp_path):
-    from ray import tune
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    tune.Tuner(ReinforcePP, param_space=small_config(), run_config=tune.RunConfig(
-        stop={"training_iteration": 2}, storage_path=str(tmp_path), verbose=0)).fit()
-    events = list(tmp_path.rglob("events.out.tfevents*"))
-    assert events
-    acc = EventAccumulator(str(events[0].parent))
-    acc.Reload()
-    tags = set(acc.Tags()["scalars"])
-    for key in ("learners/default_policy/kl_ref_per_token", "learners/default_policy/clip_fraction",
-                "learners/default_policy/kl_coef", "env_runners/episode_return_mean",
-                "env_runners/completions_per_s"):
-        assert any(t.endswith(key) for t in tags), key
 
 
 def test_tune_search_with_early_stopping_reports_the_best_trial(tmp_path):
