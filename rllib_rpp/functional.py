@@ -230,6 +230,14 @@ def truncated_is_weights(old_logprobs: torch.Tensor, sampler_logprobs: torch.Ten
     return torch.exp(old_logprobs - sampler_logprobs).clamp(max=cap).detach()
 
 
+def masked_is_weights(old_logprobs: torch.Tensor, sampler_logprobs: torch.Tensor, low: float,
+                      high: float) -> torch.Tensor:
+    """1 where low <= π_old / π_sampler <= high, else 0 (ICEPOP-style masking), detached: tokens
+    too far off the sampler's distribution leave the loss instead of being reweighted."""
+    ratio = torch.exp(old_logprobs - sampler_logprobs)
+    return ((ratio >= low) & (ratio <= high)).to(old_logprobs.dtype).detach()
+
+
 class PolicyLoss(NamedTuple):
     loss: torch.Tensor
     clip_fraction: torch.Tensor

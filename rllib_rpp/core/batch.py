@@ -86,12 +86,29 @@ def prepare_batch(policy, ref, batch: dict, opts: UpdateOptions, *, kl_coef: flo
         gamma=opts.gamma, std_normalize=opts.advantage_std_norm, all_reduce=all_reduce,
     )
     batch[S.ADVANTAGES] = res.advantages
-    if opts.tis_cap is not None:
-        batch[S.IS_WEIGHTS] = F.truncated_is_weights(batch[S.OLD_LOGPROBS], batch[S.SAMPLER_LOGPROBS], opts.tis_cap)
+    weights = importance_weights(batch, opts)
+    if weights is not None:
+        batch[S.IS_WEIGHTS] = weights
     stats = batch_statistics(batch, opts.kl_estimator, all_reduce)
+    if opts.is_mask_range is not None:
+        kept = all_reduce(torch.stack([(weights > 0).double().mul(mask).sum(), mask.double().sum()]))
+        stats["is_masked_fraction"] = float(1 - kept[0] / kept[1].clamp(min=1))
     stats.update(nonfinite_responses=dropped, old_logprobs_s=t1 - t0, ref_logprobs_s=t2 - t1,
                  advantages_s=time.perf_counter() - t2)
     return stats
+
+
+def importance_weights(batch: dict, opts: UpdateOptions) -> torch.Tensor | None:
+    """Per-token corrections for the sampler/learner gap (§3): TIS weights min(π_old/π_sampler,
+    tis_cap), times the ICEPOP-style 0/1 mask of `is_mask_range`; None when both are off."""
+    old, sampler = batch[S.OLD_LOGPROBS], batch[S.SAMPLER_LOGPROBS]
+    weights = None
+    if opts.tis_cap is not None:
+        weights = F.truncated_is_weights(old, sampler, opts.tis_cap)
+    if opts.is_mask_range is not None:
+        mask = F.masked_is_weights(old, sampler, *opts.is_mask_range)
+        weights = mask if weights is None else weights * mask
+    return weights
 
 
 def drop_nonfinite(batch: dict, policy: str, all_reduce: F.AllReduce = F.no_reduce) -> int:

@@ -25,6 +25,7 @@ class UpdateOptions:
     loss_agg_mode: str = "token-mean"
     entropy_coef: float = 0.0
     tis_cap: float | None = None
+    is_mask_range: tuple[float, float] | None = None
     # Log-prob passes and memory.
     temperature: float = 1.0
     nonfinite_logprobs: str = "error"

@@ -61,6 +61,7 @@ class TextEnvRunner(EnvRunner, Checkpointable):
         self._weights_seq_no = 0
         self._pending_weights: dict | None = None
         self._draws = 0
+        self._last_sample_end = 0.0
         self.sampler = None
         self.env: SingleTurnTextEnv | None = None
         self.make_env()
@@ -116,6 +117,7 @@ class TextEnvRunner(EnvRunner, Checkpointable):
         k = num_prompts or cfg.num_prompts_per_iteration // max(1, cfg.num_env_runners)
         n = cfg.num_samples_per_prompt if explore else 1
         prompts = self.env.next_prompts(k)
+        idle_s = time.perf_counter() - self._last_sample_end if self._last_sample_end else 0.0
         params = SamplingParams(n=n, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
                                 top_p=cfg.top_p, greedy=not explore, ignore_eos=cfg.ignore_eos)
         t0 = time.perf_counter()
@@ -126,6 +128,8 @@ class TextEnvRunner(EnvRunner, Checkpointable):
         t2 = time.perf_counter()
         episodes = self._episodes(expanded, gen, rewards.rewards, n)
         self._log(gen, rewards, len(prompts), sample_s=t1 - t0, reward_s=t2 - t1)
+        self.metrics.log_value(("timers", "idle_s"), idle_s, reduce="mean")  # since the previous sample
+        self._last_sample_end = time.perf_counter()
         return episodes
 
     def _episodes(self, prompts, gen: Generation, rewards: np.ndarray, n: int) -> list[SingleAgentEpisode]:

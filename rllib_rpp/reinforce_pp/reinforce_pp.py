@@ -43,6 +43,7 @@ from rllib_rpp.checkpoints import resolve_for_restore, save_atomically
 from rllib_rpp.core.balance import balanced_order
 from rllib_rpp.core.scoring import score_batch
 from rllib_rpp.reinforce_pp.reinforce_pp_config import ReinforcePPConfig
+from rllib_rpp.reinforce_pp.rollouts import AsyncRollouts, sample_sync
 
 logger = logging.getLogger(__name__)
 _POLICY = f"{COMPONENT_LEARNER}/{COMPONENT_RL_MODULE}/{DEFAULT_MODULE_ID}"
@@ -86,6 +87,8 @@ class ReinforcePP(Algorithm):
         check_cluster_resources(self, config)  # before RLlib creates actors that would wait forever
         super().setup(config)
         self._empty_iterations = 0
+        self._learner_version = self._pushed_version = 0  # updates done / pushed to the runners
+        self._async = AsyncRollouts(self) if self.config.max_rollout_staleness else None
         self.reward_moments = F.RunningMoments()
         self._shuffle_rng = np.random.default_rng(self.config.seed)
         self._last_eval = None
@@ -95,7 +98,12 @@ class ReinforcePP(Algorithm):
         cfg = self.config
         t0 = time.perf_counter()
         with self.metrics.log_time((TIMERS, ENV_RUNNER_SAMPLING_TIMER)):
-            episodes, runner_metrics = self._sample()
+            if self._async is None:
+                episodes, runner_metrics = sample_sync(self)
+            else:
+                episodes, runner_metrics, stats = self._async.next_batch(
+                    self._learner_version, cfg.max_rollout_staleness, self._push_newer_weights)
+                self.metrics.log_dict(stats, key=("reinforce_pp", "async"), window=1)
         self.metrics.aggregate(runner_metrics, key=ENV_RUNNER_RESULTS)
         if not episodes:
             self._fail_without_runners()
@@ -118,9 +126,11 @@ class ReinforcePP(Algorithm):
                 shuffle_batch_per_epoch=cfg.shuffle_batch_per_epoch,
             )
         self.metrics.aggregate(results, key=LEARNER_RESULTS)
+        self._learner_version += 1
         t3 = time.perf_counter()
-        with self.metrics.log_time((TIMERS, SYNCH_WORKER_WEIGHTS_TIMER)):
-            self._sync_weights()
+        if self._async is None:  # async: pushed when the runners hand in their next batch
+            with self.metrics.log_time((TIMERS, SYNCH_WORKER_WEIGHTS_TIMER)):
+                self._push_newer_weights()
         t4 = time.perf_counter()
         # This iteration's phases (RLlib's own timers are smoothed averages).
         self.metrics.log_dict({"sample_s": t1 - t0, "score_s": t2 - t1, "update_s": t3 - t2, "sync_s": t4 - t3,
@@ -132,6 +142,11 @@ class ReinforcePP(Algorithm):
             if self._last_eval is None or (self.iteration + 1) % cfg.greedy_eval_interval == 0:
                 self._last_eval = {**self.evaluate_greedy(), "at_iteration": self.iteration + 1}
             self.metrics.log_dict(self._last_eval, key="greedy_eval", window=1)
+
+    def _push_newer_weights(self) -> None:
+        if self._learner_version > self._pushed_version:
+            self._sync_weights()
+            self._pushed_version = self._learner_version
 
     def _fail_without_runners(self) -> None:
         """An iteration sampled nothing: runners failed and were ignored. Stop once none is left
@@ -218,21 +233,6 @@ class ReinforcePP(Algorithm):
             self._on_learners(lambda learner: learner.save_adapter(path / "adapter"))
         return path
 
-    def _sample(self):
-        """The iteration's prompts, split as evenly as possible over the healthy runners."""
-        group = self.env_runner_group
-        n = self.config.num_prompts_per_iteration
-        ids = group.healthy_env_runner_ids() if group.num_remote_env_runners() else []
-        if not ids:
-            out = group.foreach_env_runner(lambda runner: (runner.sample(num_prompts=n), runner.get_metrics()),
-                                           local_env_runner=True)
-        else:
-            shares = [n // len(ids) + (i < n % len(ids)) for i in range(len(ids))]
-            out = group.foreach_env_runner(
-                [lambda runner, k=k: (runner.sample(num_prompts=k), runner.get_metrics()) for k in shares],
-                remote_worker_ids=ids, local_env_runner=False)
-        return [e for eps, _ in out for e in eps], [m for _, m in out]
-
     def _score(self, episodes) -> None:
         """Driver step over the whole batch: truncation policy, §4 processing, §6 baselines."""
         cfg = self.config
@@ -283,7 +283,8 @@ class ReinforcePP(Algorithm):
             self._stage_learner_state(optimizer=True)
         state = super().get_state(components, not_components=not_components, **kwargs)
         state["reinforce_pp"] = {"reward_moments": self.reward_moments.get_state(),
-                                 "shuffle_rng": self._shuffle_rng.bit_generator.state}
+                                 "shuffle_rng": self._shuffle_rng.bit_generator.state,
+                                 "learner_version": self._learner_version}
         return state
 
     @override(Algorithm)
@@ -292,6 +293,9 @@ class ReinforcePP(Algorithm):
         if "reinforce_pp" in state:
             self.reward_moments.set_state(state["reinforce_pp"]["reward_moments"])
             self._shuffle_rng.bit_generator.state = state["reinforce_pp"]["shuffle_rng"]
+            self._learner_version = self._pushed_version = state["reinforce_pp"].get("learner_version", 0)
+        if self._async is not None and self._async.pending:  # async: the batch in flight is discarded
+            self._async.discard()
         # Runners must sample with the restored weights, not the ones they were built with.
         self._sync_weights()
 

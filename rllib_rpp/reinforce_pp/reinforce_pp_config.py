@@ -92,6 +92,8 @@ class ReinforcePPConfig(AlgorithmConfig):
         # checkpointing, and an 8B model's with it (see rllib_rpp.memory).
         self.max_tokens_per_microbatch = 8192
         self.learner_strategy = "ddp"
+        self.max_rollout_staleness = 0
+        self.is_mask_range = None
         self.release_memory_between_updates = False
         self.logprob_chunk_tokens = 1024
         self.truncated_response = "keep"
@@ -135,6 +137,8 @@ class ReinforcePPConfig(AlgorithmConfig):
         num_prompts_per_iteration: int = NotProvided,
         max_tokens_per_microbatch: int = NotProvided,
         learner_strategy: str = NotProvided,
+        max_rollout_staleness: int = NotProvided,
+        is_mask_range: tuple[float, float] | None = NotProvided,
         release_memory_between_updates: bool = NotProvided,
         logprob_chunk_tokens: int = NotProvided,
         truncated_response: str = NotProvided,
@@ -182,6 +186,13 @@ class ReinforcePPConfig(AlgorithmConfig):
             learner_strategy: With several learners: "ddp" (every learner holds the whole model,
                 gradients all-reduced) or "fsdp" (FSDP2: weights, gradients, optimizer state and
                 the reference sharded over the learners; state gathered collectively).
+            max_rollout_staleness: 0 (default): sample, train, sync, one after the other. K >= 1
+                (needs remote env runners): runners generate the next batch with the newest
+                weights they have while the learners train on the current one (one step off
+                policy); a batch more than K updates old is dropped. Correct the sampler gap with
+                `tis_cap` and/or `is_mask_range`.
+            is_mask_range: (low, high): tokens whose π_old / π_sampler ratio falls outside it leave
+                the loss (ICEPOP-style masking; multiplies with the TIS weights). None: off.
             release_memory_between_updates: After each update the learner moves Adam's state to
                 host memory and empties the CUDA cache, and takes the state back at the next
                 update: for learners sharing their GPU with a vLLM runner (colocated layout).

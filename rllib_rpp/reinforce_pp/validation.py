@@ -113,6 +113,9 @@ RULES: dict[str, Rule] = {
     "num_prompts_per_iteration": POSITIVE_INT,
     "max_tokens_per_microbatch": POSITIVE_INT,
     "learner_strategy": one_of(("ddp", "fsdp")),
+    "max_rollout_staleness": number(0, integer=True),
+    "is_mask_range": (lambda v: v is None or (pair(v) and 0 <= v[0] < 1 < v[1]),
+                      "None or (low, high) with 0 <= low < 1 < high"),
     "release_memory_between_updates": boolean(),
     "logprob_chunk_tokens": POSITIVE_INT,
     "truncated_response": one_of(TRUNCATION_POLICIES),
@@ -178,6 +181,9 @@ def cross_option_errors(config) -> list[str]:
     if config.learner_strategy == "fsdp" and (config.model_config or {}).get("lora"):
         errors.append("learner_strategy='fsdp' with LoRA is not supported: LoRA keeps a bf16 base and tiny "
                       "optimizer state (an 8B model fits one 80 GB GPU); use learner_strategy='ddp'")
+    if config.max_rollout_staleness and not config.num_env_runners and not config.in_evaluation:
+        errors.append(f"max_rollout_staleness={config.max_rollout_staleness} needs remote env runners "
+                      f"(num_env_runners >= 1) to sample while the learners train")
     if config.kl_target is not None and config.kl_coef == 0:
         errors.append("kl_target needs kl_coef > 0 (the adaptive controller scales β multiplicatively)")
     if config.greedy_eval_interval and config.greedy_eval_prompts is None:
