@@ -100,6 +100,8 @@ class TextEnvRunner(EnvRunner, Checkpointable):
             if cfg.sampler == "vllm":
                 extra.setdefault("required_len", self.env.max_prompt_tokens + cfg.max_new_tokens)
                 extra.setdefault("seed", (cfg.seed or 0) + self.worker_index)
+                if self.worker_index > 0:  # remote runners receive broadcasts through vLLM's engine
+                    extra.setdefault("transfer_engine", cfg.weight_transfer_used)
             self.sampler = make_sampler(
                 cfg.sampler, mc.get("model", "tiny-arith"), eos_token_id=self.env.eos_token_id,
                 pad_token_id=self.env.pad_token_id, dtype=mc.get("dtype", "float32"), **extra,
@@ -184,6 +186,26 @@ class TextEnvRunner(EnvRunner, Checkpointable):
         m.log_value(("timers", "reward_s"), reward_s, reduce="sum")
         m.log_value("completions_per_s", n / max(sample_s, 1e-9), reduce="mean")
         m.log_value("tokens_per_s", float(lengths.sum()) / max(sample_s, 1e-9), reduce="mean")
+
+    # -- weight-transfer engine (vLLM) ------------------------------------------------------
+    # Both return None, or the error as text: RLlib ends a runner whose remote call raises, and
+    # a failed transfer leaves this one serving its old weights, fit to go on.
+    def init_weight_transfer(self, **group) -> str | None:
+        """Join learner rank 0's weight-transfer group (see rllib_rpp.samplers.weight_transfer)."""
+        try:
+            self._ensure_sampler().init_weight_transfer(**group)
+        except Exception as e:  # noqa: BLE001 - reported to the driver
+            return f"{type(e).__name__}: {e}"
+        return None
+
+    def receive_weights(self, meta: dict, version: int) -> str | None:
+        """Take one broadcast of new weights; the next samples carry `version`."""
+        try:
+            self._ensure_sampler().receive_weights(meta, version)
+        except Exception as e:  # noqa: BLE001 - reported to the driver
+            return f"{type(e).__name__}: {e}"
+        self._weights_seq_no = version
+        return None
 
     # -- evaluation ------------------------------------------------------------------------
     def evaluate_greedy(self, rows: list[dict]) -> dict[str, float]:

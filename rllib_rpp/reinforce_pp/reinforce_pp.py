@@ -44,6 +44,7 @@ from rllib_rpp.core.balance import balanced_order
 from rllib_rpp.core.scoring import score_batch
 from rllib_rpp.reinforce_pp.reinforce_pp_config import ReinforcePPConfig
 from rllib_rpp.reinforce_pp.rollouts import AsyncRollouts, sample_sync
+from rllib_rpp.reinforce_pp.weight_sync import EngineWeightSync
 
 logger = logging.getLogger(__name__)
 _POLICY = f"{COMPONENT_LEARNER}/{COMPONENT_RL_MODULE}/{DEFAULT_MODULE_ID}"
@@ -89,6 +90,8 @@ class ReinforcePP(Algorithm):
         self._empty_iterations = 0
         self._learner_version = self._pushed_version = 0  # updates done / pushed to the runners
         self._async = AsyncRollouts(self) if self.config.max_rollout_staleness else None
+        backend = self.config.weight_transfer_used
+        self._engine_sync = EngineWeightSync(self, backend) if backend else None
         self.reward_moments = F.RunningMoments()
         self._shuffle_rng = np.random.default_rng(self.config.seed)
         self._last_eval = None
@@ -168,10 +171,16 @@ class ReinforcePP(Algorithm):
             # (RLlib's sync_weights would pickle them through the object store first).
             state = self.learner_group.get_state(components=_POLICY, inference_only=True)[COMPONENT_LEARNER]
             self.env_runner.set_state(state)
+        elif self._engine_sync is not None:  # one broadcast from learner rank 0 (vLLM's engines)
+            self._engine_sync.sync(self._learner_version, fallback=self._sync_through_object_store)
         else:
-            self._stage_learner_state(optimizer=False)
-            group.sync_weights(from_worker_or_learner_group=self.learner_group, policies=[DEFAULT_MODULE_ID],
-                               inference_only=True, timeout_seconds=self.config.weight_sync_timeout_s)
+            self._sync_through_object_store()
+
+    def _sync_through_object_store(self) -> None:
+        self._stage_learner_state(optimizer=False)
+        self.env_runner_group.sync_weights(from_worker_or_learner_group=self.learner_group,
+                                           policies=[DEFAULT_MODULE_ID], inference_only=True,
+                                           timeout_seconds=self.config.weight_sync_timeout_s)
 
     def _stage_learner_state(self, optimizer: bool) -> None:
         """Sharded learners gather their full state together before RLlib reads it from learner 0."""
@@ -184,6 +193,8 @@ class ReinforcePP(Algorithm):
         """After RLlib restarts a failed env runner, give it the current weights."""
         restored = env_runner_group.probe_unhealthy_env_runners() if self.config.is_online else []
         if restored:
+            if self._engine_sync is not None:  # the next sync forms the group again, restored runners in it
+                self._engine_sync.reset()
             self._stage_learner_state(optimizer=False)
             env_runner_group.sync_weights(from_worker_or_learner_group=self.learner_group,
                                           policies=[DEFAULT_MODULE_ID], to_worker_indices=restored,

@@ -106,6 +106,7 @@ class ReinforcePPConfig(AlgorithmConfig):
         self.temperature = 1.0
         self.top_p = 1.0
         self.ignore_eos = False
+        self.weight_transfer = "auto"
         # Greedy evaluation on held-out prompts, reported under "greedy_eval".
         self.greedy_eval_prompts = None
         self.greedy_eval_interval = 0
@@ -218,6 +219,7 @@ class ReinforcePPConfig(AlgorithmConfig):
         temperature: float = NotProvided,
         top_p: float = NotProvided,
         ignore_eos: bool = NotProvided,
+        weight_transfer: str = NotProvided,
     ) -> ReinforcePPConfig:
         """Sets how env runners generate.
 
@@ -229,6 +231,11 @@ class ReinforcePPConfig(AlgorithmConfig):
             temperature: Sampling temperature; the learner's log-probs use logits / temperature.
             top_p: Nucleus sampling mass (keep 1.0 for unbiased policy-gradient samples).
             ignore_eos: Always generate max_new_tokens tokens (for cost benchmarks).
+            weight_transfer: How new weights reach remote vLLM runners: "auto" (default: "nccl" when
+                learners and runners each have whole GPUs, else "gloo"), "nccl" or "gloo" (one
+                broadcast from learner rank 0 through vLLM's weight-transfer engines), or
+                "object_store" (through the driver and Ray's object store; always the path for
+                the transformers sampler and an in-process runner).
         """
         for name, value in list(locals().items()):
             if name != "self" and value is not NotProvided:
@@ -272,6 +279,17 @@ class ReinforcePPConfig(AlgorithmConfig):
         if self.use_kl_loss is False:
             return "reward" if default == "reward" else "none"
         return default
+
+    @property
+    def weight_transfer_used(self) -> str | None:
+        """The weight-transfer engine of remote vLLM runners ("gloo" | "nccl"), None for the
+        object-store path."""
+        if self.sampler != "vllm" or not self.num_env_runners or self.weight_transfer == "object_store":
+            return None
+        if self.weight_transfer != "auto":
+            return self.weight_transfer
+        whole_gpus = self.num_gpus_per_env_runner >= 1 and self.num_gpus_per_learner >= 1
+        return "nccl" if whole_gpus else "gloo"
 
     @property
     def dtypes(self) -> dict[str, str]:

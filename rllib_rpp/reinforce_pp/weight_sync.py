@@ -1,0 +1,99 @@
+"""New weights to remote vLLM runners through vLLM's weight-transfer engines: learner rank 0
+broadcasts every tensor once to all runners (rllib_rpp.samplers.weight_transfer), instead of the
+driver pickling the whole model through Ray's object store.
+
+Both ends block in the same broadcast, so the runners' receive calls are issued first (as async
+actor calls) and the learners' send runs while they wait. The group is formed on first use and
+again whenever the set of healthy runners changes or a transfer fails (a runner or a learner
+died half-way: the runners receive everything before touching their model, so a failed transfer
+leaves them serving their old weights); that sync then goes through the object store to the
+runners that are left, and the next one forms a new group.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import ray
+
+logger = logging.getLogger(__name__)
+
+INIT, RECEIVE = "weight_transfer_init", "weight_transfer"
+
+
+class EngineWeightSync:
+    def __init__(self, algo, backend: str):
+        self.algo, self.backend = algo, backend
+        self.ids: list[int] | None = None  # the runners of the current group (None: no group)
+        self.meta: dict | None = None
+
+    @property
+    def timeout_s(self) -> float:
+        return self.algo.config.weight_sync_timeout_s
+
+    def _wait(self, tag: str, ids: list[int]) -> None:
+        """Every runner's answer to the `tag` calls; raises naming the runners that failed."""
+        group = self.algo.env_runner_group
+        pending, failed, deadline = set(ids), {}, time.time() + self.timeout_s
+        while pending and time.time() < deadline:
+            for worker_id, ref in group.fetch_ready_async_reqs(tags=tag, timeout_seconds=0.2, return_obj_refs=True):
+                pending.discard(worker_id)
+                try:
+                    error = ray.get(ref)  # the runner's own error text, or None
+                except Exception as e:  # noqa: BLE001 - the runner died: reported below
+                    error = f"{type(e).__name__}: {e}"
+                if error:
+                    failed[worker_id] = error
+        if failed or pending:
+            what = "; ".join(f"runner {i}: {e}"[:300] for i, e in failed.items())
+            raise RuntimeError(f"weight transfer ({self.backend}) failed: {what or ''}"
+                               f"{' runners ' + str(sorted(pending)) + ' timed out' if pending else ''}")
+
+    def _connect(self, ids: list[int]) -> None:
+        algo = self.algo
+        group = algo.env_runner_group
+        address, port = algo._on_learners(lambda learner: learner.weight_transfer_endpoint())
+        world, timeout, backend = 1 + len(ids), self.timeout_s, self.backend
+        funcs = [lambda runner, i=i: runner.init_weight_transfer(address=address, port=port, rank_offset=1 + i,
+                                                                 world_size=world, timeout_s=timeout)
+                 for i in range(len(ids))]
+        group.foreach_env_runner_async(funcs, tag=INIT, remote_worker_ids=ids)
+        algo._on_learners(lambda learner: learner.connect_weight_transfer(address, port, world, backend, timeout))
+        self._wait(INIT, ids)
+        self.meta = algo._on_learners(lambda learner: learner.weight_metadata())
+        self.ids = ids
+
+    def _transfer(self, ids: list[int], version: int) -> None:
+        if ids != self.ids:
+            self._connect(ids)
+        meta = self.meta
+        self.algo.env_runner_group.foreach_env_runner_async(
+            lambda runner: runner.receive_weights(meta, version), tag=RECEIVE, remote_worker_ids=ids)
+        self.algo._on_learners(lambda learner: learner.send_weights(version))
+        self._wait(RECEIVE, ids)
+
+    def reset(self) -> None:
+        """Forget the group (closing the learner's end makes any waiting runner fail at once)."""
+        self.ids = None
+        self.algo._on_learners(lambda learner: learner.close_weight_transfer())
+        group = self.algo.env_runner_group
+        for tag in (INIT, RECEIVE):  # drain the calls of the broken transfer
+            for _, ref in group.fetch_ready_async_reqs(tags=tag, timeout_seconds=1.0, return_obj_refs=True):
+                try:
+                    ray.get(ref)
+                except Exception:  # noqa: BLE001, S110 - that transfer is being given up on
+                    pass
+
+    def sync(self, version: int, fallback) -> None:
+        """Broadcast the weights; if that fails, `fallback()` (the object-store path) this time."""
+        ids = self.algo.env_runner_group.healthy_env_runner_ids()
+        if not ids:
+            return
+        try:
+            self._transfer(ids, version)
+        except Exception as e:  # noqa: BLE001 - logged, then the weights go the other way
+            logger.warning(f"weight transfer through the {self.backend} engine failed ({e}); sending these weights "
+                           f"through the object store and forming a new group at the next sync")
+            self.reset()
+            fallback()
