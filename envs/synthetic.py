@@ -23,6 +23,8 @@ SHAPES: dict[str, tuple] = {
     "qwen-vocab-tiny": (151936, 64, 256, 2, 4, 2, True, True),
     # The generation-heavy benchmark model: 10.7M parameters over the built-in character vocabulary.
     "gen-10m": (100, 384, 1024, 6, 6, 6, False, False),
+    # ~106M parameters (untied 32k vocabulary): the weight-sync benchmark.
+    "sync-100m": (32000, 768, 2048, 8, 12, 12, False, False),
 }
 VERSION = 1
 
