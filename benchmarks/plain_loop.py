@@ -29,7 +29,8 @@ def cols(*columns):
 
 class PlainLoop:
     def __init__(self, *, num_prompts: int, samples_per_prompt: int, max_new_tokens: int, minibatches: int,
-                 lr: float, kl_coef: float, model: str = "tiny-arith", seed: int = 0, **_):
+                 lr: float, kl_coef: float, model: str = "tiny-arith", seed: int = 0, ignore_eos: bool = False,
+                 **_):
         torch.manual_seed(seed)
         self.tok = load_tokenizer(model)
         self.sampler = TransformersSampler(model, eos_token_id=self.tok.eos_token_id,
@@ -40,7 +41,7 @@ class PlainLoop:
         self.rows = arithmetic_prompts("train")
         self.ids = [self.tok(r["prompt"])["input_ids"] for r in self.rows]
         self.k, self.n, self.mb, self.kl_coef = num_prompts, samples_per_prompt, minibatches, kl_coef
-        self.params = SamplingParams(n=samples_per_prompt, max_new_tokens=max_new_tokens)
+        self.params = SamplingParams(n=samples_per_prompt, max_new_tokens=max_new_tokens, ignore_eos=ignore_eos)
         self.cursor = 0
         self.timings = {"generate": 0.0, "reward": 0.0, "logprobs": 0.0, "update": 0.0}
 

@@ -19,7 +19,10 @@ def measure(args: dict) -> dict:
     ray.init(num_cpus=max(2, args.get("num_env_runners", 0) + 2), include_dashboard=False, log_to_driver=False,
              configure_logging=False)
     config = build_config(sampler=args["sampler"], num_prompts=args["num_prompts"],
-                          samples_per_prompt=args["samples_per_prompt"], lr=args["lr"], kl_coef=args["kl_coef"])
+                          samples_per_prompt=args["samples_per_prompt"], lr=args["lr"], kl_coef=args["kl_coef"],
+                          model=args.get("model", "tiny-arith"))
+    if args.get("old_logprobs"):
+        config.training(old_logprobs=args["old_logprobs"])
     config.generation(max_new_tokens=args["max_new_tokens"])
     if args.get("ignore_eos"):
         config.generation(ignore_eos=True)

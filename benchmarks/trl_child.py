@@ -21,7 +21,7 @@ def measure(args: dict) -> dict:
     from envs.models import resolve_model_path
     from envs.tasks.arithmetic import arithmetic_prompts
 
-    path = resolve_model_path("tiny-arith")
+    path = resolve_model_path(args.get("model", "tiny-arith"))
     per_step = args["num_prompts"] * args["samples_per_prompt"] // args["minibatches"]
     warmup, iters = args.get("warmup", 2), args["iterations"]
     stamps: list[float] = []
@@ -39,6 +39,7 @@ def measure(args: dict) -> dict:
         max_completion_length=args["max_new_tokens"], beta=args["kl_coef"], learning_rate=args["lr"],
         max_grad_norm=1.0, use_cpu=True, bf16=False, logging_steps=1, save_strategy="no", report_to="none",
         disable_tqdm=True, max_steps=args["minibatches"] * (warmup + iters), seed=0, temperature=1.0,
+        **({"generation_kwargs": {"min_new_tokens": args["max_new_tokens"]}} if args.get("ignore_eos") else {}),
     )
     trainer = GRPOTrainer(
         model=AutoModelForCausalLM.from_pretrained(path), reward_funcs=exact_match, args=config,

@@ -56,7 +56,7 @@ def test_one_broadcast_reaches_two_runners_and_survives_a_runner_killed_mid_tran
     served = [np.concatenate(s) for s in served_logprobs(algo, prompts, responses)]
     assert len(served) == 2  # both ranks (offsets 1 and 2) got the bf16 weights, lm_head included
     for s in served:
-        np.testing.assert_allclose(s, want, atol=0.05)
+        np.testing.assert_allclose(s, want, rtol=0.02, atol=0.05)  # bf16: 1 ulp at |lp| ~ 10 is 0.06
     assert np.abs(served[0] - before).max() > 0.1  # ...and they are the new ones
     versions = algo.env_runner_group.foreach_env_runner(lambda r: r.sampler.weights_version, local_env_runner=False)
     assert versions == [1, 1]
@@ -86,5 +86,5 @@ def test_one_broadcast_reaches_two_runners_and_survives_a_runner_killed_mid_tran
     assert len(set(versions)) == 1 and versions[0] == algo._learner_version
     want = reference_logprobs(algo.get_policy_state_dict(), prompts, responses)
     for s in served_logprobs(algo, prompts, responses):
-        np.testing.assert_allclose(np.concatenate(s), want, atol=0.05)
+        np.testing.assert_allclose(np.concatenate(s), want, rtol=0.02, atol=0.05)
     algo.stop()

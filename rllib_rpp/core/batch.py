@@ -73,7 +73,11 @@ def prepare_batch(policy, ref, batch: dict, opts: UpdateOptions, *, kl_coef: flo
     groups = split_by_tokens(prompt_len, response_len, opts.max_tokens_per_microbatch,
                              min_groups=agree_count(len(groups)))
     t0 = time.perf_counter()
-    batch[S.OLD_LOGPROBS], batch[S.ENTROPY] = logprob_pass(policy, batch, groups, opts, with_entropy=True)
+    if opts.old_logprobs == "sampler":  # exact when the sampler runs these weights in this dtype: no pass
+        batch[S.OLD_LOGPROBS] = batch[S.SAMPLER_LOGPROBS].clone()
+        batch[S.ENTROPY] = torch.full_like(batch[S.OLD_LOGPROBS], float("nan"))  # not computed
+    else:
+        batch[S.OLD_LOGPROBS], batch[S.ENTROPY] = logprob_pass(policy, batch, groups, opts, with_entropy=True)
     t1 = time.perf_counter()
     with ref_context():
         batch[S.REF_LOGPROBS], _ = logprob_pass(ref, batch, groups, opts)

@@ -29,6 +29,7 @@ class UpdateOptions:
     # Log-prob passes and memory.
     temperature: float = 1.0
     nonfinite_logprobs: str = "error"
+    old_logprobs: str = "recompute"  # or "sampler": π_old taken from the sampler's log-probs
     max_tokens_per_microbatch: int = 8192
     logprob_chunk_tokens: int = 1024
     # Precision: master weights / optimizer state, and the compute dtype (autocast when lower).

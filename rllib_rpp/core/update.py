@@ -19,20 +19,22 @@ from rllib_rpp.core.microbatch import row_lengths, split_by_tokens, take_rows
 from rllib_rpp.core.options import UpdateOptions
 
 # How the per-micro-batch metrics combine: token-weighted means, maxima, sums.
-_MEAN = ("clip_fraction", "dual_clip_fraction", "ratio_mean", "approx_kl_old")
-_MAX = ("ratio_max",)
+_MEAN = ("clip_fraction", "dual_clip_fraction", "ratio_mean", "approx_kl_old", "logprob_mismatch_mean")
+_MAX = ("ratio_max", "logprob_mismatch_max")
 
 
 def accumulate_gradients(forward: Callable[[dict], dict], batch: dict, opts: UpdateOptions, *, kl_coef: float,
                          max_tokens: int, world_size: int = 1, all_reduce: F.AllReduce = F.no_reduce,
-                         agree_count: Callable[[int], int] = int, no_sync=nullcontext,
-                         autocast=nullcontext) -> tuple[torch.Tensor, dict[str, float]]:
+                         agree_count: Callable[[int], int] = int, no_sync=nullcontext, autocast=nullcontext,
+                         sampler_gap: bool = False) -> tuple[torch.Tensor, dict[str, float]]:
     """Forward + loss + backward for every micro-batch of `batch` (gradients accumulate).
 
     forward(micro_batch) -> {"logprobs": [b, r], "entropy": [b, r] or None}. With several
     learners, `all_reduce` sums over them, `agree_count` gives the largest micro-batch count
     of any learner (all run that many), and `no_sync()` defers DDP's gradient all-reduce to the
-    last micro-batch. Returns the mini-batch loss (detached) and its metrics."""
+    last micro-batch. `sampler_gap`: also measure |log π_θ - log π_sampler| (on the first
+    mini-batch of an update π_θ is π_old: the sampler mismatch, when π_old is not recomputed).
+    Returns the mini-batch loss (detached) and its metrics."""
     mask = batch[S.RESPONSE_MASK]
     counts = all_reduce(torch.stack([mask.sum(), mask.new_tensor(float(mask.shape[0]))]))
     # DDP averages gradients over learners: each divides by the global count / world size.
@@ -57,6 +59,10 @@ def accumulate_gradients(forward: Callable[[dict], dict], batch: dict, opts: Upd
             loss.backward()
         total = total + loss.detach()
         share = float(micro[S.RESPONSE_MASK].sum()) / local_tokens
+        if sampler_gap:
+            gap = (out["logprobs"].detach() - micro[S.SAMPLER_LOGPROBS]).abs() * micro[S.RESPONSE_MASK]
+            metrics = {**metrics, "logprob_mismatch_mean": gap.sum() / max(float(micro[S.RESPONSE_MASK].sum()), 1.0),
+                       "logprob_mismatch_max": gap.max()}
         for name, value in metrics.items():
             v = float(value)
             if name in _MAX:

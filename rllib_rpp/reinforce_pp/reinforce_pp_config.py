@@ -84,6 +84,7 @@ class ReinforcePPConfig(AlgorithmConfig):
         self.entropy_coef = 0.0
         self.tis_cap = None
         self.nonfinite_logprobs = "error"
+        self.old_logprobs = "recompute"
         # Batch shape.
         self.num_samples_per_prompt = 4
         self.num_prompts_per_iteration = 64
@@ -134,6 +135,7 @@ class ReinforcePPConfig(AlgorithmConfig):
         entropy_coef: float = NotProvided,
         tis_cap: float | None = NotProvided,
         nonfinite_logprobs: str = NotProvided,
+        old_logprobs: str = NotProvided,
         num_samples_per_prompt: int = NotProvided,
         num_prompts_per_iteration: int = NotProvided,
         max_tokens_per_microbatch: int = NotProvided,
@@ -178,6 +180,12 @@ class ReinforcePPConfig(AlgorithmConfig):
             tis_cap: Truncated importance-sampling cap for sampler/learner mismatch; None off.
             nonfinite_logprobs: NaN/inf in a response's log-probs: "error" (default, nothing is
                 updated) or "mask" (the response is left out and counted).
+            old_logprobs: Where π_old comes from: "recompute" (default: a no-grad pass of the
+                learner's weights, as the paper's PPO-clip needs whatever the sampler did) or
+                "sampler" (the sampler's own log-probs: exact, and one forward pass cheaper, when
+                the sampler runs the learner's weights in the learner's dtype, e.g. the
+                transformers sampler in fp32). Either way the sampler/learner gap is logged
+                (with "sampler", from the first update step, where π_θ = π_old).
             num_samples_per_prompt: Completions per prompt (group size).
             num_prompts_per_iteration: Prompts per iteration, over all env runners.
             max_tokens_per_microbatch: Token budget of one forward/backward: each mini-batch
@@ -387,4 +395,8 @@ class ReinforcePPConfig(AlgorithmConfig):
         super().validate()
         if self.kl_placement_used == "loss" and self.kl_estimator_used == "k3":
             logger.warning("KL estimator k3 as a loss term gives a biased gradient; k2 is recommended")
+        if self.old_logprobs == "sampler" and (self.sampler != "transformers" or self.dtypes["compute"] != "float32"):
+            logger.warning("old_logprobs='sampler' takes π_old from the sampler's log-probs: exact only when the "
+                           "sampler runs the learner's weights in the learner's dtype (transformers sampler, fp32); "
+                           "watch learners/default_policy/logprob_mismatch_*")
         self._warn_if_memory_is_short()

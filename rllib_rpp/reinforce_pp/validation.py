@@ -108,6 +108,7 @@ RULES: dict[str, Rule] = {
     "entropy_coef": number(),
     "tis_cap": number(0, lo_open=True, optional=True),
     "nonfinite_logprobs": one_of(("error", "mask")),
+    "old_logprobs": one_of(("recompute", "sampler")),
     # Batch shape.
     "num_samples_per_prompt": POSITIVE_INT,
     "num_prompts_per_iteration": POSITIVE_INT,
@@ -185,6 +186,9 @@ def cross_option_errors(config) -> list[str]:
     if config.max_rollout_staleness and not config.num_env_runners and not config.in_evaluation:
         errors.append(f"max_rollout_staleness={config.max_rollout_staleness} needs remote env runners "
                       f"(num_env_runners >= 1) to sample while the learners train")
+    if config.old_logprobs == "sampler" and config.max_rollout_staleness:
+        errors.append("old_logprobs='sampler' with max_rollout_staleness > 0: a batch sampled by older weights needs "
+                      "π_old recomputed (old_logprobs='recompute')")
     if config.kl_target is not None and config.kl_coef == 0:
         errors.append("kl_target needs kl_coef > 0 (the adaptive controller scales β multiplicatively)")
     if config.greedy_eval_interval and config.greedy_eval_prompts is None:

@@ -206,6 +206,9 @@ class ReinforcePPTorchLearner(ReinforcePPLearner, TorchLearner):
         self._kl_per_seq = stats["kl_ref_per_seq"]
         self._num_seqs = int(stats["num_seqs"])
         self.last_advantages = (batch[S.ADVANTAGES], batch[S.RESPONSE_MASK])  # this shard's, for tests
+        self._measure_sampler_gap = self.options.old_logprobs == "sampler"
+        if self._measure_sampler_gap:  # π_old = the sampler's: its gap is measured in the first update step
+            stats = {k: v for k, v in stats.items() if not k.startswith("logprob_mismatch")}
         for k in ("old_logprobs_s", "ref_logprobs_s", "advantages_s"):
             self.metrics.log_value((DEFAULT_MODULE_ID, "timers", k), stats.pop(k), window=1)
         self.metrics.log_value((DEFAULT_MODULE_ID, "nonfinite_responses"), stats.pop("nonfinite_responses"),
@@ -234,7 +237,9 @@ class ReinforcePPTorchLearner(ReinforcePPLearner, TorchLearner):
             module, batch[mid], self.options, kl_coef=self.kl_coef,
             max_tokens=self.options.max_tokens_per_microbatch, world_size=_world_size(), all_reduce=all_reduce_sum,
             agree_count=all_reduce_max_int, no_sync=getattr(module, "no_sync", nullcontext),
-            autocast=lambda: self.options.autocast(self._device.type))
+            autocast=lambda: self.options.autocast(self._device.type),
+            sampler_gap=getattr(self, "_measure_sampler_gap", False))
+        self._measure_sampler_gap = False
         params = list(self._params.values())
         norm = clip_and_check(params, self.config.grad_clip)
         for optim in self._optimizer_parameters:

@@ -1,0 +1,104 @@
+"""Speed where it counts: a generation-heavy shape, rllib-rpp against TRL and a plain loop, with MFU.
+
+    python -m benchmarks.generation_heavy [--rounds 2] [--iterations 8]
+
+Shape: a random-initialised 10.7M-parameter Llama (`random:gen-10m`: hidden 384, 6 layers, the
+built-in 100-character vocabulary), 8 prompts x 4 samples, exactly 128 new tokens (EOS ignored;
+`--eos` lets responses end at EOS instead), 2 optimizer steps per iteration, fp32, β 0.01 with a
+reference model. Contenders alternate over rounds, each in its own process.
+
+MFU = model FLOPs of an iteration / (seconds per iteration x the fp32 matmul peak measured in
+this run, 2048² products). Model FLOPs per completion of P prompt and R response tokens, with
+N the parameters that multiply (all but the embedding lookup; the output layer counts):
+    generation 2·N·(P+R), π_old pass 2·N·(P+R) (skipped when π_old comes from the sampler),
+    π_ref pass 2·N·(P+R), update forward+backward 6·N·(P+R),
+    plus attention 4·L·h·Σ_t t per forward-equivalent (causal).
+Results: benchmarks/results/generation_heavy.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+from benchmarks.common import run_child, save, table
+
+WORKLOAD = {"model": "random:gen-10m", "num_prompts": 8, "samples_per_prompt": 4, "max_new_tokens": 128,
+            "minibatches": 2, "lr": 1e-5, "kl_coef": 0.01, "ignore_eos": True}
+CONTENDERS = {
+    "plain PyTorch loop": ("benchmarks.plain_loop", {}),
+    "rllib-rpp (transformers)": ("benchmarks.rpp_child", {"sampler": "transformers"}),
+    "rllib-rpp (transformers, π_old from sampler)": ("benchmarks.rpp_child",
+                                                      {"sampler": "transformers", "old_logprobs": "sampler"}),
+    "rllib-rpp (vllm)": ("benchmarks.rpp_child", {"sampler": "vllm"}),
+    "TRL GRPOTrainer": ("benchmarks.trl_child", {}),
+}
+
+
+def matmul_peak() -> float:
+    import torch
+
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    for _ in range(3):
+        a @ b
+    t = time.perf_counter()
+    for _ in range(20):
+        a @ b
+    return 2 * 2048**3 * 20 / (time.perf_counter() - t)
+
+
+def iteration_flops(tokens_per_completion: float, prompt_tokens: float, completions: int, passes: int) -> float:
+    """Model FLOPs of an iteration: `passes` forward-equivalents (2 + 2 + 2 + 6 = 12 with a π_old
+    pass, 10 without), each 2·N per token plus causal attention."""
+    from envs.synthetic import model_config
+    from rllib_rpp.memory import ModelShape
+
+    shape = ModelShape.from_hf_config(model_config("gen-10m"))
+    n = shape.num_params - shape.vocab_size * shape.hidden_size * (0 if shape.tie_word_embeddings else 1)
+    seq = prompt_tokens + tokens_per_completion
+    per_forward = 2 * n * seq + 4 * shape.num_layers * shape.hidden_size * seq * seq / 2
+    return completions * per_forward * passes / 2
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--iterations", type=int, default=8)
+    parser.add_argument("--eos", action="store_true", help="variable-length responses (no ignore_eos)")
+    parser.add_argument("--only", nargs="*", choices=list(CONTENDERS))
+    args = parser.parse_args()
+    workload = {**WORKLOAD, "ignore_eos": not args.eos}
+    names = args.only or list(CONTENDERS)
+    runs = {n: [] for n in names}
+    peaks = []
+    for rnd in range(args.rounds):
+        peaks.append(matmul_peak())
+        for name in (names if rnd % 2 == 0 else names[::-1]):
+            module, extra = CONTENDERS[name]
+            res = run_child(module, {**workload, **extra, "iterations": args.iterations, "warmup": 2}, timeout=7200)
+            runs[name].append(res)
+            print(f"round {rnd + 1}: {name:46s} {res['completions_per_s']:6.2f} completions/s", flush=True)
+    peak = statistics.median(peaks)
+    completions = workload["num_prompts"] * workload["samples_per_prompt"]
+    rows = []
+    for name in names:
+        cps = statistics.median(r["completions_per_s"] for r in runs[name])
+        tps = statistics.median(r["tokens_per_s"] for r in runs[name])
+        passes = 10 if "from sampler" in name else 12
+        flops = iteration_flops(tps / cps, 7.0, completions, passes)
+        rows.append({"contender": name, "completions/s": cps, "tokens/s": tps,
+                     "MFU": flops / (completions / cps) / peak})
+    ref = {r["contender"]: r["completions/s"] for r in rows}
+    for r in rows:
+        for base in ("TRL GRPOTrainer", "plain PyTorch loop"):
+            if base in ref:
+                r[f"vs {base.split()[0]}"] = r["completions/s"] / ref[base]
+    print(f"fp32 matmul peak measured in this run: {peak / 1e9:.0f} GFLOP/s")
+    print(table(rows, ["contender", "completions/s", "tokens/s", "MFU", "vs TRL", "vs plain"]))
+    save("generation_heavy" + ("_eos" if args.eos else ""),
+         {"workload": workload, "peak_flops": peak, "summary": rows, "runs": runs})
+
+
+if __name__ == "__main__":
+    main()

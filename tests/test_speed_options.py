@@ -1,0 +1,38 @@
+"""π_old from the sampler: the same update as recomputing it, one forward pass cheaper, with the
+sampler/learner gap still logged."""
+
+import numpy as np
+import pytest
+import torch
+from helpers import small_config
+
+import rllib_rpp.core.batch as batch_module
+
+pytestmark = pytest.mark.usefixtures("ray_local")
+
+
+def test_old_logprobs_from_the_sampler_train_like_a_recompute_and_log_the_gap(monkeypatch):
+    passes, weights, results = [], [], []
+    real_pass = batch_module.logprob_pass
+
+    def counted_pass(model, *args, **kwargs):
+        passes.append(kwargs.get("with_entropy", False))
+        return real_pass(model, *args, **kwargs)
+
+    monkeypatch.setattr(batch_module, "logprob_pass", counted_pass)  # the learner runs in this process
+    for source in ("recompute", "sampler"):
+        passes.clear()
+        algo = small_config(old_logprobs=source, minibatch_size=64).build_algo()
+        results.append(algo.train()["learners"]["default_policy"])
+        results[-1]["passes"] = list(passes)
+        weights.append(algo.get_policy_state_dict())
+        algo.stop()
+    recompute, sampler = results
+    assert np.isnan(sampler["entropy"]) and np.isfinite(recompute["entropy"])  # no π_old pass: no entropy
+    assert recompute["passes"] == [True, False] and sampler["passes"] == [False]  # π_old pass skipped; π_ref kept
+    assert sampler["logprob_mismatch_max"] < 1e-4 and recompute["logprob_mismatch_max"] < 1e-4  # measured both ways
+    assert sampler["ratio_mean"] == pytest.approx(1.0, abs=1e-4)  # one mini-batch: π_θ = π_old = π_sampler
+    for k in weights[0]:
+        torch.testing.assert_close(weights[1][k], weights[0][k], rtol=1e-3, atol=1e-5)
+    with pytest.raises(ValueError, match="needs π_old recomputed"):
+        small_config(old_logprobs="sampler", max_rollout_staleness=1).env_runners(num_env_runners=1).validate()
