@@ -1,6 +1,6 @@
 """Speed where it counts: a generation-heavy shape, rllib-rpp against TRL and a plain loop, with MFU.
 
-    python -m benchmarks.generation_heavy [--rounds 2] [--iterations 8]
+    python -m benchmarks.generation_heavy [--rounds 2] [--iterations 4] [--eos] [--only NAME ...]
 
 Shape: a random-initialised 10.7M-parameter Llama (`random:gen-10m`: hidden 384, 6 layers, the
 built-in 100-character vocabulary), 8 prompts x 4 samples, exactly 128 new tokens (EOS ignored;
@@ -36,16 +36,17 @@ CONTENDERS = {
 }
 
 
-def matmul_peak() -> float:
+def matmul_peak(dtype: str = "float32", n: int = 2048, reps: int = 20) -> float:
+    """FLOP/s of an n x n matrix product in `dtype` (the MFU denominator for that compute dtype)."""
     import torch
 
-    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
-    for _ in range(3):
+    a, b = (torch.randn(n, n, dtype=getattr(torch, dtype)) for _ in range(2))
+    for _ in range(2):
         a @ b
     t = time.perf_counter()
-    for _ in range(20):
+    for _ in range(reps):
         a @ b
-    return 2 * 2048**3 * 20 / (time.perf_counter() - t)
+    return 2 * n**3 * reps / (time.perf_counter() - t)
 
 
 def iteration_flops(tokens_per_completion: float, prompt_tokens: float, completions: int, passes: int) -> float:
@@ -64,7 +65,7 @@ def iteration_flops(tokens_per_completion: float, prompt_tokens: float, completi
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--iterations", type=int, default=8)
+    parser.add_argument("--iterations", type=int, default=4)
     parser.add_argument("--eos", action="store_true", help="variable-length responses (no ignore_eos)")
     parser.add_argument("--only", nargs="*", choices=list(CONTENDERS))
     args = parser.parse_args()
@@ -76,10 +77,11 @@ def main() -> None:
         peaks.append(matmul_peak())
         for name in (names if rnd % 2 == 0 else names[::-1]):
             module, extra = CONTENDERS[name]
-            res = run_child(module, {**workload, **extra, "iterations": args.iterations, "warmup": 2}, timeout=7200)
+            res = run_child(module, {**workload, **extra, "iterations": args.iterations, "warmup": 1}, timeout=7200)
             runs[name].append(res)
             print(f"round {rnd + 1}: {name:46s} {res['completions_per_s']:6.2f} completions/s", flush=True)
     peak = statistics.median(peaks)
+    bf16_peak = matmul_peak("bfloat16", 1024, 3)  # is bf16 compute worth it on this machine?
     completions = workload["num_prompts"] * workload["samples_per_prompt"]
     rows = []
     for name in names:
@@ -94,10 +96,11 @@ def main() -> None:
         for base in ("TRL GRPOTrainer", "plain PyTorch loop"):
             if base in ref:
                 r[f"vs {base.split()[0]}"] = r["completions/s"] / ref[base]
-    print(f"fp32 matmul peak measured in this run: {peak / 1e9:.0f} GFLOP/s")
+    print(f"matmul peak measured in this run: fp32 {peak / 1e9:.0f} GFLOP/s (2048²), bf16 {bf16_peak / 1e9:.0f} "
+          f"GFLOP/s (1024²)")
     print(table(rows, ["contender", "completions/s", "tokens/s", "MFU", "vs TRL", "vs plain"]))
     save("generation_heavy" + ("_eos" if args.eos else ""),
-         {"workload": workload, "peak_flops": peak, "summary": rows, "runs": runs})
+         {"workload": workload, "peak_flops": peak, "bf16_peak_flops": bf16_peak, "summary": rows, "runs": runs})
 
 
 if __name__ == "__main__":

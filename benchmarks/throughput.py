@@ -18,6 +18,8 @@ from benchmarks.common import WORKLOAD, run_child, save, table
 CONTENDERS = {
     "plain PyTorch loop": ("benchmarks.plain_loop", {}),
     "rllib-rpp (transformers)": ("benchmarks.rpp_child", {"sampler": "transformers"}),
+    "rllib-rpp (transformers, π_old from sampler)": ("benchmarks.rpp_child",
+                                                      {"sampler": "transformers", "old_logprobs": "sampler"}),
     "rllib-rpp (vllm)": ("benchmarks.rpp_child", {"sampler": "vllm"}),
     "TRL GRPOTrainer": ("benchmarks.trl_child", {}),
 }

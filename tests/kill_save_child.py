@@ -1,21 +1,19 @@
-"""Child for the interrupted-save test: `python tests/kill_save_child.py POINT PATH OUT`.
+"""Child for the interrupted-save tests: `python tests/kill_save_child.py POINT PATH OUT`.
 
-Trains 1 iteration and saves to PATH (weights to OUT.1), trains 1 more (weights to OUT.2), then
-saves to PATH again and SIGKILLs itself at POINT of that save: "rllib_write" (half-way through
-RLlib writing its files), "manifest" (before the manifest), "swap_old" (the old checkpoint just
-moved aside), "swap_new" (the new one just moved in, the old one not yet deleted)."""
+"rllib_write": trains 1 iteration and saves to PATH (weights to OUT.1), trains 1 more (weights to
+OUT.2), then saves to PATH again and SIGKILLs itself half-way through RLlib writing its files.
+"swap_old" / "swap_new": saves the finished checkpoint directory OUT over PATH through the same
+atomic save and dies with the old checkpoint just moved aside / the new one just moved in (the
+old one not yet deleted); no Ray needed, so no training here."""
 
 import os
+import shutil
 import signal
 import sys
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import ray  # noqa: E402
-import torch  # noqa: E402
-
 import rllib_rpp.checkpoints as ckpt  # noqa: E402
-from rllib_rpp.presets import tiny_arith  # noqa: E402
 
 
 def die():
@@ -57,6 +55,15 @@ def arm(point):
 
 
 def main(point, path, out):
+    if point != "rllib_write":
+        arm(point)
+        ckpt.save_atomically(path, lambda tmp: shutil.copytree(out, tmp))
+        sys.exit(f"the save finished: the kill at {point!r} did not happen")
+    import ray
+    import torch
+
+    from rllib_rpp.presets import tiny_arith
+
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     algo = tiny_arith(num_prompts=8, seed=1).build_algo()
     algo.train()

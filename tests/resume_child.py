@@ -1,8 +1,8 @@
-"""Child process for the exact-resume test: `python tests/resume_child.py MODE PATH OUT [LAYOUT]`.
+"""The exact-resume test: `python tests/resume_child.py MODE PATH OUT [LAYOUT]`.
 
-MODE "straight": train 2 iterations, save to PATH (weights also to OUT.saved), train a third;
-"resume": restore PATH and train 1. Writes the last iteration's metrics and the policy weights to
-OUT (torch.save).
+MODE "straight": train 2 iterations, save to PATH (weights also to OUT.saved), train a third
+(the tests run this one in their own process: `run`); "resume" (a new process): restore PATH and
+train 1. Writes the last iteration's metrics and the policy weights to OUT (torch.save).
 LAYOUT "local" (default): one learner in the driver; "fsdp": two FSDP learners."""
 
 import os
@@ -19,6 +19,10 @@ from rllib_rpp.presets import tiny_arith as build_config  # noqa: E402
 
 def main(mode, path, out, layout="local"):
     ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    run(mode, path, out, layout)
+
+
+def run(mode, path, out, layout="local"):
     if mode == "resume":
         algo = ReinforcePP.from_checkpoint(path)
         r = algo.train()

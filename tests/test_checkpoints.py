@@ -21,19 +21,45 @@ def same(a, b):
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-@pytest.mark.parametrize("point", ["rllib_write", "swap_old", "swap_new"])
-def test_a_save_killed_at_any_point_leaves_a_loadable_consistent_checkpoint(tmp_path, point):
-    path, out = tmp_path / "ckpt", tmp_path / "weights"
+def _kill_save(point, path, out):
     proc = subprocess.run([sys.executable, str(ROOT / "tests" / "kill_save_child.py"), point, str(path), str(out)],
                           capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert proc.returncode == -9, proc.stderr[-3000:]  # killed by SIGKILL mid-save
-    first, second = torch.load(f"{out}.1"), torch.load(f"{out}.2")
+
+
+def test_a_save_killed_while_rllib_writes_leaves_the_previous_checkpoint(tmp_path):
+    path, out = tmp_path / "ckpt", tmp_path / "weights"
+    _kill_save("rllib_write", path, out)  # a real training process, killed half-way through a pickle
+    restored = ReinforcePP.from_checkpoint(path)
+    assert same(restored.get_policy_state_dict(), torch.load(f"{out}.1"))
+    assert restored.iteration == 1  # metadata and weights agree
+    restored.stop()
+
+
+@pytest.fixture(scope="module")
+def two_checkpoints(tmp_path_factory):
+    """Checkpoints after iterations 1 and 2 of one run, and their policy weights."""
+    root = tmp_path_factory.mktemp("two")
+    algo = small_config().build_algo()
+    saved = []
+    for i in (1, 2):
+        algo.train()
+        saved.append((algo.save_to_path(root / f"iter{i}"), algo.get_policy_state_dict()))
+    algo.stop()
+    return saved
+
+
+@pytest.mark.parametrize("point", ["swap_old", "swap_new"])
+def test_a_save_killed_while_swapping_leaves_a_loadable_consistent_checkpoint(tmp_path, point, two_checkpoints):
+    (first_dir, first), (second_dir, second) = two_checkpoints
+    path = tmp_path / "ckpt"
+    shutil.copytree(first_dir, path)
+    _kill_save(point, path, second_dir)  # the atomic save of checkpoint 2 over checkpoint 1, killed mid-swap
     with pytest.warns(UserWarning, match="restoring the previous checkpoint") if point == "swap_old" else _nothing():
         restored = ReinforcePP.from_checkpoint(path)
-    weights = restored.get_policy_state_dict()
     # Before the swap the old checkpoint is intact; after it, the new one is complete.
-    assert same(weights, second if point == "swap_new" else first)
-    assert restored.iteration == (2 if point == "swap_new" else 1)  # metadata and weights agree
+    assert same(restored.get_policy_state_dict(), second if point == "swap_new" else first)
+    assert restored.iteration == (2 if point == "swap_new" else 1)
     restored.stop()
 
 

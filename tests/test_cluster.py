@@ -7,11 +7,14 @@ import sys
 import tempfile
 from pathlib import Path
 
+import ray
+
 ROOT = Path(__file__).resolve().parents[1]
 RAY = str(Path(sys.executable).parent / "ray")
 
 
 def test_cli_attaches_to_a_real_local_head_node():
+    ray.shutdown()  # the tests' own cluster: `ray stop --force` below ends every Ray process here
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths have a length limit
     subprocess.run([RAY, "start", "--head", "--num-cpus", "2", "--include-dashboard=false", "--temp-dir", temp],

@@ -3,9 +3,6 @@
 import pytest
 import torch
 from helpers import small_config
-from ray import tune
-
-from rllib_rpp import ReinforcePP
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 
@@ -67,29 +64,3 @@ def test_three_remote_runners_draw_disjoint_prompts_and_split_a_batch_unevenly()
     algo.stop()
 
 
-def test_tune_grid_search_runs_two_trials_and_string_name_with_tensorboard_logs(tmp_path):
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    param_space = small_config().training(lr=tune.grid_search([1e-4, 3e-4]))
-    tuner = tune.Tuner(ReinforcePP, param_space=param_space,
-                       run_config=tune.RunConfig(stop={"training_iteration": 2}, storage_path=str(tmp_path), verbose=0))
-    results = tuner.fit()
-    assert len(results) == 2 and not results.errors
-    lrs = sorted(r.config["lr"] for r in results)
-    assert lrs == [1e-4, 3e-4]
-    for r in results:
-        assert r.metrics["training_iteration"] == 2
-        assert 0.0 <= r.metrics["env_runners"]["episode_return_mean"] <= 1.0
-    # Tune's TensorBoard logs carry the REINFORCE++ metrics.
-    events = list(tmp_path.rglob("events.out.tfevents*"))
-    assert events
-    acc = EventAccumulator(str(events[0].parent))
-    acc.Reload()
-    tags = set(acc.Tags()["scalars"])
-    for key in ("learners/default_policy/kl_ref_per_token", "learners/default_policy/clip_fraction",
-                "learners/default_policy/kl_coef", "env_runners/episode_return_mean",
-                "env_runners/completions_per_s"):
-        assert any(t.endswith(key) for t in tags), key
-    by_name = tune.Tuner("ReinforcePP", param_space=small_config(), run_config=tune.RunConfig(
-        stop={"training_iteration": 1}, verbose=0)).fit()
-    assert not by_name.errors and by_name[0].metrics["training_iteration"] == 1

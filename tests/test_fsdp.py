@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+import resume_child
 import torch
 from helpers import small_config
 from transformers import AutoModelForCausalLM
@@ -71,7 +72,8 @@ def _child(*args):
 
 
 def test_exact_resume_across_processes_with_two_fsdp_learners(tmp_path):
-    _child("straight", tmp_path / "ckpt", tmp_path / "straight.pt", "fsdp")  # saves after 2 of its 3 iterations
+    # Straight through here (saves after 2 of its 3 iterations), resumed in a new process.
+    resume_child.run("straight", tmp_path / "ckpt", tmp_path / "straight.pt", "fsdp")
     _child("resume", tmp_path / "ckpt", tmp_path / "resumed.pt", "fsdp")
     straight, resumed = torch.load(tmp_path / "straight.pt"), torch.load(tmp_path / "resumed.pt")
     for k, v in straight["metrics"].items():

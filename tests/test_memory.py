@@ -8,7 +8,10 @@ from rllib_rpp import ReinforcePPConfig
 from rllib_rpp.memory import GiB, ModelShape, estimate_learner_memory
 
 # The benchmark's settings at half the rows (the same ratios, half the time).
-SETTINGS = [{**m, "rows": m["rows"] // 2} for m in MICRO]
+# Without checkpointing at a real vocabulary, with checkpointing on the 10M body (the third
+# setting of the benchmark, the 10M body without checkpointing, adds nothing new).
+SETTINGS = [{**m, "rows": m["rows"] // 2} for m in MICRO
+            if m["model"] != "random:gen-10m" or m.get("gradient_checkpointing")]
 
 
 @pytest.mark.parametrize("setting", SETTINGS, ids=lambda m: f"{m['model']}-ckpt{bool(m.get('gradient_checkpointing'))}")

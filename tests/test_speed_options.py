@@ -36,3 +36,11 @@ def test_old_logprobs_from_the_sampler_train_like_a_recompute_and_log_the_gap(mo
         torch.testing.assert_close(weights[1][k], weights[0][k], rtol=1e-3, atol=1e-5)
     with pytest.raises(ValueError, match="needs π_old recomputed"):
         small_config(old_logprobs="sampler", max_rollout_staleness=1).env_runners(num_env_runners=1).validate()
+
+
+def test_old_logprobs_from_a_sampler_that_may_differ_warns():
+    from rllib_rpp.reinforce_pp import validation
+
+    risky = small_config(old_logprobs="sampler").generation(sampler="vllm")
+    assert any("old_logprobs='sampler'" in w for w in validation.option_warnings(risky))
+    assert not validation.option_warnings(small_config(old_logprobs="sampler"))  # transformers, fp32: exact

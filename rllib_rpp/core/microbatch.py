@@ -12,6 +12,8 @@ import torch
 
 from rllib_rpp import schema as S
 
+MAX_PADDING = 0.25  # share of a micro-batch's tokens that may be padding (once it is worth a split)
+
 
 def row_lengths(batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """Real prompt and response tokens per row, [B] each."""
@@ -19,10 +21,12 @@ def row_lengths(batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def split_by_tokens(prompt_len: torch.Tensor, response_len: torch.Tensor, max_tokens: int, *,
-                    min_groups: int = 1) -> list[torch.Tensor]:
+                    min_groups: int = 1, max_padding: float = MAX_PADDING) -> list[torch.Tensor]:
     """Row indices in groups whose padded size rows x (max P + max R) is at most `max_tokens`
-    (a row longer than the budget is a group of its own), longest rows first; then the groups
-    with the most rows are halved until there are at least `min_groups` (<= number of rows)."""
+    (a row longer than the budget is a group of its own), longest rows first. A group that
+    already holds 1/8 of the budget also ends before a row shorter than (1 - max_padding) of
+    its longest row, so padding costs at most that share of its FLOPs. Then the groups with the
+    most rows are halved until there are at least `min_groups` (<= number of rows)."""
     order = (prompt_len + response_len).argsort(descending=True, stable=True).tolist()
     p, r = prompt_len.tolist(), response_len.tolist()
     groups: list[list[int]] = []
@@ -30,7 +34,10 @@ def split_by_tokens(prompt_len: torch.Tensor, response_len: torch.Tensor, max_to
     max_p = max_r = 0
     for i in order:
         new_p, new_r = max(max_p, p[i]), max(max_r, r[i])
-        if cur and (len(cur) + 1) * (new_p + new_r) > max_tokens:
+        over_budget = (len(cur) + 1) * (new_p + new_r) > max_tokens
+        width = max_p + max_r
+        much_shorter = len(cur) * width * 8 >= max_tokens and p[i] + r[i] < (1 - max_padding) * width
+        if cur and (over_budget or much_shorter):
             groups.append(cur)
             cur, new_p, new_r = [], p[i], r[i]
         cur.append(i)

@@ -393,10 +393,6 @@ class ReinforcePPConfig(AlgorithmConfig):
         total = self.num_prompts_per_iteration * self.num_samples_per_prompt
         self.train_batch_size_per_learner = total // max(1, self.num_learners)
         super().validate()
-        if self.kl_placement_used == "loss" and self.kl_estimator_used == "k3":
-            logger.warning("KL estimator k3 as a loss term gives a biased gradient; k2 is recommended")
-        if self.old_logprobs == "sampler" and (self.sampler != "transformers" or self.dtypes["compute"] != "float32"):
-            logger.warning("old_logprobs='sampler' takes π_old from the sampler's log-probs: exact only when the "
-                           "sampler runs the learner's weights in the learner's dtype (transformers sampler, fp32); "
-                           "watch learners/default_policy/logprob_mismatch_*")
+        for warning in validation.option_warnings(self):
+            logger.warning(warning)
         self._warn_if_memory_is_short()

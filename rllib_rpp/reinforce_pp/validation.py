@@ -167,6 +167,18 @@ def env_config_errors(config) -> list[str]:
     return [f"env_config has unknown option(s) {unknown}; the text env's options are {sorted(known)}"]
 
 
+def option_warnings(config) -> list[str]:
+    """Valid but risky combinations: trained as asked, with a warning."""
+    warnings = []
+    if config.kl_placement_used == "loss" and config.kl_estimator_used == "k3":
+        warnings.append("KL estimator k3 as a loss term gives a biased gradient; k2 is recommended")
+    if config.old_logprobs == "sampler" and (config.sampler != "transformers" or config.dtypes["compute"] != "float32"):
+        warnings.append("old_logprobs='sampler' takes π_old from the sampler's log-probs: exact only when the sampler "
+                        "runs the learner's weights in the learner's dtype (transformers sampler, fp32); watch "
+                        "learners/default_policy/logprob_mismatch_*")
+    return warnings
+
+
 def cross_option_errors(config) -> list[str]:
     """Rules that relate several options of a ReinforcePPConfig."""
     errors = env_config_errors(config)
