@@ -5,7 +5,9 @@
 Shape: a random-initialised 10.7M-parameter Llama (`random:gen-10m`: hidden 384, 6 layers, the
 built-in 100-character vocabulary), 8 prompts x 4 samples, exactly 128 new tokens (EOS ignored;
 `--eos` lets responses end at EOS instead), 2 optimizer steps per iteration, fp32, β 0.01 with a
-reference model. Contenders alternate over rounds, each in its own process.
+reference model. Contenders alternate over rounds, each in its own process. `--defaults` runs
+each system as it comes instead (rllib-rpp's config defaults, one optimizer step per batch;
+TRL's GRPOConfig defaults: β 0, so no reference model, and no π_old pass).
 
 MFU = model FLOPs of an iteration / (seconds per iteration x the fp32 matmul peak measured in
 this run, 2048² products). Model FLOPs per completion of P prompt and R response tokens, with
@@ -33,6 +35,11 @@ CONTENDERS = {
                                                       {"sampler": "transformers", "old_logprobs": "sampler"}),
     "rllib-rpp (vllm)": ("benchmarks.rpp_child", {"sampler": "vllm"}),
     "TRL GRPOTrainer": ("benchmarks.trl_child", {}),
+}
+# --defaults: each system as it comes (only the task, model, batch shape and length set).
+DEFAULTS = {
+    "rllib-rpp defaults": ("benchmarks.rpp_child", {"defaults": True, "sampler": "transformers"}),
+    "TRL GRPOTrainer defaults": ("benchmarks.trl_child", {"defaults": True, "minibatches": 1}),
 }
 
 
@@ -67,16 +74,18 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--iterations", type=int, default=4)
     parser.add_argument("--eos", action="store_true", help="variable-length responses (no ignore_eos)")
-    parser.add_argument("--only", nargs="*", choices=list(CONTENDERS))
+    parser.add_argument("--defaults", action="store_true", help="each system's defaults instead")
+    parser.add_argument("--only", nargs="*", choices=list(CONTENDERS) + list(DEFAULTS))
     args = parser.parse_args()
     workload = {**WORKLOAD, "ignore_eos": not args.eos}
-    names = args.only or list(CONTENDERS)
+    contenders = DEFAULTS if args.defaults else CONTENDERS
+    names = args.only or list(contenders)
     runs = {n: [] for n in names}
     peaks = []
     for rnd in range(args.rounds):
         peaks.append(matmul_peak())
         for name in (names if rnd % 2 == 0 else names[::-1]):
-            module, extra = CONTENDERS[name]
+            module, extra = {**CONTENDERS, **DEFAULTS}[name]
             res = run_child(module, {**workload, **extra, "iterations": args.iterations, "warmup": 1}, timeout=7200)
             runs[name].append(res)
             print(f"round {rnd + 1}: {name:46s} {res['completions_per_s']:6.2f} completions/s", flush=True)
@@ -87,19 +96,21 @@ def main() -> None:
     for name in names:
         cps = statistics.median(r["completions_per_s"] for r in runs[name])
         tps = statistics.median(r["tokens_per_s"] for r in runs[name])
-        passes = 10 if "from sampler" in name else 12
+        # In 2·N-per-token units: generation 2, π_old 2, π_ref 2, update 6 (TRL's defaults: β 0, no
+        # reference pass; one step per generation batch, no π_old pass).
+        passes = 10 if "from sampler" in name else 8 if name == "TRL GRPOTrainer defaults" else 12
         flops = iteration_flops(tps / cps, 7.0, completions, passes)
         rows.append({"contender": name, "completions/s": cps, "tokens/s": tps,
                      "MFU": flops / (completions / cps) / peak})
     ref = {r["contender"]: r["completions/s"] for r in rows}
     for r in rows:
-        for base in ("TRL GRPOTrainer", "plain PyTorch loop"):
+        for base in ("TRL GRPOTrainer", "TRL GRPOTrainer defaults", "plain PyTorch loop"):
             if base in ref:
-                r[f"vs {base.split()[0]}"] = r["completions/s"] / ref[base]
+                r["vs " + ("TRL" if base.startswith("TRL") else "plain")] = r["completions/s"] / ref[base]
     print(f"matmul peak measured in this run: fp32 {peak / 1e9:.0f} GFLOP/s (2048²), bf16 {bf16_peak / 1e9:.0f} "
           f"GFLOP/s (1024²)")
     print(table(rows, ["contender", "completions/s", "tokens/s", "MFU", "vs TRL", "vs plain"]))
-    save("generation_heavy" + ("_eos" if args.eos else ""),
+    save("generation_heavy" + ("_eos" if args.eos else "") + ("_defaults" if args.defaults else ""),
          {"workload": workload, "peak_flops": peak, "bf16_peak_flops": bf16_peak, "summary": rows, "runs": runs})
 
 

@@ -18,15 +18,24 @@ def measure(args: dict) -> dict:
 
     ray.init(num_cpus=max(2, args.get("num_env_runners", 0) + 2), include_dashboard=False, log_to_driver=False,
              configure_logging=False)
-    config = build_config(sampler=args["sampler"], num_prompts=args["num_prompts"],
-                          samples_per_prompt=args["samples_per_prompt"], lr=args["lr"], kl_coef=args["kl_coef"],
-                          model=args.get("model", "tiny-arith"))
+    if args.get("defaults"):  # the config's own defaults: only the task and the batch shape set
+        from rllib_rpp import ReinforcePPConfig
+
+        config = (ReinforcePPConfig().environment(env_config={"prompts": "arithmetic", "reward_funcs": ["exact_match"]})
+                  .rl_module(model_config={"model": args.get("model", "tiny-arith")})
+                  .training(num_prompts_per_iteration=args["num_prompts"],
+                            num_samples_per_prompt=args["samples_per_prompt"],  # one step: the default 128 > 32
+                            minibatch_size=args["num_prompts"] * args["samples_per_prompt"]))
+    else:
+        config = build_config(sampler=args["sampler"], num_prompts=args["num_prompts"],
+                              samples_per_prompt=args["samples_per_prompt"], lr=args["lr"], kl_coef=args["kl_coef"],
+                              model=args.get("model", "tiny-arith"))
+        config.training(minibatch_size=args["num_prompts"] * args["samples_per_prompt"] // args["minibatches"])
     if args.get("old_logprobs"):
         config.training(old_logprobs=args["old_logprobs"])
     config.generation(max_new_tokens=args["max_new_tokens"])
     if args.get("ignore_eos"):
         config.generation(ignore_eos=True)
-    config.training(minibatch_size=args["num_prompts"] * args["samples_per_prompt"] // args["minibatches"])
     config.env_runners(num_env_runners=args.get("num_env_runners", 0))
     algo = config.build_algo()
     for _ in range(args.get("warmup", 3)):

@@ -33,13 +33,15 @@ def measure(args: dict) -> dict:
     def exact_match(completions, answer, **kwargs):
         return [float(c.strip() == a) for c, a in zip(completions, answer)]
 
+    matched = {} if args.get("defaults") else {  # else TRL's own defaults (β 0: no reference model)
+        "gradient_accumulation_steps": 1, "steps_per_generation": args["minibatches"], "beta": args["kl_coef"],
+        "learning_rate": args["lr"], "max_grad_norm": 1.0, "temperature": 1.0}
     config = GRPOConfig(
-        output_dir=tempfile.mkdtemp(), per_device_train_batch_size=per_step, gradient_accumulation_steps=1,
-        steps_per_generation=args["minibatches"], num_generations=args["samples_per_prompt"],
-        max_completion_length=args["max_new_tokens"], beta=args["kl_coef"], learning_rate=args["lr"],
-        max_grad_norm=1.0, use_cpu=True, bf16=False, logging_steps=1, save_strategy="no", report_to="none",
-        disable_tqdm=True, max_steps=args["minibatches"] * (warmup + iters), seed=0, temperature=1.0,
+        output_dir=tempfile.mkdtemp(), per_device_train_batch_size=per_step, num_generations=args["samples_per_prompt"],
+        max_completion_length=args["max_new_tokens"], use_cpu=True, bf16=False, logging_steps=1, save_strategy="no",
+        report_to="none", disable_tqdm=True, max_steps=args["minibatches"] * (warmup + iters), seed=0,
         **({"generation_kwargs": {"min_new_tokens": args["max_new_tokens"]}} if args.get("ignore_eos") else {}),
+        **matched,
     )
     trainer = GRPOTrainer(
         model=AutoModelForCausalLM.from_pretrained(path), reward_funcs=exact_match, args=config,
