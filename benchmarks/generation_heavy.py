@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 from benchmarks.common import run_child, save, table
 
@@ -44,16 +43,12 @@ DEFAULTS = {
 
 
 def matmul_peak(dtype: str = "float32", n: int = 2048, reps: int = 20) -> float:
-    """FLOP/s of an n x n matrix product in `dtype` (the MFU denominator for that compute dtype)."""
+    """FLOP/s of an n x n matrix product in `dtype` on the CPU (the MFU denominator)."""
     import torch
 
-    a, b = (torch.randn(n, n, dtype=getattr(torch, dtype)) for _ in range(2))
-    for _ in range(2):
-        a @ b
-    t = time.perf_counter()
-    for _ in range(reps):
-        a @ b
-    return 2 * n**3 * reps / (time.perf_counter() - t)
+    from benchmarks.gpu_check import matmul_peak as measured
+
+    return measured(torch.device("cpu"), getattr(torch, dtype), n, reps)
 
 
 def iteration_flops(tokens_per_completion: float, prompt_tokens: float, completions: int, passes: int) -> float:
