@@ -185,7 +185,7 @@ class ReinforcePPConfig(AlgorithmConfig):
                 "sampler" (the sampler's own log-probs: exact, and one forward pass cheaper, when
                 the sampler runs the learner's weights in the learner's dtype, e.g. the
                 transformers sampler in fp32). Either way the sampler/learner gap is logged
-                (with "sampler", from the first update step, where π_θ = π_old).
+                (with "sampler", from the first update step, where π_θ = π_old); no entropy metric (NaN).
             num_samples_per_prompt: Completions per prompt (group size).
             num_prompts_per_iteration: Prompts per iteration, over all env runners.
             max_tokens_per_microbatch: Token budget of one forward/backward: each mini-batch
