@@ -24,17 +24,10 @@ import argparse
 import statistics
 
 from benchmarks.common import run_child, save, table
+from benchmarks.throughput import CONTENDERS  # the same five contenders as the tiny shape
 
 WORKLOAD = {"model": "random:gen-10m", "num_prompts": 8, "samples_per_prompt": 4, "max_new_tokens": 128,
             "minibatches": 2, "lr": 1e-5, "kl_coef": 0.01, "ignore_eos": True}
-CONTENDERS = {
-    "plain PyTorch loop": ("benchmarks.plain_loop", {}),
-    "rllib-rpp (transformers)": ("benchmarks.rpp_child", {"sampler": "transformers"}),
-    "rllib-rpp (transformers, π_old from sampler)": ("benchmarks.rpp_child",
-                                                      {"sampler": "transformers", "old_logprobs": "sampler"}),
-    "rllib-rpp (vllm)": ("benchmarks.rpp_child", {"sampler": "vllm"}),
-    "TRL GRPOTrainer": ("benchmarks.trl_child", {}),
-}
 # --defaults: each system as it comes (only the task, model, batch shape and length set).
 DEFAULTS = {
     "rllib-rpp defaults": ("benchmarks.rpp_child", {"defaults": True, "sampler": "transformers"}),
