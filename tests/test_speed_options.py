@@ -44,3 +44,35 @@ def test_old_logprobs_from_a_sampler_that_may_differ_warns():
     risky = small_config(old_logprobs="sampler").generation(sampler="vllm")
     assert any("old_logprobs='sampler'" in w for w in validation.option_warnings(risky))
     assert not validation.option_warnings(small_config(old_logprobs="sampler"))  # transformers, fp32: exact
+
+
+def test_transformers_sampler_stops_computing_finished_rows_and_decodes_as_generate():
+    from envs.models import load_tokenizer, resolve_model_path
+    from envs.tasks.arithmetic import arithmetic_prompts
+    from rllib_rpp.samplers.base import SamplingParams
+    from rllib_rpp.samplers.hf import TransformersSampler, left_pad
+
+    path = resolve_model_path("tiny-arith")
+    tok = load_tokenizer(path)
+    sampler = TransformersSampler(path, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    prompts = [tok(r["prompt"])["input_ids"] for r in arithmetic_prompts("train")[:24]]
+    prompts += [tok("1" * k)["input_ids"] for k in range(1, 9)]  # nonsense: may run to the limit
+    selected = []
+    from transformers.cache_utils import Cache  # record every compaction of the KV cache
+
+    real = Cache.batch_select_indices
+    Cache.batch_select_indices = lambda self, idx: (selected.append(len(idx)), real(self, idx))[1]
+    try:
+        out = sampler.generate(prompts, SamplingParams(n=1, max_new_tokens=12, greedy=True))
+    finally:
+        Cache.batch_select_indices = real
+    assert selected and selected[-1] < len(prompts)  # finished rows left the batch
+    ids, mask = left_pad(prompts, tok.pad_token_id)
+    with torch.no_grad():
+        ref = sampler.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=12, do_sample=False,
+                                     eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    for row, got in zip(ref[:, ids.shape[1]:].tolist(), out.token_ids):
+        want = row[: row.index(tok.eos_token_id) + 1] if tok.eos_token_id in row else row
+        assert got == want
+    lengths = {len(t) for t in out.token_ids}
+    assert len(lengths) > 1  # rows really ended at different steps

@@ -61,28 +61,34 @@ class TransformersSampler(Sampler):
 
     def _generate(self, rows, params: SamplingParams) -> Generation:
         ids, mask = (t.to(self.device) for t in left_pad(rows, self.pad_token_id))
-        B = ids.shape[0]
+        B, T = ids.shape[0], params.max_new_tokens
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
-        next_pos = pos[:, -1:] + 1
-        finished = torch.zeros(B, dtype=torch.bool, device=self.device)
-        tokens, logprobs = [], []
-        for t in range(params.max_new_tokens):
+        cache, next_pos = out.past_key_values, pos[:, -1:] + 1
+        seqs = torch.full((B, T), self.pad_token_id, dtype=torch.long, device=self.device)
+        lps = torch.zeros(B, T, device=self.device)
+        live = torch.arange(B, device=self.device)  # the rows still in the decode batch
+        ended = torch.zeros(B, dtype=torch.bool, device=self.device)  # of those rows
+        for t in range(T):
             logits = out.logits[:, -1]
             if params.ignore_eos:  # as generate's min_new_tokens: EOS is never drawn
                 logits[:, self.eos_token_id] = float("-inf")
             token, logprob = sample_tokens(logits, params)
-            token = token.masked_fill(finished, self.pad_token_id)
-            tokens.append(token)
-            logprobs.append(logprob)
-            finished |= token == self.eos_token_id
-            if finished.all() or t == params.max_new_tokens - 1:
+            token = token.masked_fill(ended, self.pad_token_id)
+            seqs[live, t], lps[live, t] = token, logprob
+            ended |= token == self.eos_token_id
+            if ended.all() or t == T - 1:
                 break
+            if 4 * int(ended.sum()) >= len(live) and hasattr(cache, "batch_select_indices"):
+                # A quarter of the batch is done: stop computing those rows (as vLLM does).
+                keep = (~ended).nonzero().squeeze(-1)
+                cache.batch_select_indices(keep)
+                live, mask, next_pos, token, ended = live[keep], mask[keep], next_pos[keep], token[keep], ended[keep]
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
             out = self.model(input_ids=token[:, None], attention_mask=mask, position_ids=next_pos,
-                             past_key_values=out.past_key_values, use_cache=True)
+                             past_key_values=cache, use_cache=True)
             next_pos = next_pos + 1
-        seqs, lps = torch.stack(tokens, 1).cpu(), torch.stack(logprobs, 1).cpu()
+        seqs, lps = seqs[:, : t + 1].cpu(), lps[:, : t + 1].cpu()
         is_eos = seqs == self.eos_token_id
         done = is_eos.any(-1)
         full = torch.full_like(done, seqs.shape[1], dtype=torch.long)
