@@ -1,5 +1,6 @@
-"""π_old from the sampler: the same update as recomputing it, one forward pass cheaper, with the
-sampler/learner gap still logged."""
+"""Speed without changing the result: π_old from the sampler (the same update as recomputing it,
+one forward pass cheaper, the sampler/learner gap still logged), and finished rows leaving the
+transformers sampler's decode batch (the same tokens as `generate`)."""
 
 import numpy as np
 import pytest
