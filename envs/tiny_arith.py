@@ -8,10 +8,13 @@ so transformers and vLLM load it from its directory. (Llama rather than Qwen2: t
 forces its own byte-level pre-tokenizer onto any `qwen2` checkpoint, which would drop spaces.)
 
 Cached on disk (see `envs.cache`); `python -m rllib_rpp tiny-model [--rebuild]` prints where.
+`RLLIB_RPP_TINY_ARITH_SEED=N` builds (and caches separately) the model warmed up from seed N:
+other initial weights and batch order, the same data split. The suite must pass for any of them.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -36,6 +39,18 @@ RECIPE = {
     "max_new_tokens": 5,
 }
 SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>"]
+SPLIT_SEED = 0  # the train/eval split of the arithmetic task, the same for every warm-up seed
+
+
+def tiny_arith_recipe() -> dict:
+    """RECIPE, with the warm-up seed from $RLLIB_RPP_TINY_ARITH_SEED when it is set."""
+    seed = os.environ.get("RLLIB_RPP_TINY_ARITH_SEED", "").strip()
+    if not seed:
+        return RECIPE
+    try:
+        return {**RECIPE, "seed": int(seed)}
+    except ValueError:
+        raise ValueError(f"RLLIB_RPP_TINY_ARITH_SEED={seed!r} is not an integer") from None
 CHAT_TEMPLATE = (
     "{{ bos_token }}{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
     "{% if add_generation_prompt %}assistant: {% endif %}"
@@ -43,7 +58,8 @@ CHAT_TEMPLATE = (
 
 
 def tiny_arith_dir() -> Path:
-    return cached_dir(f"tiny-arith-v{RECIPE['version']}", RECIPE)
+    recipe = tiny_arith_recipe()
+    return cached_dir(f"tiny-arith-v{recipe['version']}", recipe)
 
 
 def char_tokenizer():
@@ -71,7 +87,7 @@ def _log(msg: str) -> None:
     print(f"[tiny-arith] {msg}", file=sys.stderr, flush=True)
 
 
-def build_tiny_arith(out_dir: str | Path, recipe: dict = RECIPE, log=_log) -> dict:
+def build_tiny_arith(out_dir: str | Path, recipe: dict | None = None, log=_log) -> dict:
     """Build the model into `out_dir`; returns the build report."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -79,6 +95,7 @@ def build_tiny_arith(out_dir: str | Path, recipe: dict = RECIPE, log=_log) -> di
     from envs.evaluation import greedy_accuracy
     from envs.tasks.arithmetic import arithmetic_prompts
 
+    recipe = recipe or tiny_arith_recipe()
     t0 = time.time()
     torch.manual_seed(recipe["seed"])
     tok = char_tokenizer()
@@ -100,8 +117,8 @@ def build_tiny_arith(out_dir: str | Path, recipe: dict = RECIPE, log=_log) -> di
     log(f"building: Llama {n_params / 1e6:.2f}M parameters, warm-up until held-out greedy "
         f"accuracy >= {recipe['target_accuracy']:.0%} (at most {recipe['max_steps']} steps)")
 
-    train = arithmetic_prompts("train", seed=recipe["seed"])
-    evals = arithmetic_prompts("eval", seed=recipe["seed"])
+    train = arithmetic_prompts("train", seed=SPLIT_SEED)
+    evals = arithmetic_prompts("eval", seed=SPLIT_SEED)
     # Sequences "<s>a+b=" + "sum</s>"; loss on the completion tokens only.
     prompt_ids = [tok(r["prompt"])["input_ids"] for r in train]
     answer_ids = [tok(r["answer"], add_special_tokens=False)["input_ids"] + [tok.eos_token_id] for r in train]

@@ -112,10 +112,19 @@ def test_other_estimators_train(estimator):
 
 
 def test_adaptive_kl_coef_moves_and_is_checkpointed(tmp_path):
-    algo = small_config(kl_target=1e-6, kl_horizon=100, reward_normalization="running").build_algo()
-    betas = [algo.train()["learners"]["default_policy"]["kl_coef"] for _ in range(3)]
+    # k3 = e^-δ - 1 + δ >= 0 on every token (a sampled k1 mean can be negative, then β shrinks again).
+    algo = small_config(kl_target=1e-9, kl_horizon=100, kl_estimator="k3",
+                        reward_normalization="running").build_algo()
+    learner = [algo.train()["learners"]["default_policy"] for _ in range(3)]
+    betas = [m["kl_coef"] for m in learner]
+    # The controller, fed the per-sequence KL each iteration reported: β·(1 + clip(KL/target - 1, ±0.2)·n/H).
+    expected = 0.01
+    for m in learner:
+        expected *= 1 + min(max(m["kl_ref_per_seq"] / 1e-9 - 1, -0.2), 0.2) * 64 / 100
+        assert m["kl_coef"] == pytest.approx(expected)
     assert betas[0] == pytest.approx(0.01 * (1 - 0.2 * 64 / 100))  # KL 0 at first (π_old = π_ref): β shrinks
-    assert betas[2] > betas[1] > betas[0]  # then KL exceeds the tiny target: β grows
+    assert learner[1]["kl_ref_per_seq"] > 1e-9 and learner[2]["kl_ref_per_seq"] > 1e-9  # the policy moved
+    assert betas[2] > betas[1] > betas[0]  # so KL exceeds the tiny target: β grows
     beta = betas[-1]
     order = algo.env_runner.env.order.get_state()
     moments = algo.reward_moments.get_state()
@@ -180,13 +189,14 @@ def test_pure_bf16_master_weights_round_small_updates_away():
 
 
 def test_truncated_responses_penalize_and_mask():
-    # max_new_tokens=1 cannot fit an answer plus EOS: every response is truncated.
-    algo = small_config(truncated_response="penalize", truncated_reward=-2.0).generation(max_new_tokens=1).build_algo()
+    # No EOS can be sampled: every response ends at max_new_tokens, truncated by construction.
+    no_eos = {"max_new_tokens": 2, "ignore_eos": True}
+    algo = small_config(truncated_response="penalize", truncated_reward=-2.0).generation(**no_eos).build_algo()
     r = algo.train()
     assert r["reinforce_pp"]["truncated_fraction"] == 1.0
     assert r["reinforce_pp"]["reward_processed_mean"] == -2.0
     algo.stop()
-    algo = small_config(truncated_response="mask").generation(max_new_tokens=1).build_algo()
+    algo = small_config(truncated_response="mask").generation(**no_eos).build_algo()
     before = _policy(algo)
     r = algo.train()
     assert r["learners"]["default_policy"]["policy_loss"] == 0.0

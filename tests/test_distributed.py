@@ -4,6 +4,8 @@ import pytest
 import torch
 from helpers import small_config
 
+from rllib_rpp import schema as S
+
 pytestmark = pytest.mark.usefixtures("ray_local")
 
 
@@ -12,7 +14,8 @@ def test_two_learners_whiten_globally_with_a_remote_runner():
     algo = cfg.build_algo()
     r = algo.train()
     assert r["env_runners"]["num_env_steps_sampled"] == 64
-    shards = algo.learner_group.foreach_learner(lambda learner: learner.last_advantages)
+    shards = algo.learner_group.foreach_learner(
+        lambda learner: (learner.last_batch[S.ADVANTAGES], learner.last_batch[S.RESPONSE_MASK]))
     shards = [s.get() for s in shards.result_or_errors]
     assert len(shards) == 2
     values = torch.cat([adv[mask > 0] for adv, mask in shards]).double()

@@ -175,6 +175,32 @@ def test_weight_transfer_paths_load_new_weights(transfer):
     sampler.stop()
 
 
+def test_full_length_responses_replay_and_a_stopped_engine_leaves_the_next_one_working():
+    import gc
+
+    from rllib_rpp.samplers.vllm import LIVE_SAMPLERS, VLLMSampler
+
+    prompt, budget = [1, 21, 15, 22, 33], 5
+    kwargs = dict(eos_token_id=2, pad_token_id=0, kv_cache_memory_bytes=32 << 20)
+    first = VLLMSampler("tiny-arith", required_len=len(prompt) + budget, **kwargs)
+    gen = first.generate([prompt], SamplingParams(n=2, max_new_tokens=budget, ignore_eos=True))
+    assert [len(t) for t in gen.token_ids] == [budget, budget]  # every response uses the whole budget
+    replayed = first.replay_logprobs([prompt, prompt], gen.token_ids)
+    np.testing.assert_allclose(np.concatenate(replayed), np.concatenate(gen.logprobs), atol=1e-4)
+    first.stop()
+    assert first not in LIVE_SAMPLERS
+    with pytest.raises(RuntimeError, match="sampler was stopped"):
+        first.generate([prompt], SamplingParams(n=1, max_new_tokens=1))
+    # An engine sized without room for the replay's extra token says so, naming the lengths.
+    second = VLLMSampler("tiny-arith", max_model_len=len(prompt) + budget, **kwargs)
+    with pytest.raises(ValueError, match=r"5 prompt \+ 5 response tokens.*max_model_len=10"):
+        second.replay_logprobs([prompt], gen.token_ids[:1])
+    del first
+    gc.collect()  # the stopped engine's collection leaves vLLM's process-wide state to the new one
+    assert len(second.generate([prompt], SamplingParams(n=1, max_new_tokens=3, greedy=True)).token_ids[0]) >= 1
+    second.stop()
+
+
 def test_colocated_sleep_mode_wakes_weights_before_reload_and_kv_cache_before_generate():
     """The call order of the CUDA-only sleep mode, against a recording stand-in for the engine
     (sleep is a no-op on the CPU backend; the GPU behaviour itself is not checked here)."""

@@ -50,6 +50,9 @@ def test_one_broadcast_reaches_two_runners_and_survives_a_runner_killed_mid_tran
                                                    local_env_runner=False)[0]
     prompts = [e.get_observations(0)["input_ids"][e.get_observations(0)["attention_mask"] == 1].tolist() for e in eps]
     responses = [e.get_actions(0)[: int(e.get_extra_model_outputs("response_mask", 0).sum())].tolist() for e in eps]
+    # Plus a response no policy would sample: the log-probs of unlikely tokens move with their
+    # logits, so an update shows whatever the runners happened to sample.
+    prompts, responses = prompts + prompts[:1], responses + [[60, 70, 80, 90, 2]]
     before = np.concatenate(served_logprobs(algo, prompts, responses)[0])
     algo.train()
     want = reference_logprobs(algo.get_policy_state_dict(), prompts, responses)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import weakref
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -92,7 +93,10 @@ class VLLMSampler(Sampler):
         self.eos_token_id, self.pad_token_id = eos_token_id, pad_token_id
         path = resolve_model_path(model)
         limit = model_max_length(path)
-        max_model_len = max_model_len or (required_len and min(required_len, limit or required_len)) or limit
+        # One token more than the longest prompt + response where the model allows: a log-prob
+        # replay of a full-length response (`replay_logprobs`) asks vLLM for one more token.
+        wanted = required_len and required_len + 1
+        max_model_len = max_model_len or (wanted and min(wanted, limit or wanted)) or limit
         if required_len and max_model_len and max_model_len < required_len:
             raise ValueError(f"vLLM max_model_len={max_model_len} is shorter than the longest prompt plus "
                              f"max_new_tokens ({required_len} tokens)")
@@ -136,12 +140,16 @@ class VLLMSampler(Sampler):
         self.transfer: WeightTransfer = transfers[weight_transfer]()
         if sleep_level not in (1, 2):
             raise ValueError(f"sleep_level={sleep_level!r} is invalid: expected 1 (offload weights) or 2 (drop them)")
+        self.max_model_len = self.llm.llm_engine.model_config.max_model_len
+        LIVE_SAMPLERS.add(self)
         self.sleep_mode, self.sleep_level = bool(kwargs["enable_sleep_mode"]), sleep_level
         self._asleep: set[str] = set()  # parts offloaded by sleep(): "weights", "kv_cache"
         self._weights_dropped = False  # slept at level 2 and not reloaded since
 
     def _wake(self, tags: list[str]) -> None:
         """Wake only the parts that sleep, in the order given (weights before the KV cache)."""
+        if self.llm is None:
+            raise RuntimeError("this vLLM sampler was stopped: its engine is shut down")
         needed = [t for t in tags if t in self._asleep]
         if needed:
             self.llm.wake_up(tags=needed)
@@ -184,6 +192,13 @@ class VLLMSampler(Sampler):
         checks which weights the engine serves, token for token against the learner."""
         from vllm.inputs import TokensPrompt
 
+        too_long = [i for i, (p, r) in enumerate(zip(prompts, responses)) if len(p) + len(r) >= self.max_model_len]
+        if too_long:
+            i = too_long[0]
+            raise ValueError(
+                f"cannot replay {len(too_long)} sequence(s): sequence {i} has {len(prompts[i])} prompt + "
+                f"{len(responses[i])} response tokens, and a replay needs one token of room below the engine's "
+                f"max_model_len={self.max_model_len}; build the sampler with a larger max_model_len")
         self._wake_for_generation()
         sp = self._vllm.SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0, detokenize=False)
         seqs = [TokensPrompt(prompt_token_ids=list(p) + list(r)) for p, r in zip(prompts, responses)]
@@ -218,6 +233,17 @@ class VLLMSampler(Sampler):
         self.weights_version = version
 
     def stop(self) -> None:
-        close = getattr(self.transfer, "close", None)
+        """Shut the engine down now, not whenever it is garbage-collected. vLLM's shutdown also tears
+        down its process-wide distributed state: left to the collector, it could run while a newer
+        engine of this process is serving, and break that one. Idempotent."""
+        LIVE_SAMPLERS.discard(self)
+        llm, self.llm = getattr(self, "llm", None), None
+        if llm is not None:
+            llm.llm_engine.engine_core.shutdown()
+        close = getattr(getattr(self, "transfer", None), "close", None)
         if close:
             close()
+
+
+# The samplers of this process whose engine is running (`stop()` removes them).
+LIVE_SAMPLERS: weakref.WeakSet[VLLMSampler] = weakref.WeakSet()

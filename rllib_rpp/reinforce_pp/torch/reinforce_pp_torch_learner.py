@@ -205,7 +205,7 @@ class ReinforcePPTorchLearner(ReinforcePPLearner, TorchLearner):
                               ref_context=(lambda: disabled_adapters(module.lm)) if lora else nullcontext)
         self._kl_per_seq = stats["kl_ref_per_seq"]
         self._num_seqs = int(stats["num_seqs"])
-        self.last_advantages = (batch[S.ADVANTAGES], batch[S.RESPONSE_MASK])  # this shard's, for tests
+        self.last_batch = batch  # this shard's token batch with Â and π_old (inspection and tests)
         self._measure_sampler_gap = self.options.old_logprobs == "sampler"
         if self._measure_sampler_gap:  # π_old = the sampler's: its gap is measured in the first update step
             stats = {k: v for k, v in stats.items() if not k.startswith("logprob_mismatch")}
