@@ -79,7 +79,8 @@ def random_batch(cfg, rows: int, prompt: int, response: int, device) -> dict:
     batch = {S.PROMPT_IDS: torch.randint(4, V, (rows, prompt), generator=g),
              S.PROMPT_MASK: torch.ones(rows, prompt, dtype=torch.long),
              S.RESPONSE_IDS: torch.randint(4, V, (rows, response), generator=g),
-             S.RESPONSE_MASK: torch.ones(rows, response), S.SAMPLER_LOGPROBS: torch.zeros(rows, response),
+             S.RESPONSE_MASK: torch.ones(rows, response), S.LOSS_MASK: torch.ones(rows, response),
+             S.SAMPLER_LOGPROBS: torch.zeros(rows, response),
              S.SCORES: torch.randn(rows, generator=g)}
     return {k: v.to(device) for k, v in batch.items()}
 

@@ -96,6 +96,7 @@ def microbatch(args: dict) -> dict:
     V = policy.config.vocab_size
     batch = {S.PROMPT_IDS: torch.randint(4, V, (B, P)), S.PROMPT_MASK: torch.ones(B, P, dtype=torch.long),
              S.RESPONSE_IDS: torch.randint(4, V, (B, R)), S.RESPONSE_MASK: torch.ones(B, R),
+             S.LOSS_MASK: torch.ones(B, R),
              S.SAMPLER_LOGPROBS: torch.zeros(B, R), S.SCORES: torch.randn(B)}
     tokens = B * (P + R)
     opts = UpdateOptions(max_tokens_per_microbatch=tokens, logprob_chunk_tokens=args["chunk_tokens"])
@@ -123,7 +124,7 @@ def microbatch(args: dict) -> dict:
     est = estimate_learner_memory(ModelShape.from_hf_config(policy.config), tokens_per_microbatch=tokens,
                                   param_dtype="float32", compute_dtype="float32",
                                   gradient_checkpointing=bool(args.get("gradient_checkpointing")),
-                                  chunk_tokens=args["chunk_tokens"], score_rows=B)  # CPU: math attention
+                                  chunk_tokens=args["chunk_tokens"], attention_rows=B)  # CPU: math attention
     predicted = est.activations + est.logprob_chunk + est.gradients + est.optimizer
     report.update(before_gb=round(before, 3), peak_gb=round(monitor.peak, 3),
                   measured_step_gb=round(monitor.peak - before, 3), predicted_step_gb=round(predicted / (1 << 30), 3),

@@ -7,15 +7,31 @@ takes a model name goes through `resolve_model_path`, so they work everywhere a 
 
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
 from typing import Any
 
-BUILTIN_MODELS = ("tiny-arith", "tiny-arith-rm")
+# The built-in models: name -> "module:function" that builds it on first use (cached) and returns
+# its directory. Imported only when asked for, so this module never imports the builders.
+BUILTIN_MODELS: dict[str, str] = {
+    "tiny-arith": "envs.tiny_arith:ensure_tiny_arith",
+    "tiny-arith-rm": "envs.reward_model:ensure_tiny_arith_rm",
+}
+# Built-in families: prefix -> "module:function" taking the rest of the name.
+BUILTIN_PREFIXES: dict[str, str] = {
+    "random:": "envs.synthetic:ensure_random_model",  # a random-initialised model of a real shape
+}
 
 
 class ModelNotFoundError(ValueError):
     """A model name that is neither built in, nor a local directory, nor loadable by id."""
+
+
+def import_path(target: str) -> Any:
+    """The object a "module:name" path names (imported on first use)."""
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def resolve_model_path(name_or_path: str) -> str:
@@ -26,18 +42,11 @@ def resolve_model_path(name_or_path: str) -> str:
             f"built-in names: {', '.join(BUILTIN_MODELS)}"
         )
     name = str(name_or_path)
-    if name == "tiny-arith":
-        from envs.tiny_arith import ensure_tiny_arith
-
-        return str(ensure_tiny_arith())
-    if name == "tiny-arith-rm":
-        from envs.reward_model import ensure_tiny_arith_rm
-
-        return str(ensure_tiny_arith_rm())
-    if name.startswith("random:"):  # a random-initialised model of a real shape (envs.synthetic)
-        from envs.synthetic import ensure_random_model
-
-        return str(ensure_random_model(name[len("random:"):]))
+    if name in BUILTIN_MODELS:
+        return str(import_path(BUILTIN_MODELS[name])())
+    for prefix, builder in BUILTIN_PREFIXES.items():
+        if name.startswith(prefix):
+            return str(import_path(builder)(name[len(prefix):]))
     return name
 
 
@@ -116,7 +125,7 @@ def _unknown_model(name: str, reason: str) -> ModelNotFoundError:
     )
 
 
-def _load(loader, name: str, what: str, **kwargs) -> Any:
+def load_pretrained(loader, name: str, what: str, **kwargs) -> Any:
     """`loader(path)` for a built-in name, a local directory or a hub id.
 
     A hub id in the local cache is read from it (`local_files_only=True`); one that is not is
@@ -150,7 +159,7 @@ def load_tokenizer(name_or_path: str, *, pad_token: str | None = None):
     """
     from transformers import AutoTokenizer
 
-    tok = _load(AutoTokenizer.from_pretrained, name_or_path, "tokenizer")
+    tok = load_pretrained(AutoTokenizer.from_pretrained, name_or_path, "tokenizer")
     if pad_token is not None:
         tok.pad_token = pad_token
     if tok.pad_token_id is None:
@@ -166,7 +175,7 @@ def load_causal_lm(name_or_path: str, *, dtype: str = "float32", **kwargs):
     import torch
     from transformers import AutoModelForCausalLM
 
-    model = _load(
+    model = load_pretrained(
         AutoModelForCausalLM.from_pretrained,
         name_or_path,
         "causal LM",
@@ -211,7 +220,7 @@ def model_config_of(name_or_path: str):
         from envs.synthetic import model_config
 
         return model_config(str(name_or_path)[len("random:"):])
-    return _load(AutoConfig.from_pretrained, name_or_path, "config")
+    return load_pretrained(AutoConfig.from_pretrained, name_or_path, "config")
 
 
 def model_max_length(name_or_path: str) -> int | None:

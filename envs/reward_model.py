@@ -1,4 +1,4 @@
-"""Bradley-Terry reward models: score completions with any one-label sequence classifier, and
+"""Bradley-Terry reward models: reward completions with any one-label sequence classifier, and
 train one on preference pairs (loss -log sigmoid(r_chosen - r_rejected)).
 
 `tiny-arith-rm` is a built-in reward model: tiny-arith's weights with a scalar head, trained on
@@ -14,17 +14,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from envs.cache import cached_dir, ensure_built
-from envs.models import _load, load_tokenizer, resolve_model_path
+from envs.models import load_pretrained, load_tokenizer, resolve_model_path
 
 TINY_RM_RECIPE = {"version": 1, "seed": 0, "steps": 500, "batch_size": 64, "lr": 3e-4}
 
 
 def _as_text(prompt, completion, tokenizer) -> tuple[str, bool]:
     """Text the reward model reads, and whether the tokenizer should add special tokens."""
-    if isinstance(prompt, list):  # chat: score the whole conversation
+    if isinstance(prompt, list):  # chat: the reward of the whole conversation
         reply = completion if isinstance(completion, str) else "".join(m["content"] for m in completion)
         messages = prompt + [{"role": "assistant", "content": reply}]
         return tokenizer.apply_chat_template(messages, tokenize=False), False
@@ -48,7 +47,7 @@ def load_reward_model(name_or_path: str, *, dtype: str = "float32"):
     """(model, tokenizer) for a Bradley-Terry reward model; refuses anything but one label."""
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
-    cfg = _load(AutoConfig.from_pretrained, name_or_path, "reward model config")
+    cfg = load_pretrained(AutoConfig.from_pretrained, name_or_path, "reward model config")
     archs = getattr(cfg, "architectures", None) or []
     if archs and not any(a.endswith("ForSequenceClassification") for a in archs):
         raise ValueError(
@@ -60,14 +59,14 @@ def load_reward_model(name_or_path: str, *, dtype: str = "float32"):
             f"reward model {name_or_path!r} has {cfg.num_labels} labels; a Bradley-Terry reward "
             f"model outputs one scalar (num_labels=1)"
         )
-    model = _load(AutoModelForSequenceClassification.from_pretrained, name_or_path, "reward model",
+    model = load_pretrained(AutoModelForSequenceClassification.from_pretrained, name_or_path, "reward model",
                   dtype=getattr(torch, dtype))
     tokenizer = load_tokenizer(name_or_path)
     model.config.pad_token_id = tokenizer.pad_token_id
     return model.eval(), tokenizer
 
 
-class RewardModelScorer:
+class RewardModelReward:
     """A reward function (TRL signature) backed by a reward model, batched on `device`."""
 
     def __init__(self, name_or_path: str, *, device: str = "cpu", batch_size: int = 64,
@@ -90,7 +89,7 @@ class RewardModelScorer:
 
 def bradley_terry_loss(chosen: torch.Tensor, rejected: torch.Tensor) -> torch.Tensor:
     """-log sigma(r_c - r_r), averaged over pairs."""
-    return -F.logsigmoid(chosen - rejected).mean()
+    return -torch.nn.functional.logsigmoid(chosen - rejected).mean()
 
 
 def train_reward_model(model, tokenizer, pairs: Sequence[dict], *, steps: int, batch_size: int = 32,

@@ -1,4 +1,4 @@
-"""The reward step: score a whole batch of completions with weighted reward functions.
+"""The reward step: reward a whole batch of completions with weighted reward functions.
 
 A reward function has TRL's signature, `fn(prompts, completions, **columns) -> list[float | None]`:
 it also receives `completion_ids` and every extra column of the prompt source (`answer`, ...)
@@ -120,10 +120,10 @@ def resolve_reward_func(spec, *, device: str = "cpu", batch_size: int = 64) -> t
                 f"(built-ins: {', '.join(BUILTIN_REWARDS)}; otherwise give a callable, \"module:function\", "
                 f"or a reward model's directory or id)"
             )
-    from envs.reward_model import RewardModelScorer
+    from envs.reward_model import RewardModelReward
 
-    scorer = RewardModelScorer(spec, device=device, batch_size=batch_size)
-    return scorer.__name__, scorer
+    rm_reward = RewardModelReward(spec, device=device, batch_size=batch_size)
+    return rm_reward.__name__, rm_reward
 
 
 def columns_read(fn) -> tuple[str, ...]:
@@ -151,7 +151,7 @@ class RewardStep:
     reward function runs; `check_columns` does the same for prompt rows up front (the text env calls
     it on every prompt source, naming the row). Columns read only through `**kwargs` cannot be
     checked and are passed as they are (None where a row lacks them). Independently of that,
-    `exact_match` and `math_verify` score a None answer as None (does not apply), never as a match.
+    `exact_match` and `math_verify` give a None answer as None (does not apply), never as a match.
     """
 
     def __init__(self, reward_funcs, reward_weights: Sequence[float] | None = None, *,

@@ -13,8 +13,8 @@ Conventions (what samplers and users rely on):
   pad; without either, all `max_new_tokens` tokens (a truncated response). Ids outside the
   tokenizer's vocabulary (negative, or >= its size) are refused with a ValueError.
 - every prompt must have a value in each column a reward function reads (see `RewardStep`):
-  a missing cell is an error naming the prompt row and the column, at construction and in `score`.
-- Samplers score a whole batch at once with `next_prompts(n)` and `score(prompts, ids)`; `step`
+  a missing cell is an error naming the prompt row and the column, at construction and in `rewards_for`.
+- Env runners reward a whole batch at once with `next_prompts(n)` and `rewards_for(prompts, ids)`; `step`
   is the same reward step on a batch of one.
 """
 
@@ -128,7 +128,7 @@ class SingleTurnTextEnv(gym.Env):
     def decode(self, ids: Sequence[int]) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=True)
 
-    def score(self, prompts: Sequence[PromptRecord], completion_ids: Sequence[Sequence[int]]) -> RewardResult:
+    def rewards_for(self, prompts: Sequence[PromptRecord], completion_ids: Sequence[Sequence[int]]) -> RewardResult:
         """Reward of each (prompt, response) pair, in one call of the reward step."""
         self.reward_step.check_columns([p.columns for p in prompts], [p.index for p in prompts])
         texts = self.tokenizer.batch_decode([list(ids) for ids in completion_ids], skip_special_tokens=True)
@@ -167,7 +167,7 @@ class SingleTurnTextEnv(gym.Env):
             )
         n = self.response_length(action)
         record, self._current = self._current, None
-        result = self.score([record], [action[:n].tolist()])
+        result = self.rewards_for([record], [action[:n].tolist()])
         info = {
             **self._info(record),
             "completion": self.decode(action[:n]),

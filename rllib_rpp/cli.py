@@ -17,6 +17,7 @@ import sys
 
 from rllib_rpp.estimators import ESTIMATORS
 from rllib_rpp.presets import PRESETS
+from rllib_rpp.samplers.base import SAMPLERS
 
 _COMMON = ("lr", "kl_coef", "estimator", "seed", "num_prompts", "samples_per_prompt")
 
@@ -79,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds of training, evaluations excluded (default: 300 for tiny-arith, none otherwise)")
     t.add_argument("--iterations", type=int, default=None, help="stop after this many iterations")
     t.add_argument("--eval-every", type=float, default=30.0, help="seconds of training between evaluations")
-    t.add_argument("--sampler", choices=("transformers", "vllm"), help="generation backend of the env runners")
+    t.add_argument("--sampler", choices=tuple(SAMPLERS), help="generation backend of the env runners")
     t.add_argument("--lr", type=float, help="learning rate")
     t.add_argument("--kl-coef", type=float, help="β, the KL penalty coefficient")
     t.add_argument("--estimator", choices=tuple(ESTIMATORS), help="advantage estimator")

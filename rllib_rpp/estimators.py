@@ -3,7 +3,8 @@
 Each entry says how the sequence score s is formed from the processed rewards r̂ (its baseline),
 whether it needs several samples per prompt, whether the token advantages are whitened globally
 (§2), and where the KL penalty goes by default (§1). The config, the learner, the CLI and the
-benchmarks all read this table; adding an estimator is one `register_estimator` call:
+benchmarks all read this table; adding an estimator is one `register_estimator` call (or, for
+remote learners, an `Estimator` at module level named by its path: `tuned_examples/custom_estimator.py`):
 
     register_estimator(Estimator(
         "median_baseline", needs_groups=True, whitened=True, default_kl_placement="reward",
@@ -20,6 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+
+from rllib_rpp.registry import import_path, is_import_path
 
 KL_PLACEMENTS = ("reward", "loss", "none")
 
@@ -93,15 +96,24 @@ ESTIMATORS: dict[str, Estimator] = {}
 
 
 def register_estimator(estimator: Estimator) -> Estimator:
-    """Add (or replace) an entry of the table; returns it."""
+    """Add (or replace) an entry of the table in this process; returns it. Remote learners (Ray
+    actors) do not see it: there, name the estimator by its path (`get_estimator`)."""
     ESTIMATORS[estimator.name] = estimator
     return estimator
 
 
 def get_estimator(name: str) -> Estimator:
-    if name not in ESTIMATORS:
-        raise ValueError(f"unknown advantage estimator {name!r}; expected one of {tuple(ESTIMATORS)}")
-    return ESTIMATORS[name]
+    """The entry of a registered name, or of a "module:name" path to an `Estimator` (imported in
+    whichever process asks, so `advantage_estimator="my_pkg.estimators:MEDIAN"` reaches every learner)."""
+    if name in ESTIMATORS:
+        return ESTIMATORS[name]
+    if not is_import_path(name):
+        raise ValueError(f"unknown advantage estimator {name!r}; expected one of {tuple(ESTIMATORS)} or a "
+                         f"'module:name' path to an Estimator")
+    estimator = import_path(name)
+    if not isinstance(estimator, Estimator):
+        raise ValueError(f"advantage estimator {name!r} names {estimator!r}, not an rllib_rpp.estimators.Estimator")
+    return estimator
 
 
 for _e in (

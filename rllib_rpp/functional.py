@@ -1,6 +1,7 @@
 """REINFORCE++ math, once: small pure torch functions (no Ray) to hold next to the paper.
 
-Tensors are [B, T] over response tokens, right-padded, with a 0/1 `mask` (1 = action token).
+Tensors are [B, T] over response tokens, right-padded, with a 0/1 `mask` (1 = action token: the
+loss mask, which may have holes where the response holds tokens the policy did not choose).
 Sequence-level tensors are [B]. "§N" is a section of `docs/algorithm.md` (the paper's own
 sections are written "paper §N").
 
@@ -72,14 +73,18 @@ def shape_rewards(rewards: torch.Tensor, kl: torch.Tensor, mask: torch.Tensor,
 # §2 Returns and global whitening
 # ---------------------------------------------------------------------------------------------
 def discounted_returns(token_rewards: torch.Tensor, mask: torch.Tensor, gamma: float = 1.0) -> torch.Tensor:
-    """G_t = Σ_{i=t..T} γ^{i-t} r_i, right to left; 0 at padding (responses are mask prefixes)."""
+    """G_t = Σ_{i >= t, mask_i} γ^{k(t, i)} r_i, right to left, with k(t, i) the number of action
+    tokens after t up to i; 0 outside the mask. Tokens outside the mask are not time steps: padding
+    after the response, and holes inside it (tokens the policy did not choose, e.g. tool output)
+    neither earn rewards nor discount them."""
     if gamma == 1.0:  # a reverse cumulative sum
         return (token_rewards * mask).flip(-1).cumsum(-1).flip(-1) * mask
     returns = torch.zeros_like(token_rewards)
     running = torch.zeros_like(token_rewards[:, 0])
     for t in reversed(range(token_rewards.shape[1])):
-        running = (token_rewards[:, t] + gamma * running) * mask[:, t]
-        returns[:, t] = running
+        action = mask[:, t] > 0
+        running = torch.where(action, (token_rewards[:, t] + gamma * running) * mask[:, t], running)
+        returns[:, t] = running * action
     return returns
 
 

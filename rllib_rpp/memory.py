@@ -11,7 +11,7 @@ Parts, in bytes:
   in the compute dtype (norm inputs and outputs, q/k/v before and after rotary, attention
   output, the MLP's gate, activation, up and product) without checkpointing; with checkpointing
   the layer inputs (h values per layer and token) plus one layer recomputed in backward and its
-  gradients. Attention is assumed memory-efficient (flash/SDPA kernels store no [T, T] scores);
+  gradients. Attention is assumed memory-efficient (flash/SDPA kernels store no [T, T] attention probabilities);
 - log-prob chunk: the [chunk, V] logits and four fp32 [chunk, V] buffers (upcast, scaled,
   exp for the log-sum-exp, and in backward the recomputed logits' softmax and gradient).
 Everything sharded (FSDP) is divided by the number of shards. An estimate: good to ~±30 %.
@@ -19,8 +19,11 @@ Everything sharded (FSDP) is divided by the number of shards. An estimate: good 
 
 from __future__ import annotations
 
+import logging
+import os
 from dataclasses import asdict, dataclass
 
+logger = logging.getLogger(__name__)
 BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 GiB = 1 << 30
 
@@ -80,14 +83,14 @@ class MemoryEstimate:
 
 
 def activation_bytes(shape: ModelShape, tokens: int, *, compute_dtype: str = "bfloat16",
-                     gradient_checkpointing: bool = False, score_rows: int = 0) -> int:
-    """Activations kept for backward by one micro-batch of `tokens` tokens. `score_rows`: rows
+                     gradient_checkpointing: bool = False, attention_rows: int = 0) -> int:
+    """Activations kept for backward by one micro-batch of `tokens` tokens. `attention_rows`: rows
     whose [heads, T, T] attention probabilities are stored (the math attention kernel, e.g. on
     CPU; 0 for flash / memory-efficient kernels)."""
     h, kv, i, n = shape.hidden_size, shape.kv_dim, shape.intermediate_size, shape.num_layers
     b = BYTES[compute_dtype]
-    scores = score_rows * shape.num_heads * (tokens // max(score_rows, 1)) ** 2 * b
-    per_layer = tokens * (8 * h + 3 * kv + 4 * i) * b + scores
+    attention_probs = attention_rows * shape.num_heads * (tokens // max(attention_rows, 1)) ** 2 * b
+    per_layer = tokens * (8 * h + 3 * kv + 4 * i) * b + attention_probs
     if gradient_checkpointing:
         return tokens * n * h * b + 2 * per_layer
     return n * per_layer
@@ -102,7 +105,7 @@ def estimate_learner_memory(shape: ModelShape, *, tokens_per_microbatch: int, pa
                             compute_dtype: str = "bfloat16", ref_dtype: str | None = None,
                             gradient_checkpointing: bool = False, chunk_tokens: int = 1024,
                             trainable_params: int | None = None, shards: int = 1,
-                            score_rows: int = 0) -> MemoryEstimate:
+                            attention_rows: int = 0) -> MemoryEstimate:
     """Peak learner memory per device for one micro-batch step (see the module docstring).
 
     trainable_params: None trains every weight; with LoRA, the adapter size (the policy's
@@ -122,6 +125,50 @@ def estimate_learner_memory(shape: ModelShape, *, tokens_per_microbatch: int, pa
         reference=0 if lora else n * BYTES[ref_dtype] // shards,
         compute_copies=copies,
         activations=activation_bytes(shape, tokens_per_microbatch, compute_dtype=compute_dtype,
-                                     gradient_checkpointing=gradient_checkpointing, score_rows=score_rows),
+                                     gradient_checkpointing=gradient_checkpointing, attention_rows=attention_rows),
         logprob_chunk=logprob_chunk_bytes(shape, min(chunk_tokens, tokens_per_microbatch), compute_dtype=compute_dtype),
     )
+
+
+def estimate_config_memory(config) -> MemoryEstimate | None:
+    """The learner's memory per device for a ReinforcePPConfig (model config only, no weights);
+    None when the model's config cannot be read (e.g. an id that is not in the local cache)."""
+    from envs.models import model_config_of
+
+    mc = config._model_config if isinstance(config._model_config, dict) else {}
+    try:
+        hf_config = model_config_of(mc.get("model"))
+    except Exception as e:  # noqa: BLE001 - no estimate is a valid answer
+        logger.debug("no memory estimate for %r: %s", mc.get("model"), e)
+        return None
+    lora = mc.get("lora")
+    shape = ModelShape.from_hf_config(hf_config)
+    trainable = None
+    if lora:  # r·(in + out) per adapted matrix: every linear layer of every decoder layer
+        h, i, kv = shape.hidden_size, shape.intermediate_size, shape.kv_dim
+        trainable = shape.num_layers * lora["r"] * (2 * (h + h) + 2 * (h + kv) + 3 * (h + i))
+    d = config.dtypes
+    return estimate_learner_memory(
+        shape, tokens_per_microbatch=config.max_tokens_per_microbatch, param_dtype=d["param"],
+        compute_dtype=d["compute"], ref_dtype=d["ref"], chunk_tokens=config.logprob_chunk_tokens,
+        gradient_checkpointing=bool(mc.get("gradient_checkpointing")), trainable_params=trainable,
+        shards=config.num_learners if config.learner_strategy == "fsdp" and config.num_learners > 1 else 1)
+
+
+def memory_warning(config) -> str | None:
+    """A warning when the estimate passes 90 % of the device (the GPU, or host memory on CPU)."""
+    est = estimate_config_memory(config)
+    if est is None:
+        return None
+    if config.num_gpus_per_learner:
+        import torch
+
+        budget = torch.cuda.get_device_properties(0).total_memory if torch.cuda.is_available() else 80 << 30
+        where = "GPU"
+    else:
+        budget, where = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "host"
+    if est.total <= 0.9 * budget:
+        return None
+    return (f"the learner needs about {est.total / (1 << 30):.1f} GiB per {where} ({est.gib()}), more than 90 % of "
+            f"the {budget / (1 << 30):.0f} GiB available: lower max_tokens_per_microbatch or logprob_chunk_tokens, "
+            f"set model_config gradient_checkpointing=True, dtype='bfloat16', or use LoRA")

@@ -12,7 +12,10 @@ observation                 ``get_observations(0)``  {P} int64    TextEnvRunner:
                                                                   ``attention_mask``)
 action                      ``get_actions(0)``       [R] int64    TextEnvRunner: right-padded response
 reward                      ``get_rewards(0)``       float        TextEnvRunner: the env's reward step
-``RESPONSE_MASK``           extra_model_outputs      [R] float32  TextEnvRunner: 1 on response tokens
+``RESPONSE_MASK``           extra_model_outputs      [R] float32  TextEnvRunner: 1 on every response token
+                                                                  (a prefix: the response's length)
+``LOSS_MASK``               extra_model_outputs      [R] float32  TextEnvRunner: 1 on the tokens trained on
+                                                                  (the policy's own; holes allowed)
 ``SAMPLER_LOGPROBS``        extra_model_outputs      [R] float32  TextEnvRunner: the sampler's log-probs
 ``GROUP_ID``                custom_data              int          TextEnvRunner: one id per prompt draw
 ``TRUNCATED``               custom_data              bool         TextEnvRunner: hit max_new_tokens
@@ -32,21 +35,30 @@ column                 shape        dtype                written by
 ``PROMPT_IDS``         [B, P']      int64                connector ``EpisodesToTokenBatch``
 ``PROMPT_MASK``        [B, P']      int64                connector (1 = real prompt token)
 ``RESPONSE_IDS``       [B, R']      int64                connector
-``RESPONSE_MASK``      [B, R']      float32              connector (x LOSS_WEIGHT; 0 for masked rows)
+``RESPONSE_MASK``      [B, R']      float32              connector: attention over the response, a
+                                                         prefix of each row (lengths, trimming, forward)
+``LOSS_MASK``          [B, R']      float32              connector (x LOSS_WEIGHT), learner (NaN rows):
+                                                         the tokens in KL, returns, whitening and loss
 ``SAMPLER_LOGPROBS``   [B, R']      float32              connector (from the episode)
 ``SCORES``             [B]          float32              connector (from ``SCORE``)
-``OLD_LOGPROBS``       [B, R']      float32              learner: log π_old, recomputed (no grad)
+``OLD_LOGPROBS``       [B, R']      float32              learner: log π_old, recomputed (no grad), or a
+                                                         copy of SAMPLER_LOGPROBS (old_logprobs="sampler")
 ``REF_LOGPROBS``       [B, R']      float32              learner: log π_ref (no grad)
-``ENTROPY``            [B, R']      float32              learner: entropy of π_old (logging)
+``ENTROPY``            [B, R']      float32              learner: entropy of π_old (logging; NaN with
+                                                         old_logprobs="sampler")
 ``ADVANTAGES``         [B, R']      float32              learner: Â_t (§2), 0 at padding
-``IS_WEIGHTS``         [B, R']      float32              learner: TIS weights (only with tis_cap)
+``IS_WEIGHTS``         [B, R']      float32              learner: TIS weights x is_mask_range's 0/1 mask
+                                                         (only with tis_cap or is_mask_range)
 =====================  ===========  ===================  =============================================
 
-All [B, R'] columns are 0 at padding. Mini-batches and micro-batches are row slices of this.
+All [B, R'] columns are 0 at padding. Log-probs are computed at every response token (holes of
+the loss mask included: they are context); only LOSS_MASK tokens enter the loss. Mini-batches and
+micro-batches are row slices of this.
 """
 
 # Episode keys (extra_model_outputs / custom_data).
 RESPONSE_MASK = "response_mask"
+LOSS_MASK = "loss_mask"
 SAMPLER_LOGPROBS = "sampler_logprobs"
 GROUP_ID = "group_id"
 TRUNCATED = "truncated_response"
@@ -68,5 +80,5 @@ IS_WEIGHTS = "is_weights"
 # The four columns a forward pass needs.
 TOKEN_COLUMNS = (PROMPT_IDS, PROMPT_MASK, RESPONSE_IDS, RESPONSE_MASK)
 # The columns that hold one value per response token.
-PER_TOKEN_COLUMNS = (RESPONSE_IDS, RESPONSE_MASK, SAMPLER_LOGPROBS, OLD_LOGPROBS, REF_LOGPROBS, ENTROPY,
+PER_TOKEN_COLUMNS = (RESPONSE_IDS, RESPONSE_MASK, LOSS_MASK, SAMPLER_LOGPROBS, OLD_LOGPROBS, REF_LOGPROBS, ENTROPY,
                      ADVANTAGES, IS_WEIGHTS)

@@ -71,9 +71,27 @@ def test_custom_env_subclass_example_trains(ray_local):
     env.reset()
     ids = env.tokenizer("cba", add_special_tokens=False)["input_ids"] + [env.eos_token_id]
     rec = env.prompts[0]
-    assert env.score([rec], [ids]).rewards.tolist() == [1.0]
+    assert env.rewards_for([rec], [ids]).rewards.tolist() == [1.0]
     algo = build_config().build_algo()
     r = algo.train()
     assert r["env_runners"]["num_env_steps_sampled"] == 40
     assert "reversed_word" in r["env_runners"]["reward"]
     algo.stop()
+
+
+def test_an_estimator_named_by_its_path_reaches_remote_learners(ray_local):
+    import torch
+
+    from rllib_rpp.estimators import ESTIMATORS, Groups, get_estimator
+    from tuned_examples.custom_estimator import build_config, median_baseline
+
+    r, g = torch.tensor([1.0, 0.0, 0.0, 5.0, 1.0, 1.0]), Groups.of(torch.tensor([0, 0, 0, 1, 1, 1]))
+    assert median_baseline(r, g).tolist() == [1.0, 0.0, 0.0, 4.0, 0.0, 0.0]
+    assert "median_baseline" not in ESTIMATORS  # never registered: every process imports it by its path
+    algo = build_config(num_learners=2).build_algo()
+    assert algo.train()["env_runners"]["num_env_steps_sampled"] == 128
+    found = algo.learner_group.foreach_learner(lambda learner: get_estimator(learner.config.advantage_estimator).name)
+    assert [f.get() for f in found.result_or_errors] == ["median_baseline", "median_baseline"]
+    algo.stop()
+    with pytest.raises(ValueError, match="advantage_estimator='no_such.module:X' is invalid"):
+        build_config().training(advantage_estimator="no_such.module:X").validate()

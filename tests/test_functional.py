@@ -119,6 +119,37 @@ def test_discounted_returns_reset_at_padding(gamma):
     assert (got[mask == 0] == 0).all()
 
 
+@pytest.mark.parametrize("gamma", [1.0, 0.9])
+def test_returns_and_advantages_with_holes_in_the_loss_mask(gamma):
+    # Holes: tokens inside a response the policy did not choose (tool output). They are not time
+    # steps: the score lands on the last action token, returns skip the holes, whitening ignores them.
+    g = torch.Generator().manual_seed(3)
+    B, T = 5, 9
+    lens = torch.tensor([9, 7, 4, 9, 1])
+    mask = (torch.arange(T) < lens[:, None]).double()
+    mask[0, 2:4] = 0
+    mask[1, 6] = 0  # the response ends with a hole: its last action token is position 5
+    mask[3, 1] = mask[3, 5] = mask[3, 8] = 0
+    lp, rlp = -torch.rand(B, T, generator=g, dtype=torch.float64), -torch.rand(B, T, generator=g, dtype=torch.float64)
+    scores = torch.randn(B, generator=g, dtype=torch.float64)
+    got = F.token_advantages(scores, lp, rlp, mask, kl_coef=0.1, gamma=gamma).advantages
+    returns = {}
+    for b in range(B):
+        actions = [t for t in range(T) if mask[b, t] == 1]
+        rewards = {t: -0.1 * ref_kl(lp[b, t].item(), rlp[b, t].item(), "k1") for t in actions}
+        rewards[actions[-1]] += scores[b].item()
+        running = 0.0
+        for t in reversed(actions):
+            running = rewards[t] + gamma * running
+            returns[b, t] = running
+    values = list(returns.values())
+    mean = sum(values) / len(values)
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
+    for (b, t), v in returns.items():
+        assert got[b, t].item() == pytest.approx((v - mean) / (std + 1e-8), rel=1e-9, abs=1e-9)
+    assert (got[mask == 0] == 0).all()
+
+
 def test_whiten_is_global_population_and_safe_on_equal_values():
     _, lp, _, mask, _, _ = random_batch(1)
     w = F.whiten(lp, mask)

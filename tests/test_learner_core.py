@@ -45,7 +45,7 @@ def token_batch(estimator: str, seed: int = 0, n_prompts: int = 4, n: int = 3) -
     raw = torch.randint(0, 2, (B,), generator=g).double() + 0.1 * torch.randn(B, generator=g, dtype=torch.float64)
     scored = score_batch(raw, torch.zeros(B, dtype=torch.bool), groups, estimator=estimator)
     batch = {S.PROMPT_IDS: prompt_ids, S.PROMPT_MASK: prompt_mask, S.RESPONSE_IDS: response_ids,
-             S.RESPONSE_MASK: response_mask, S.SAMPLER_LOGPROBS: torch.zeros(B, R),
+             S.RESPONSE_MASK: response_mask, S.LOSS_MASK: response_mask.clone(), S.SAMPLER_LOGPROBS: torch.zeros(B, R),
              S.SCORES: scored.scores.float()}
     return batch, scored.processed
 

@@ -17,7 +17,7 @@ from rllib_rpp import schema as S
 from rllib_rpp.core.batch import prepare_batch
 from rllib_rpp.core.logprobs import response_logprobs
 from rllib_rpp.core.microbatch import row_lengths, split_by_tokens, take_rows
-from rllib_rpp.core.options import UpdateOptions
+from rllib_rpp.core.options import ALONE, Collectives, UpdateOptions
 from rllib_rpp.core.update import accumulate_gradients
 
 OPTS = UpdateOptions(kl_placement="loss", kl_estimator="k2", entropy_coef=0.01, temperature=0.7,
@@ -42,7 +42,8 @@ def random_batch(B=12, seed=0):
     response_mask = (torch.arange(R) < r_len[:, None]).float()
     return {S.PROMPT_IDS: torch.randint(4, 90, (B, P), generator=g) * prompt_mask, S.PROMPT_MASK: prompt_mask,
             S.RESPONSE_IDS: torch.randint(4, 90, (B, R), generator=g) * response_mask.long(),
-            S.RESPONSE_MASK: response_mask, S.SAMPLER_LOGPROBS: -torch.rand(B, R, generator=g) * response_mask,
+            S.RESPONSE_MASK: response_mask, S.LOSS_MASK: response_mask.clone(),
+            S.SAMPLER_LOGPROBS: -torch.rand(B, R, generator=g) * response_mask,
             S.SCORES: torch.randn(B, generator=g)}
 
 
@@ -63,7 +64,7 @@ def one_step(lm, batch, opts, max_tokens, **dist_kw):
     """Prepare the batch against a perturbed reference, then one Adam step; returns the weights."""
     ref = tiny(seed=1)
     batch = dict(batch)
-    prepare_batch(lm, ref, batch, opts, kl_coef=0.1, all_reduce=dist_kw.get("all_reduce", F.no_reduce))
+    prepare_batch(lm, ref, batch, opts, kl_coef=0.1, collectives=dist_kw.get("collectives", ALONE))
     optim = torch.optim.Adam(lm.parameters(), lr=1e-3)
     optim.zero_grad()
     forward = dist_kw.pop("forward", None) or Policy(lm, opts)
@@ -105,6 +106,52 @@ def test_microbatched_step_equals_the_whole_minibatch(mode):
     assert any(not torch.equal(whole[k], tiny().state_dict()[k]) for k in whole)  # the step did something
 
 
+def with_holes(batch, seed=0):
+    """The batch with ~30 % of the response tokens left out of the loss, inside the responses
+    (tokens the policy did not choose, e.g. tool output): the response mask stays a prefix."""
+    g = torch.Generator().manual_seed(seed)
+    loss_mask = batch[S.RESPONSE_MASK] * (torch.rand(batch[S.RESPONSE_MASK].shape, generator=g) > 0.3)
+    loss_mask[:, 0] = batch[S.RESPONSE_MASK][:, 0]  # every row keeps a token to learn from
+    return {**batch, S.LOSS_MASK: loss_mask}
+
+
+@pytest.mark.parametrize("mode", F.LOSS_AGG_MODES)
+def test_holes_in_the_loss_mask_are_context_not_loss_and_microbatches_still_equal_the_whole(mode):
+    opts = dataclasses.replace(OPTS, loss_agg_mode=mode)
+    batch = with_holes(random_batch(seed=9))
+    holes = (batch[S.RESPONSE_MASK] > 0) & (batch[S.LOSS_MASK] == 0)
+    assert holes.sum() >= 8 and (holes[:, :-1] & (batch[S.LOSS_MASK][:, 1:] > 0)).any()  # holes inside responses
+    whole, loss_whole, _ = one_step(tiny(), batch, opts, max_tokens=10_000)
+    split, loss_split, metrics = one_step(tiny(), batch, opts, max_tokens=25)
+    assert metrics["num_microbatches"] >= 4
+    torch.testing.assert_close(loss_split, loss_whole, rtol=1e-10, atol=1e-12)
+    for k in whole:
+        torch.testing.assert_close(split[k], whole[k], rtol=1e-9, atol=1e-12)
+    # The holes are context: every response token's log-prob is the plain forward's of the whole sequence.
+    lm = tiny()
+    with torch.no_grad():
+        lp, _ = response_logprobs(lm, batch, temperature=opts.temperature)
+        for b in range(len(lp)):
+            prompt = batch[S.PROMPT_IDS][b][batch[S.PROMPT_MASK][b] > 0]
+            n = int(batch[S.RESPONSE_MASK][b].sum())
+            ids = torch.cat([prompt, batch[S.RESPONSE_IDS][b, :n]])
+            want = (lm(ids[None]).logits[0, len(prompt) - 1 : -1] / opts.temperature).log_softmax(-1)
+            torch.testing.assert_close(lp[b, :n], want.gather(-1, ids[len(prompt):, None])[:, 0], rtol=1e-9, atol=1e-9)
+    # ...and not loss: the loss of the first step (ratio 1) from loss-mask tokens alone.
+    prepared = dict(batch)
+    prepare_batch(lm, tiny(seed=1), prepared, opts, kl_coef=0.1)
+    assert (prepared[S.ADVANTAGES][holes] == 0).all()
+    _, ent = response_logprobs(lm, prepared, temperature=opts.temperature, with_entropy=True)
+    m = prepared[S.LOSS_MASK]
+    per_token = -prepared[S.ADVANTAGES] + 0.1 * F.token_kl(lp, prepared[S.REF_LOGPROBS], "k2") - 0.01 * ent
+    if mode == "token-mean":
+        want = (per_token * m).sum() / m.sum()
+    else:
+        per_seq = (per_token * m).sum(-1) / (m.sum(-1) if mode == "seq-mean-token-mean" else 1)
+        want = per_seq.mean()
+    torch.testing.assert_close(loss_whole, want.detach(), rtol=1e-9, atol=1e-10)
+
+
 def _ddp_worker(rank, world, port, batch, out):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
@@ -123,8 +170,8 @@ def _ddp_worker(rank, world, port, batch, out):
     lm = tiny()
     ddp = torch.nn.parallel.DistributedDataParallel(Policy(lm, OPTS))
     shard = {k: v[rank::world] for k, v in batch.items()}
-    weights, loss, _ = one_step(lm, shard, OPTS, max_tokens=20 + 15 * rank, world_size=world, all_reduce=all_reduce,
-                                agree_count=agree, no_sync=ddp.no_sync, forward=ddp)
+    collectives = Collectives(world_size=world, all_reduce=all_reduce, agree_count=agree, no_sync=ddp.no_sync)
+    weights, loss, _ = one_step(lm, shard, OPTS, max_tokens=20 + 15 * rank, collectives=collectives, forward=ddp)
     out[rank] = weights
     dist.destroy_process_group()
 
@@ -216,3 +263,29 @@ def test_learner_update_is_microbatched_and_equals_the_unsplit_step():
     assert counts[0] == 1 and counts[1] >= 4
     for k in weights[0]:
         torch.testing.assert_close(weights[1][k], weights[0][k], rtol=1e-4, atol=1e-5)
+
+
+def test_episodes_to_token_batch_sizes_by_the_response_mask_and_keeps_the_loss_masks_holes():
+    import numpy as np
+    from ray.rllib.core import DEFAULT_MODULE_ID
+    from ray.rllib.env.single_agent_episode import SingleAgentEpisode
+
+    from rllib_rpp.reinforce_pp.connectors import EpisodesToTokenBatch
+
+    def episode(length, loss_mask, weight=1.0):
+        obs = {"input_ids": np.array([0, 1, 5, 6]), "attention_mask": np.array([0, 1, 1, 1])}
+        response_mask, trained = np.zeros(6, np.float32), np.zeros(6, np.float32)
+        response_mask[:length], trained[: len(loss_mask)] = 1, loss_mask
+        ep = SingleAgentEpisode(observations=[obs, obs], actions=[np.arange(6) + 10], rewards=[1.0],
+                                terminated=True, len_lookback_buffer=0,
+                                extra_model_outputs={S.RESPONSE_MASK: [response_mask], S.LOSS_MASK: [trained],
+                                                     S.SAMPLER_LOGPROBS: [np.zeros(6, np.float32)]})
+        ep.custom_data.update({S.SCORE: 1.0, S.LOSS_WEIGHT: weight})
+        return ep
+
+    eps = [episode(4, [1, 0, 0, 0]), episode(2, [1, 1]), episode(3, [1, 1, 1], weight=0.0)]
+    batch = EpisodesToTokenBatch()(rl_module=None, batch={}, episodes=eps)[DEFAULT_MODULE_ID]
+    assert batch[S.RESPONSE_IDS].shape[1] == 4  # the longest response, its trailing hole included
+    assert batch[S.RESPONSE_MASK].tolist() == [[1, 1, 1, 1], [1, 1, 0, 0], [1, 1, 1, 0]]  # rows out of the loss
+    assert batch[S.LOSS_MASK].tolist() == [[1, 0, 0, 0], [1, 1, 0, 0], [0, 0, 0, 0]]  # still attend
+    assert row_lengths(batch)[1].tolist() == [4, 2, 3]

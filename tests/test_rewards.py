@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from envs.reward_model import (
-    RewardModelScorer,
+    RewardModelReward,
     arithmetic_preference_pairs,
     bradley_terry_loss,
     preference_accuracy,
@@ -88,19 +88,19 @@ def test_builtin_rule_rewards():
 
 
 def test_reward_model_scores_a_batch_and_prefers_correct_sums():
-    scorer = RewardModelScorer("tiny-arith-rm", batch_size=16)
+    rm_reward = RewardModelReward("tiny-arith-rm", batch_size=16)
     pairs = arithmetic_preference_pairs("eval")[:64]
     prompts = [p["prompt"] for p in pairs]
-    good = scorer(prompts, [p["chosen"] for p in pairs])
-    bad = scorer(prompts, [p["rejected"] for p in pairs])
+    good = rm_reward(prompts, [p["chosen"] for p in pairs])
+    bad = rm_reward(prompts, [p["rejected"] for p in pairs])
     assert len(good) == 64 and all(isinstance(x, float) for x in good)
     assert np.mean(np.array(good) > np.array(bad)) > 0.75
     # Batching must not change scores (padding is handled).
-    assert scorer(prompts[:3], ["1", "22", "333"]) == pytest.approx(
-        [scorer([p], [c])[0] for p, c in zip(prompts[:3], ["1", "22", "333"])], abs=1e-4)
+    assert rm_reward(prompts[:3], ["1", "22", "333"]) == pytest.approx(
+        [rm_reward([p], [c])[0] for p, c in zip(prompts[:3], ["1", "22", "333"])], abs=1e-4)
     # The reward model is usable as one more reward function by name.
     res = RewardStep(["tiny-arith-rm", "exact_match"])(prompts[:2], ["5", "7"], answer=["5", "8"])
-    np.testing.assert_allclose(res.rewards, np.array(scorer(prompts[:2], ["5", "7"])) + [1, 0], atol=1e-5)
+    np.testing.assert_allclose(res.rewards, np.array(rm_reward(prompts[:2], ["5", "7"])) + [1, 0], atol=1e-5)
 
 
 def test_reward_model_must_have_one_label(tmp_path, tiny_path):
@@ -110,9 +110,9 @@ def test_reward_model_must_have_one_label(tmp_path, tiny_path):
     two.save_pretrained(tmp_path / "two")
     AutoTokenizer.from_pretrained(tiny_path).save_pretrained(tmp_path / "two")
     with pytest.raises(ValueError, match="has 2 labels"):
-        RewardModelScorer(str(tmp_path / "two"))
+        RewardModelReward(str(tmp_path / "two"))
     with pytest.raises(ValueError, match="LlamaForCausalLM, not a sequence classifier"):
-        RewardModelScorer("tiny-arith")
+        RewardModelReward("tiny-arith")
 
 
 def test_bradley_terry_training_learns_a_preference(tiny_path, tiny_tokenizer):

@@ -70,7 +70,7 @@ def test_batched_score_matches_step_and_uses_extra_columns():
     rows = [{"prompt": "a", "level": 1}, {"prompt": "b", "level": 2}]
     env = SingleTurnTextEnv(prompts=rows, reward_funcs=[by_level], shuffle=False, max_new_tokens=4)
     recs = env.next_prompts(2)
-    res = env.score(recs, [_ids(env, "xyz"), _ids(env, "q")])
+    res = env.rewards_for(recs, [_ids(env, "xyz"), _ids(env, "q")])
     assert res.rewards.tolist() == [3.0, 1.0] and seen["level"] == [1, 2]
 
 
@@ -146,7 +146,7 @@ def test_prompt_row_missing_a_rewarded_column_is_an_error():
     env = SingleTurnTextEnv(prompts=rows[:1])
     bad = dataclasses.replace(env.prompts[0], index=4, columns={})
     with pytest.raises(ValueError, match=r"prompt row 4 has no 'answer' column"):
-        env.score([bad], [_ids(env, "None")])
+        env.rewards_for([bad], [_ids(env, "None")])
 
 
 def test_directory_that_is_not_a_model_names_the_missing_files(tmp_path, tiny_path):

@@ -150,15 +150,15 @@ def test_missing_vllm_gives_install_hint(monkeypatch):
         vllm_sampler.VLLMSampler("tiny-arith", eos_token_id=2, pad_token_id=0)
 
 
-@pytest.mark.parametrize("transfer", ["in_process", "shared_file"])
-def test_weight_transfer_paths_load_new_weights(transfer):
+@pytest.mark.parametrize("reload", ["in_process", "shared_file"])
+def test_weight_reload_paths_load_new_weights(reload):
     from transformers import AutoModelForCausalLM
 
     from envs.models import resolve_model_path
     from rllib_rpp.samplers.vllm import VLLMSampler
 
     sampler = VLLMSampler("tiny-arith", eos_token_id=2, pad_token_id=0, kv_cache_memory_bytes=32 << 20,
-                          weight_transfer=transfer)
+                          weight_reload=reload)
     model = AutoModelForCausalLM.from_pretrained(resolve_model_path("tiny-arith"))
     torch.manual_seed(0)
     with torch.no_grad():
@@ -235,7 +235,7 @@ def test_colocated_sleep_mode_wakes_weights_before_reload_and_kv_cache_before_ge
             calls.append(("reset_prefix_cache",))
 
     sampler = VLLMSampler.__new__(VLLMSampler)
-    sampler._vllm, sampler.llm, sampler.transfer = vllm, Engine(), InProcessReload()
+    sampler._vllm, sampler.llm, sampler.reload = vllm, Engine(), InProcessReload()
     for level in (1, 2):  # level 2 (colocated presets) drops the weights: a reload must come first
         calls.clear()
         sampler.sleep_mode, sampler.sleep_level, sampler._asleep = True, level, set()

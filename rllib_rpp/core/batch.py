@@ -15,7 +15,7 @@ from rllib_rpp import functional as F
 from rllib_rpp import schema as S
 from rllib_rpp.core.logprobs import response_logprobs
 from rllib_rpp.core.microbatch import row_lengths, scatter_rows, split_by_tokens, take_rows
-from rllib_rpp.core.options import UpdateOptions
+from rllib_rpp.core.options import ALONE, Collectives, UpdateOptions
 
 _CHECKED = (S.OLD_LOGPROBS, S.REF_LOGPROBS, S.SAMPLER_LOGPROBS)
 
@@ -31,7 +31,7 @@ def eval_mode(module):
         module.train(was_training)
 
 
-def score(model, micro: dict, opts: UpdateOptions, with_entropy: bool):
+def forward_logprobs(model, micro: dict, opts: UpdateOptions, with_entropy: bool):
     """(log-probs, entropy) of a micro-batch: `model` is a causal LM, or a module whose call
     returns {"logprobs", "entropy"} (the RLModule, or an FSDP-sharded wrapper: sharded modules
     must be entered through their own call)."""
@@ -45,13 +45,13 @@ def score(model, micro: dict, opts: UpdateOptions, with_entropy: bool):
 @torch.no_grad()
 def logprob_pass(model, batch: dict, groups: list[torch.Tensor], opts: UpdateOptions, *, with_entropy: bool = False):
     """log π(a_t|s_t) [B, R] (and entropy) of every row, one token-budget micro-batch at a time."""
-    device = batch[S.RESPONSE_MASK].device
+    device = batch[S.RESPONSE_IDS].device
     lps, ents = [], []
     with eval_mode(model):
         for rows in groups:
             micro = take_rows({k: batch[k] for k in S.TOKEN_COLUMNS}, rows)
             with opts.autocast(device.type):
-                lp, ent = score(model, micro, opts, with_entropy)
+                lp, ent = forward_logprobs(model, micro, opts, with_entropy)
             lps.append((rows, lp))
             ents.append((rows, ent))
     B, width = batch[S.RESPONSE_IDS].shape
@@ -59,19 +59,22 @@ def logprob_pass(model, batch: dict, groups: list[torch.Tensor], opts: UpdateOpt
 
 
 @torch.no_grad()
-def prepare_batch(policy, ref, batch: dict, opts: UpdateOptions, *, kl_coef: float,
-                  all_reduce: F.AllReduce = F.no_reduce, agree_count=int, ref_context=nullcontext) -> dict[str, float]:
-    """Write OLD_LOGPROBS, REF_LOGPROBS, ENTROPY, ADVANTAGES (and IS_WEIGHTS with tis_cap) into
-    `batch`; return the batch statistics (global over learners) and the pass timings.
+def prepare_batch(policy, ref, batch: dict, opts: UpdateOptions, *, kl_coef: float, collectives: Collectives = ALONE,
+                  ref_context=nullcontext) -> dict[str, float]:
+    """Write OLD_LOGPROBS, REF_LOGPROBS, ENTROPY, ADVANTAGES (and IS_WEIGHTS with tis_cap and/or
+    is_mask_range) into `batch`; return the batch statistics (global over learners) and the pass
+    timings.
 
-    `policy` and `ref` (the frozen reference) are causal LMs or modules (see `score`);
+    `policy` and `ref` (the frozen reference) are causal LMs or modules (see `forward_logprobs`);
     `ref_context()` is entered around the reference pass (a LoRA policy with its adapters
-    disabled is its own reference). `agree_count(n)` is the largest number of
-    micro-batches of any learner (sharded learners must run the same number of passes)."""
+    disabled is its own reference). With several learners, `collectives` sums the statistics
+    over them and agrees on the number of micro-batches (sharded learners run the same number
+    of passes)."""
+    all_reduce = collectives.all_reduce
     prompt_len, response_len = row_lengths(batch)
     groups = split_by_tokens(prompt_len, response_len, opts.max_tokens_per_microbatch)
     groups = split_by_tokens(prompt_len, response_len, opts.max_tokens_per_microbatch,
-                             min_groups=agree_count(len(groups)))
+                             min_groups=collectives.agree_count(len(groups)))
     t0 = time.perf_counter()
     if opts.old_logprobs == "sampler":  # exact when the sampler runs these weights in this dtype: no pass
         batch[S.OLD_LOGPROBS] = batch[S.SAMPLER_LOGPROBS].clone()
@@ -83,7 +86,7 @@ def prepare_batch(policy, ref, batch: dict, opts: UpdateOptions, *, kl_coef: flo
         batch[S.REF_LOGPROBS], _ = logprob_pass(ref, batch, groups, opts)
     t2 = time.perf_counter()
     dropped = drop_nonfinite(batch, opts.nonfinite_logprobs, all_reduce)
-    mask = batch[S.RESPONSE_MASK]
+    mask = batch[S.LOSS_MASK]
     res = F.token_advantages(
         batch[S.SCORES], batch[S.OLD_LOGPROBS], batch[S.REF_LOGPROBS], mask, estimator=opts.advantage_estimator,
         kl_coef=kl_coef if opts.kl_placement == "reward" else 0.0, kl_estimator=opts.kl_estimator,
@@ -119,7 +122,7 @@ def drop_nonfinite(batch: dict, policy: str, all_reduce: F.AllReduce = F.no_redu
     """NaN/inf log-probs never reach the loss. "error": every learner raises together (the
     counts are all-reduced first, so no learner is left waiting in a collective); "mask": those
     responses leave the loss. Returns the number of responses dropped on this learner."""
-    mask = batch[S.RESPONSE_MASK] > 0
+    mask = batch[S.LOSS_MASK] > 0
     bad_rows = {k: (~torch.isfinite(batch[k]) & mask).any(-1) for k in _CHECKED}
     local = torch.tensor([float(rows.sum()) for rows in bad_rows.values()] + [float(mask.shape[0])],
                          dtype=torch.float64, device=mask.device)
@@ -134,15 +137,15 @@ def drop_nonfinite(batch: dict, policy: str, all_reduce: F.AllReduce = F.no_redu
             f"leave such responses out (they are counted)")
     bad = torch.stack(list(bad_rows.values())).any(0)
     if bad.any():
-        batch[S.RESPONSE_MASK] = batch[S.RESPONSE_MASK] * (~bad).unsqueeze(-1)
+        batch[S.LOSS_MASK] = batch[S.LOSS_MASK] * (~bad).unsqueeze(-1)
         for k in _CHECKED:
             batch[k] = torch.nan_to_num(batch[k], nan=0.0, posinf=0.0, neginf=0.0)
     return int(bad.sum())
 
 
 def batch_statistics(batch: dict, kl_estimator: str, all_reduce: F.AllReduce = F.no_reduce) -> dict[str, float]:
-    """KL to π_ref, entropy, sampler mismatch and advantage statistics over every learner's tokens."""
-    mask = batch[S.RESPONSE_MASK]
+    """KL to π_ref, entropy, sampler mismatch and advantage statistics over every learner's loss tokens."""
+    mask = batch[S.LOSS_MASK]
     old, ref = batch[S.OLD_LOGPROBS], batch[S.REF_LOGPROBS]
     kl = F.token_kl(old, ref, kl_estimator) * mask
     k1 = (old - ref) * mask

@@ -100,7 +100,7 @@ def _unflatten(parts: list[torch.Tensor], valid: torch.Tensor, width: int) -> to
     return torch.nn.functional.pad(out, (0, width - valid.shape[1]))
 
 
-class LMScorer(torch.nn.Module):
+class LogprobModule(torch.nn.Module):
     """A causal LM behind a module call: forward(micro-batch) -> {"logprobs", "entropy"}. Lets a
     sharded reference model be entered through its root (FSDP gathers weights in the call)."""
 

@@ -17,7 +17,7 @@ def minibatch_loss(logprobs: torch.Tensor, entropy: torch.Tensor | None, batch: 
     `num_tokens`/`num_seqs` are the counts of the whole optimizer step (every micro-batch and
     learner), so the sum of the pieces' losses is the loss of the whole step. Returns the loss
     and detached metrics."""
-    mask = batch[S.RESPONSE_MASK]
+    mask = batch[S.LOSS_MASK]
     agg = dict(num_tokens=num_tokens, num_seqs=num_seqs)
     pl = F.clipped_policy_loss(
         logprobs, batch[S.OLD_LOGPROBS], batch[S.ADVANTAGES], mask, clip_low=opts.clip_low,

@@ -1,12 +1,29 @@
-"""The options the learner's compute core reads, as one plain dataclass (no Ray)."""
+"""What the compute core reads: the options, as one plain dataclass, and how a learner agrees with
+the others (`Collectives`). No Ray."""
 
 from __future__ import annotations
 
 import dataclasses
-from contextlib import nullcontext
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 import torch
+
+from rllib_rpp.functional import AllReduce, no_reduce
+
+
+@dataclass(frozen=True)
+class Collectives:
+    """How one learner agrees with the others. The defaults are a learner alone (no-ops)."""
+
+    world_size: int = 1
+    all_reduce: AllReduce = no_reduce  # sums a tensor over every learner
+    agree_count: Callable[[int], int] = int  # the largest count of any learner (all run that many passes)
+    no_sync: Callable[[], AbstractContextManager] = nullcontext  # defers DDP's gradient all-reduce
+
+
+ALONE = Collectives()
 
 
 @dataclass(frozen=True)

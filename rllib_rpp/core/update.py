@@ -16,7 +16,7 @@ from rllib_rpp import functional as F
 from rllib_rpp import schema as S
 from rllib_rpp.core.loss import minibatch_loss
 from rllib_rpp.core.microbatch import row_lengths, split_by_tokens, take_rows
-from rllib_rpp.core.options import UpdateOptions
+from rllib_rpp.core.options import ALONE, Collectives, UpdateOptions
 
 # How the per-micro-batch metrics combine: token-weighted means, maxima, sums.
 _MEAN = ("clip_fraction", "dual_clip_fraction", "ratio_mean", "approx_kl_old", "logprob_mismatch_mean")
@@ -24,31 +24,30 @@ _MAX = ("ratio_max", "logprob_mismatch_max")
 
 
 def accumulate_gradients(forward: Callable[[dict], dict], batch: dict, opts: UpdateOptions, *, kl_coef: float,
-                         max_tokens: int, world_size: int = 1, all_reduce: F.AllReduce = F.no_reduce,
-                         agree_count: Callable[[int], int] = int, no_sync=nullcontext, autocast=nullcontext,
+                         max_tokens: int, collectives: Collectives = ALONE, autocast=nullcontext,
                          sampler_gap: bool = False) -> tuple[torch.Tensor, dict[str, float]]:
     """Forward + loss + backward for every micro-batch of `batch` (gradients accumulate).
 
     forward(micro_batch) -> {"logprobs": [b, r], "entropy": [b, r] or None}. With several
-    learners, `all_reduce` sums over them, `agree_count` gives the largest micro-batch count
-    of any learner (all run that many), and `no_sync()` defers DDP's gradient all-reduce to the
-    last micro-batch. `sampler_gap`: also measure |log π_θ - log π_sampler| (on the first
+    learners, `collectives` sums the counts over them, agrees on the largest micro-batch count
+    of any learner (all run that many), and defers DDP's gradient all-reduce to the last
+    micro-batch (`no_sync`). `sampler_gap`: also measure |log π_θ - log π_sampler| (on the first
     mini-batch of an update π_θ is π_old: the sampler mismatch, when π_old is not recomputed).
     Returns the mini-batch loss (detached) and its metrics."""
-    mask = batch[S.RESPONSE_MASK]
-    counts = all_reduce(torch.stack([mask.sum(), mask.new_tensor(float(mask.shape[0]))]))
+    mask = batch[S.LOSS_MASK]
+    counts = collectives.all_reduce(torch.stack([mask.sum(), mask.new_tensor(float(mask.shape[0]))]))
     # DDP averages gradients over learners: each divides by the global count / world size.
-    num_tokens, num_seqs = counts[0] / world_size, counts[1] / world_size
+    num_tokens, num_seqs = counts[0] / collectives.world_size, counts[1] / collectives.world_size
     prompt_len, response_len = row_lengths(batch)
     groups = split_by_tokens(prompt_len, response_len, max_tokens)
-    groups = split_by_tokens(prompt_len, response_len, max_tokens, min_groups=agree_count(len(groups)))
+    groups = split_by_tokens(prompt_len, response_len, max_tokens, min_groups=collectives.agree_count(len(groups)))
     total = 0.0
     sums: dict[str, float] = {}
     local_tokens = max(float(mask.sum()), 1.0)
     nonfinite = 0
     for k, rows in enumerate(groups):
         micro = take_rows(batch, rows)
-        with nullcontext() if k == len(groups) - 1 else no_sync():
+        with nullcontext() if k == len(groups) - 1 else collectives.no_sync():
             with autocast():
                 out = forward(micro)
             loss, metrics = minibatch_loss(out["logprobs"], out["entropy"], micro, opts, kl_coef=kl_coef,
@@ -58,10 +57,10 @@ def accumulate_gradients(forward: Callable[[dict], dict], batch: dict, opts: Upd
             nonfinite += int(not torch.isfinite(loss))
             loss.backward()
         total = total + loss.detach()
-        share = float(micro[S.RESPONSE_MASK].sum()) / local_tokens
+        share = float(micro[S.LOSS_MASK].sum()) / local_tokens
         if sampler_gap:
-            gap = (out["logprobs"].detach() - micro[S.SAMPLER_LOGPROBS]).abs() * micro[S.RESPONSE_MASK]
-            metrics = {**metrics, "logprob_mismatch_mean": gap.sum() / max(float(micro[S.RESPONSE_MASK].sum()), 1.0),
+            gap = (out["logprobs"].detach() - micro[S.SAMPLER_LOGPROBS]).abs() * micro[S.LOSS_MASK]
+            metrics = {**metrics, "logprob_mismatch_mean": gap.sum() / max(float(micro[S.LOSS_MASK].sum()), 1.0),
                        "logprob_mismatch_max": gap.max()}
         for name, value in metrics.items():
             v = float(value)

@@ -2,7 +2,7 @@
 
 Per `sample()`: draw `num_prompts` prompts from the text env, generate
 `num_samples_per_prompt` completions each with the configured sampler (transformers or vLLM),
-score all of them in one call of the env's reward step, and return one single-step
+reward all of them in one call of the env's reward step, and return one single-step
 `SingleAgentEpisode` per completion carrying token ids, the response mask and the sampler's
 per-token log-probs. The learner cannot tell which sampler produced them.
 
@@ -42,7 +42,7 @@ from ray.rllib.utils.metrics import (
 from envs.prompts import encode_prompts
 from envs.text_env import SingleTurnTextEnv
 from rllib_rpp import schema as S
-from rllib_rpp.samplers import Generation, SamplingParams, make_sampler
+from rllib_rpp.samplers import Generation, SamplingParams, make_sampler, sampler_class
 
 logger = logging.getLogger(__name__)
 
@@ -97,11 +97,12 @@ class TextEnvRunner(EnvRunner, Checkpointable):
             cfg = self.config
             mc = cfg.model_config
             extra = dict(cfg.sampler_kwargs or {})
-            if cfg.sampler == "vllm":
+            backend = sampler_class(cfg.sampler)
+            if backend.sized_by_sequence:
                 extra.setdefault("required_len", self.env.max_prompt_tokens + cfg.max_new_tokens)
                 extra.setdefault("seed", (cfg.seed or 0) + self.worker_index)
-                if self.worker_index > 0:  # remote runners receive broadcasts through vLLM's engine
-                    extra.setdefault("transfer_engine", cfg.weight_transfer_used)
+            if backend.weight_transfer_engines and self.worker_index > 0:  # remote: learner rank 0 broadcasts
+                extra.setdefault("transfer_engine", cfg.weight_transfer_used)
             self.sampler = make_sampler(
                 cfg.sampler, mc.get("model", "tiny-arith"), eos_token_id=self.env.eos_token_id,
                 pad_token_id=self.env.pad_token_id, dtype=mc.get("dtype", "float32"), **extra,
@@ -126,7 +127,7 @@ class TextEnvRunner(EnvRunner, Checkpointable):
         gen: Generation = sampler.generate([p.input_ids for p in prompts], params)
         t1 = time.perf_counter()
         expanded = [p for p in prompts for _ in range(n)]
-        rewards = self.env.score(expanded, gen.token_ids)
+        rewards = self.env.rewards_for(expanded, gen.token_ids)
         t2 = time.perf_counter()
         episodes = self._episodes(expanded, gen, rewards.rewards, n)
         self._log(gen, rewards, len(prompts), sample_s=t1 - t0, reward_s=t2 - t1)
@@ -153,7 +154,10 @@ class TextEnvRunner(EnvRunner, Checkpointable):
             ep = SingleAgentEpisode(
                 observations=[obs, obs], actions=[action], rewards=[float(rewards[i])],
                 infos=[{"prompt_index": prompt.index}, {}], terminated=True, len_lookback_buffer=0,
-                extra_model_outputs={S.RESPONSE_MASK: [mask], S.SAMPLER_LOGPROBS: [logprobs]},
+                # Every sampled token is the policy's: the loss mask equals the response mask here
+                # (a response with inserted tokens, e.g. tool output, would have holes in it).
+                extra_model_outputs={S.RESPONSE_MASK: [mask], S.LOSS_MASK: [mask.copy()],
+                                     S.SAMPLER_LOGPROBS: [logprobs]},
                 observation_space=obs_space, action_space=act_space,
             )
             ep.custom_data.update({S.GROUP_ID: base + i // n, S.TRUNCATED: not gen.finished[i],
@@ -209,7 +213,7 @@ class TextEnvRunner(EnvRunner, Checkpointable):
 
     # -- evaluation ------------------------------------------------------------------------
     def evaluate_greedy(self, rows: list[dict]) -> dict[str, float]:
-        """Greedy completions of prompt `rows` with the current weights, scored by the env's
+        """Greedy completions of prompt `rows` with the current weights, rewarded by the env's
         reward step: mean total reward and mean of each reward function."""
         env = self.env
         cfg = env.env_config
@@ -218,7 +222,7 @@ class TextEnvRunner(EnvRunner, Checkpointable):
                                  max_prompt_tokens=env.max_prompt_tokens, truncate=cfg.truncate_prompts)
         params = SamplingParams(n=1, max_new_tokens=self.config.max_new_tokens, greedy=True)
         gen = self._ensure_sampler().generate([r.input_ids for r in records], params)
-        res = env.score(records, gen.token_ids)
+        res = env.rewards_for(records, gen.token_ids)
         out = {"reward_mean": float(res.rewards.mean()), "num_prompts": len(records)}
         out.update({f"reward/{k}": float(np.nanmean(v)) for k, v in res.components.items()})
         out["response_length_mean"] = float(np.mean([len(t) for t in gen.token_ids]))

@@ -30,9 +30,11 @@ class EpisodesToTokenBatch(ConnectorV2):
         prompt_mask = np.stack([o["attention_mask"] for o in obs])
         response_ids = np.stack([e.get_actions(0) for e in episodes])
         response_mask = np.stack([e.get_extra_model_outputs(S.RESPONSE_MASK, 0) for e in episodes])
+        loss_mask = np.stack([e.get_extra_model_outputs(S.LOSS_MASK, 0) for e in episodes])
         sampler_lp = np.stack([e.get_extra_model_outputs(S.SAMPLER_LOGPROBS, 0) for e in episodes])
         weight = np.array([e.custom_data.get(S.LOSS_WEIGHT, 1.0) for e in episodes], np.float32)
-        # The observation/action spaces are sized for the worst case: drop all-padding columns.
+        # The observation/action spaces are sized for the worst case: drop all-padding columns
+        # (the response mask is a prefix of each row; the loss mask may have holes inside it).
         p = max(int(prompt_mask.sum(-1).max()), 1)
         r = max(int(response_mask.sum(-1).max()), 1)
         t = lambda x, dt: torch.as_tensor(np.ascontiguousarray(x), dtype=dt, device=self.device)  # noqa: E731
@@ -40,7 +42,8 @@ class EpisodesToTokenBatch(ConnectorV2):
             S.PROMPT_IDS: t(prompt_ids[:, -p:], torch.long),
             S.PROMPT_MASK: t(prompt_mask[:, -p:], torch.long),
             S.RESPONSE_IDS: t(response_ids[:, :r], torch.long),
-            S.RESPONSE_MASK: t(response_mask[:, :r] * weight[:, None], torch.float32),
+            S.RESPONSE_MASK: t(response_mask[:, :r], torch.float32),
+            S.LOSS_MASK: t(loss_mask[:, :r] * weight[:, None], torch.float32),
             S.SAMPLER_LOGPROBS: t(sampler_lp[:, :r], torch.float32),
             S.SCORES: t([e.custom_data[S.SCORE] for e in episodes], torch.float32),
         }

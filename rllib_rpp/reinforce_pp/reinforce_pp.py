@@ -203,7 +203,7 @@ class ReinforcePP(Algorithm):
 
     def evaluate_greedy(self, prompts=None) -> dict[str, float]:
         """Greedy completions of held-out prompts (default: config.greedy_eval_prompts) with
-        the current weights, scored by the env's reward step. For an exact-match reward,
+        the current weights, rewarded by the env's reward step. For an exact-match reward,
         `reward_mean` is the accuracy."""
         source = prompts if prompts is not None else self.config.greedy_eval_prompts
         if source is None:

@@ -3,23 +3,25 @@
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
 from ray.rllib.algorithms.algorithm_config import AlgorithmConfig, NotProvided
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from ray.rllib.utils.annotations import override
 
-from envs.models import model_config_of
 from envs.text_env import SingleTurnTextEnv
 from rllib_rpp.env_runners.text_env_runner import TextEnvRunner
 from rllib_rpp.estimators import get_estimator
-from rllib_rpp.memory import ModelShape, estimate_learner_memory
+from rllib_rpp.memory import estimate_config_memory, memory_warning
+from rllib_rpp.registry import import_path
 from rllib_rpp.reinforce_pp import validation
 from rllib_rpp.reinforce_pp.torch.causal_lm_rl_module import CausalLMTorchRLModule
 from rllib_rpp.reinforce_pp.torch.reinforce_pp_torch_learner import ReinforcePPTorchLearner
+from rllib_rpp.samplers.base import sampler_class
 
 logger = logging.getLogger(__name__)
+# The algorithm's module imports this one: the class is named by its path, imported on first use.
+ALGORITHM_CLASS = "rllib_rpp.reinforce_pp.reinforce_pp:ReinforcePP"
 
 
 class ReinforcePPConfig(AlgorithmConfig):
@@ -41,9 +43,7 @@ class ReinforcePPConfig(AlgorithmConfig):
     """
 
     def __init__(self, algo_class=None):
-        if algo_class is None:  # the algorithm's module imports this one: look the class up here
-            from rllib_rpp.reinforce_pp.reinforce_pp import ReinforcePP as algo_class
-        super().__init__(algo_class=algo_class)
+        super().__init__(algo_class=algo_class or import_path(ALGORITHM_CLASS))
         # RLlib settings, with REINFORCE++ defaults (paper §4.2 where it gives one).
         self.env = SingleTurnTextEnv
         self.env_runner_cls = TextEnvRunner
@@ -232,7 +232,8 @@ class ReinforcePPConfig(AlgorithmConfig):
         """Sets how env runners generate.
 
         Args:
-            sampler: "transformers" (batched `generate`, CPU default) or "vllm".
+            sampler: "transformers" (default: our own KV-cache decode loop over the whole batch), "vllm",
+                a name added with `rllib_rpp.samplers.register_sampler`, or a "module:Class" path.
             sampler_kwargs: Extra settings for the sampler (vLLM: kv_cache_memory_bytes,
                 gpu_memory_utilization, max_model_len, enforce_eager, seed, device, ...).
             max_new_tokens: Response budget (also the env's action length).
@@ -257,7 +258,7 @@ class ReinforcePPConfig(AlgorithmConfig):
 
         Args:
             greedy_eval_prompts: Held-out prompt source (any env prompt source, e.g.
-                "arithmetic-eval"), completed greedily and scored by the env's reward step.
+                "arithmetic-eval"), completed greedily and rewarded by the env's reward step.
             greedy_eval_interval: Evaluate on the first iteration and then every this many (0: only
                 on request, `algo.evaluate_greedy()`); the latest evaluation is in every result
                 under `result["greedy_eval"]` (`at_iteration` says when it was made).
@@ -290,14 +291,15 @@ class ReinforcePPConfig(AlgorithmConfig):
 
     @property
     def weight_transfer_used(self) -> str | None:
-        """The weight-transfer engine of remote vLLM runners ("gloo" | "nccl"), None for the
-        object-store path."""
-        if self.sampler != "vllm" or not self.num_env_runners or self.weight_transfer == "object_store":
+        """The weight-transfer engine of remote runners whose sampler has one ("gloo" | "nccl"), None
+        for the object-store path."""
+        engines = sampler_class(self.sampler).weight_transfer_engines
+        if not engines or not self.num_env_runners or self.weight_transfer == "object_store":
             return None
         if self.weight_transfer != "auto":
             return self.weight_transfer
         whole_gpus = self.num_gpus_per_env_runner >= 1 and self.num_gpus_per_learner >= 1
-        return "nccl" if whole_gpus else "gloo"
+        return "nccl" if whole_gpus and "nccl" in engines else "gloo"
 
     @property
     def dtypes(self) -> dict[str, str]:
@@ -310,41 +312,7 @@ class ReinforcePPConfig(AlgorithmConfig):
     def memory_estimate(self):
         """Estimated learner memory per device (`rllib_rpp.memory.MemoryEstimate`) from the model's
         config (no weights loaded) and the batch options; None when the config is unavailable."""
-        mc = self._model_config if isinstance(self._model_config, dict) else {}
-        try:
-            hf_config = model_config_of(mc.get("model"))
-        except Exception as e:  # e.g. an id that is not in the local cache
-            logger.debug("no memory estimate for %r: %s", mc.get("model"), e)
-            return None
-        lora = mc.get("lora")
-        shape = ModelShape.from_hf_config(hf_config)
-        trainable = None
-        if lora:  # r·(in + out) per adapted matrix: every linear layer of every decoder layer
-            h, i, kv = shape.hidden_size, shape.intermediate_size, shape.kv_dim
-            trainable = shape.num_layers * lora["r"] * (2 * (h + h) + 2 * (h + kv) + 3 * (h + i))
-        d = self.dtypes
-        return estimate_learner_memory(
-            shape, tokens_per_microbatch=self.max_tokens_per_microbatch, param_dtype=d["param"],
-            compute_dtype=d["compute"], ref_dtype=d["ref"], chunk_tokens=self.logprob_chunk_tokens,
-            gradient_checkpointing=bool(mc.get("gradient_checkpointing")), trainable_params=trainable,
-            shards=self.num_learners if self.learner_strategy == "fsdp" and self.num_learners > 1 else 1)
-
-    def _warn_if_memory_is_short(self) -> None:
-        est = self.memory_estimate()
-        if est is None:
-            return
-        if self.num_gpus_per_learner:
-            import torch
-
-            budget = torch.cuda.get_device_properties(0).total_memory if torch.cuda.is_available() else 80 << 30
-            where = "GPU"
-        else:
-            budget, where = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "host"
-        if est.total > 0.9 * budget:
-            logger.warning(
-                f"the learner needs about {est.total / (1 << 30):.1f} GiB per {where} ({est.gib()}), more than 90 % of "
-                f"the {budget / (1 << 30):.0f} GiB available: lower max_tokens_per_microbatch or logprob_chunk_tokens, "
-                f"set model_config gradient_checkpointing=True, dtype='bfloat16', or use LoRA")
+        return estimate_config_memory(self)
 
     @property
     def kl_estimator_used(self) -> str:
@@ -395,4 +363,5 @@ class ReinforcePPConfig(AlgorithmConfig):
         super().validate()
         for warning in validation.option_warnings(self):
             logger.warning(warning)
-        self._warn_if_memory_is_short()
+        if (warning := memory_warning(self)) is not None:
+            logger.warning(warning)

@@ -1,8 +1,9 @@
 """Validation rules for REINFORCE++ options, as a table: option -> (check, what is expected).
 
 Every numeric option must be a finite number of the right type and in range; a string where a
-number belongs (`lr="1e-4"`) is refused naming the option. Cross-option rules live in
-`ReinforcePPConfig.validate`.
+number belongs (`lr="1e-4"`) is refused naming the option. The rules that relate several options
+(`cross_option_errors`, env options included) and the warnings for valid but risky combinations
+(`option_warnings`) are here too; `ReinforcePPConfig.validate` runs them.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ from collections.abc import Callable
 from typing import Any
 
 from envs.text_env import SingleTurnTextEnv, TextEnvConfig
-from rllib_rpp.estimators import ESTIMATORS, KL_PLACEMENTS
+from rllib_rpp.estimators import KL_PLACEMENTS, get_estimator
 from rllib_rpp.functional import KL_ESTIMATORS, LOSS_AGG_MODES
-from rllib_rpp.samplers.base import SAMPLERS
+from rllib_rpp.samplers.base import sampler_class
 
 Rule = tuple[Callable[[Any], bool], str]
 
@@ -64,6 +65,15 @@ def boolean(optional: bool = False) -> Rule:
                                                                           "True or False")
 
 
+def resolves(lookup: Callable[[Any], Any], v) -> bool:
+    """Whether a registry finds `v` (a registered name or a "module:name" path that imports)."""
+    try:
+        lookup(v)
+    except (ValueError, TypeError):
+        return False
+    return True
+
+
 def pair(v) -> bool:
     return v is None or (isinstance(v, (tuple, list)) and len(v) == 2 and all(map(is_real, v)) and v[0] < v[1])
 
@@ -98,7 +108,9 @@ RULES: dict[str, Rule] = {
     "reward_normalization": one_of(REWARD_NORMALIZATIONS),
     "reward_clip": (pair, "None or (low, high) with finite low < high"),
     "reward_scale": number(0, lo_open=True),
-    "advantage_estimator": (lambda v: v in ESTIMATORS, "a registered estimator (rllib_rpp.estimators.ESTIMATORS)"),
+    "advantage_estimator": (lambda v: resolves(get_estimator, v),
+                            "a registered estimator name (rllib_rpp.estimators.ESTIMATORS) or a 'module:name' path "
+                            "to an Estimator"),
     "advantage_std_norm": boolean(),
     # §3 loss.
     "clip_low": number(0, 1, lo_open=True, hi_open=True),
@@ -123,7 +135,8 @@ RULES: dict[str, Rule] = {
     "truncated_reward": number(),
     "weight_sync_timeout_s": number(0, lo_open=True),
     # Generation.
-    "sampler": (lambda v: v in SAMPLERS, f"a registered sampler, one of {tuple(SAMPLERS)}"),
+    "sampler": (lambda v: resolves(sampler_class, v),
+                "a registered sampler name (rllib_rpp.samplers.SAMPLERS) or a 'module:Class' path to a Sampler"),
     "max_new_tokens": POSITIVE_INT,
     "temperature": number(0, lo_open=True),
     "top_p": number(0, 1, lo_open=True),
@@ -172,7 +185,8 @@ def option_warnings(config) -> list[str]:
     warnings = []
     if config.kl_placement_used == "loss" and config.kl_estimator_used == "k3":
         warnings.append("KL estimator k3 as a loss term gives a biased gradient; k2 is recommended")
-    if config.old_logprobs == "sampler" and (config.sampler != "transformers" or config.dtypes["compute"] != "float32"):
+    exact = sampler_class(config.sampler).runs_learner_code and config.dtypes["compute"] == "float32"
+    if config.old_logprobs == "sampler" and not exact:
         warnings.append("old_logprobs='sampler' takes π_old from the sampler's log-probs: exact only when the sampler "
                         "runs the learner's weights in the learner's dtype (transformers sampler, fp32); watch "
                         "learners/default_policy/logprob_mismatch_*")
@@ -188,13 +202,16 @@ def cross_option_errors(config) -> list[str]:
     if config.kl_placement is not None and (config.kl_in_reward is not None or config.use_kl_loss is not None):
         errors.append(f"kl_placement={config.kl_placement!r} and the older kl_in_reward/use_kl_loss flags are both "
                       f"set; use kl_placement only")
-    est = ESTIMATORS.get(config.advantage_estimator)
-    if est is not None and est.needs_groups and config.num_samples_per_prompt < 2:
+    if get_estimator(config.advantage_estimator).needs_groups and config.num_samples_per_prompt < 2:
         errors.append(f"advantage_estimator={config.advantage_estimator!r} subtracts a per-prompt baseline and "
                       f"needs num_samples_per_prompt >= 2, got {config.num_samples_per_prompt}")
     if config.learner_strategy == "fsdp" and (config.model_config or {}).get("lora"):
-        errors.append("learner_strategy='fsdp' with LoRA is not supported: LoRA keeps a bf16 base and tiny "
-                      "optimizer state (an 8B model fits one 80 GB GPU); use learner_strategy='ddp'")
+        errors.append("learner_strategy='fsdp' with LoRA is not supported: LoRA keeps one frozen base in the "
+                      "compute dtype and tiny optimizer state (bf16: an 8B model fits one 80 GB GPU); use "
+                      "learner_strategy='ddp'")
+    if (config.sampler_kwargs or {}).get("enable_sleep_mode") and not sampler_class(config.sampler).can_sleep:
+        errors.append(f"sampler_kwargs enable_sleep_mode=True: sampler {config.sampler!r} cannot free its memory "
+                      f"between samples (can_sleep=False)")
     if config.max_rollout_staleness and not config.num_env_runners and not config.in_evaluation:
         errors.append(f"max_rollout_staleness={config.max_rollout_staleness} needs remote env runners "
                       f"(num_env_runners >= 1) to sample while the learners train")

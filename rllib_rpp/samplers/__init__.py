@@ -1,5 +1,13 @@
 """Samplers: batched generation backends behind one small interface (no Ray in here)."""
 
-from rllib_rpp.samplers.base import Generation, SamplingParams, make_sampler
+from rllib_rpp.samplers.base import (
+    SAMPLERS,
+    Generation,
+    Sampler,
+    SamplingParams,
+    make_sampler,
+    register_sampler,
+    sampler_class,
+)
 
-__all__ = ["Generation", "SamplingParams", "make_sampler"]
+__all__ = ["SAMPLERS", "Generation", "Sampler", "SamplingParams", "make_sampler", "register_sampler", "sampler_class"]

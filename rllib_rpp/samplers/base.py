@@ -8,11 +8,12 @@ It also takes new weights (a Hugging Face state dict) after every learner update
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
+
+from rllib_rpp.registry import import_path, is_import_path
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,23 @@ class Generation:
 
 
 class Sampler:
-    """Base class: `generate`, `load_weights`, `stop`."""
+    """Base class: `generate`, `load_weights`, `stop`. What else a backend can do is declared by the
+    class attributes below, which the config, validation and env runners read from the registry's
+    class (`sampler_class`) before any sampler is built: no code tells backends apart by name."""
+
+    # Weight-transfer engines ("gloo", "nccl") through which it joins learner rank 0's broadcast
+    # (`init_weight_transfer`, `receive_weights`); () = weights come through `load_weights` only.
+    weight_transfer_engines: tuple[str, ...] = ()
+    # Frees its device memory between samples (sampler kwarg `enable_sleep_mode`, colocated layouts).
+    can_sleep: bool = False
+    # `replay_logprobs(prompts, responses)`: the served weights' log-probs of given tokens.
+    can_replay_logprobs: bool = False
+    # Runs the learner's own model code on the weights it is sent: in the learner's dtype its
+    # log-probs are the learner's (old_logprobs="sampler" is exact).
+    runs_learner_code: bool = False
+    # Sized by the sequences it must hold: takes `required_len` (longest prompt + max_new_tokens)
+    # and a `seed` per env runner.
+    sized_by_sequence: bool = False
 
     weights_version: int = 0
 
@@ -45,11 +62,16 @@ class Sampler:
     def load_weights(self, state_dict: Mapping[str, torch.Tensor], version: int) -> None:
         raise NotImplementedError
 
+    def replay_logprobs(self, prompts: Sequence[Sequence[int]],
+                        responses: Sequence[Sequence[int]]) -> list[list[float]]:
+        raise NotImplementedError(f"{type(self).__name__} cannot replay log-probs (can_replay_logprobs=False)")
+
     def stop(self) -> None:
         pass
 
 
 # The sampler registry: name -> "module:Class", imported on first use (vLLM is heavy and optional).
+# `.generation(sampler=...)` takes a name or a "module:Class" path (which every process resolves).
 SAMPLERS: dict[str, str] = {
     "transformers": "rllib_rpp.samplers.hf:TransformersSampler",
     "vllm": "rllib_rpp.samplers.vllm:VLLMSampler",
@@ -57,14 +79,23 @@ SAMPLERS: dict[str, str] = {
 
 
 def register_sampler(name: str, target: str) -> None:
-    """Make `.generation(sampler=name)` build `target` ("module:Class", a Sampler subclass)."""
+    """Make `.generation(sampler=name)` build `target` ("module:Class", a Sampler subclass) in this
+    process; name a backend by its path instead when remote env runners must find it too."""
+    if not is_import_path(target):
+        raise ValueError(f"register_sampler({name!r}, {target!r}): expected a 'module:Class' path")
     SAMPLERS[name] = target
 
 
+def sampler_class(kind: str) -> type[Sampler]:
+    """The Sampler subclass of a registered name or a "module:Class" path (its module imported)."""
+    if kind not in SAMPLERS and not is_import_path(kind):
+        raise ValueError(f"unknown sampler {kind!r}; expected one of {tuple(SAMPLERS)} or a 'module:Class' path")
+    cls = import_path(SAMPLERS.get(kind, kind))
+    if not (isinstance(cls, type) and issubclass(cls, Sampler)):
+        raise ValueError(f"sampler {kind!r} names {cls!r}, not a subclass of rllib_rpp.samplers.base.Sampler")
+    return cls
+
+
 def make_sampler(kind: str, model: str, *, eos_token_id: int, pad_token_id: int, **kwargs) -> Sampler:
-    """A sampler of `kind` (a key of SAMPLERS) serving `model` (id, path or built-in)."""
-    if kind not in SAMPLERS:
-        raise ValueError(f"unknown sampler {kind!r}; expected one of {tuple(SAMPLERS)}")
-    module, cls = SAMPLERS[kind].split(":")
-    sampler_cls = getattr(importlib.import_module(module), cls)
-    return sampler_cls(model, eos_token_id=eos_token_id, pad_token_id=pad_token_id, **kwargs)
+    """A sampler of `kind` (a key of SAMPLERS or a "module:Class" path) serving `model`."""
+    return sampler_class(kind)(model, eos_token_id=eos_token_id, pad_token_id=pad_token_id, **kwargs)

@@ -41,6 +41,8 @@ def sample_tokens(logits: torch.Tensor, params: SamplingParams) -> tuple[torch.T
 
 
 class TransformersSampler(Sampler):
+    runs_learner_code = True  # the learner's transformers model: in fp32 its log-probs are the learner's
+
     def __init__(self, model: str, *, eos_token_id: int, pad_token_id: int, dtype: str = "float32",
                  device: str = "cpu", batch_size: int | None = None):
         self.model = load_causal_lm(model, dtype=dtype).to(device).eval()

@@ -1,18 +1,21 @@
 """vLLM sampler: all prompts of an iteration in one `LLM.generate` call, from token ids.
 
 - Log-probs: `logprobs_mode="processed_logprobs"`, so each sampled token's log-prob is taken
-  after temperature / top-p: the same quantity the learner computes from logits / temperature.
-- Weights: after every learner update, pushed through vLLM's supported reload path
-  (`collective_rpc("reload_weights")`, layer-wise reload that re-runs the kernels' weight
-  post-processing), then the prefix cache is reset so no KV computed with old weights is reused.
-  The transfer itself is a `WeightTransfer` strategy: in-process tensors (engine in this process,
-  `VLLM_ENABLE_V1_MULTIPROCESSING=0`, the default here) or a safetensors file in shared memory
-  (engine in its own process). Both work on CPU and GPU.
+  after temperature / top-p: equal to the learner's log-softmax of logits / temperature at top_p=1.
+- Weights, in-process runners and the object-store path (`load_weights`): pushed through vLLM's
+  layer-wise reload (`collective_rpc("reload_weights")`, which re-runs the kernels' weight
+  post-processing). How the tensors reach the engine is a `WeightReload` (`weight_reload`):
+  in-process tensors (engine in this process, `VLLM_ENABLE_V1_MULTIPROCESSING=0`, the default
+  here) or a safetensors file in shared memory (engine in its own process).
+- Weights, remote runners (`transfer_engine="gloo"|"nccl"`): one broadcast from learner rank 0
+  through vLLM's weight-transfer engine (`init_weight_transfer`, `receive_weights`).
+  Either way the prefix cache is reset, so no KV computed with old weights is reused.
 - Colocated GPU mode (`enable_sleep_mode=True`): the engine sleeps (`sleep_level` 1: weights
   offloaded to host memory; 2: weights dropped, which is safe because every wake of the weights is
   followed by a full reload at the next sync; a generate call before that is refused; the KV
-  cache is dropped either way) between samples so a learner on the same GPU gets the memory; weights are
-  woken before a reload and the KV cache before generating. On the CPU backend sleep is a no-op.
+  cache is dropped either way) between samples so a learner on the same GPU gets the memory;
+  weights are woken before a reload and the KV cache before generating. On CPU sleep is a no-op.
+- `stop()` shuts the engine down at once (see there why that matters).
 """
 
 from __future__ import annotations
@@ -41,21 +44,21 @@ def import_vllm():
     return vllm
 
 
-class WeightTransfer:
+class WeightReload:
     """How new weights reach the engine's workers."""
 
     def push(self, llm, state_dict: Mapping[str, torch.Tensor]) -> None:
         raise NotImplementedError
 
 
-class InProcessReload(WeightTransfer):
+class InProcessReload(WeightReload):
     """Tensors handed to the in-process worker's layer-wise reload (no copy through disk)."""
 
     def push(self, llm, state_dict):
         llm.collective_rpc("reload_weights", kwargs={"weights_iterator": list(state_dict.items())})
 
 
-class SharedFileReload(WeightTransfer):
+class SharedFileReload(WeightReload):
     """Weights written as safetensors to shared memory, reloaded by the engine's own process."""
 
     def __init__(self, directory: str | None = None):
@@ -76,11 +79,16 @@ class SharedFileReload(WeightTransfer):
 
 
 class VLLMSampler(Sampler):
+    weight_transfer_engines = ("gloo", "nccl")
+    can_sleep = True
+    can_replay_logprobs = True
+    sized_by_sequence = True
+
     def __init__(self, model: str, *, eos_token_id: int, pad_token_id: int, dtype: str = "float32",
                  seed: int = 0, max_model_len: int | None = None, required_len: int | None = None,
                  kv_cache_memory_bytes: int | None = None, gpu_memory_utilization: float | None = None,
                  enforce_eager: bool | None = None, enable_sleep_mode: bool = False, sleep_level: int = 1,
-                 weight_transfer: str = "auto", transfer_engine: str | None = None, **engine_kwargs):
+                 weight_reload: str = "auto", transfer_engine: str | None = None, **engine_kwargs):
         # In-process engine by default: direct weight reload, no second process per runner.
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         # vLLM's CPU backend drops torch to one thread unless OMP_NUM_THREADS is set; a learner
@@ -111,7 +119,7 @@ class VLLMSampler(Sampler):
             kwargs["kv_cache_memory_bytes"] = int(kv_cache_memory_bytes)
         if gpu_memory_utilization is not None:
             kwargs["gpu_memory_utilization"] = gpu_memory_utilization
-        # vLLM's weight-transfer engine ("gloo" on CPU, "nccl" on GPUs) receives broadcasts from
+        # vLLM's weight-transfer engine ("nccl" with whole GPUs, else "gloo") receives broadcasts from
         # learner rank 0 (`init_weight_transfer` / `receive_weights`); `load_weights` still works.
         if transfer_engine not in (None, "gloo", "nccl"):
             raise ValueError(f"transfer_engine={transfer_engine!r} is invalid: expected None, 'gloo' or 'nccl'")
@@ -132,12 +140,15 @@ class VLLMSampler(Sampler):
                 ) from e
             raise
         in_process = os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING", "1") == "0"
-        if weight_transfer == "auto":
-            weight_transfer = "in_process" if in_process else "shared_file"
-        if weight_transfer == "in_process" and not in_process:
-            raise ValueError("weight_transfer='in_process' needs VLLM_ENABLE_V1_MULTIPROCESSING=0")
-        transfers = {"in_process": InProcessReload, "shared_file": SharedFileReload}
-        self.transfer: WeightTransfer = transfers[weight_transfer]()
+        if weight_reload == "auto":
+            weight_reload = "in_process" if in_process else "shared_file"
+        if weight_reload == "in_process" and not in_process:
+            raise ValueError("weight_reload='in_process' needs VLLM_ENABLE_V1_MULTIPROCESSING=0")
+        reloads = {"in_process": InProcessReload, "shared_file": SharedFileReload}
+        if weight_reload not in reloads:
+            raise ValueError(f"weight_reload={weight_reload!r} is invalid: expected 'auto', 'in_process' or "
+                             f"'shared_file'")
+        self.reload: WeightReload = reloads[weight_reload]()
         if sleep_level not in (1, 2):
             raise ValueError(f"sleep_level={sleep_level!r} is invalid: expected 1 (offload weights) or 2 (drop them)")
         self.max_model_len = self.llm.llm_engine.model_config.max_model_len
@@ -208,7 +219,7 @@ class VLLMSampler(Sampler):
 
     def load_weights(self, state_dict: Mapping[str, torch.Tensor], version: int) -> None:
         self._wake(["weights"])
-        self.transfer.push(self.llm, state_dict)
+        self.reload.push(self.llm, state_dict)
         self._weights_dropped = False
         self.llm.reset_prefix_cache()  # KV computed with the old weights must not be reused
         self.weights_version = version
@@ -240,7 +251,7 @@ class VLLMSampler(Sampler):
         llm, self.llm = getattr(self, "llm", None), None
         if llm is not None:
             llm.llm_engine.engine_core.shutdown()
-        close = getattr(getattr(self, "transfer", None), "close", None)
+        close = getattr(getattr(self, "reload", None), "close", None)
         if close:
             close()
 

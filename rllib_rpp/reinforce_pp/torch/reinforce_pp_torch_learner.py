@@ -22,9 +22,10 @@ from ray.rllib.utils.annotations import override
 from envs.models import load_causal_lm, meta_causal_lm
 from rllib_rpp import schema as S
 from rllib_rpp.core.batch import prepare_batch
-from rllib_rpp.core.logprobs import LMScorer
+from rllib_rpp.core.logprobs import LogprobModule
 from rllib_rpp.core.lora import disabled_adapters
 from rllib_rpp.core.loss import minibatch_loss
+from rllib_rpp.core.options import Collectives
 from rllib_rpp.core.update import accumulate_gradients, check_finite_weights, clip_and_check
 from rllib_rpp.reinforce_pp.reinforce_pp_learner import ReinforcePPLearner
 from rllib_rpp.reinforce_pp.torch import fsdp
@@ -95,7 +96,7 @@ class ReinforcePPTorchLearner(ReinforcePPLearner, TorchLearner):
         ref, dtype = mc.get("ref_model") or mc.get("model", "tiny-arith"), self.config.dtypes["ref"]
         if self.sharded:
             lm = load_causal_lm(ref, dtype=dtype) if _rank() == 0 else meta_causal_lm(ref, dtype=dtype)
-            self.ref_lm = LMScorer(lm.requires_grad_(False), temperature=self.config.temperature,
+            self.ref_lm = LogprobModule(lm.requires_grad_(False), temperature=self.config.temperature,
                                    chunk_tokens=self.config.logprob_chunk_tokens).eval()
             self._shard(self.ref_lm, lm)
             return
@@ -190,6 +191,11 @@ class ReinforcePPTorchLearner(ReinforcePPLearner, TorchLearner):
                     if isinstance(v, torch.Tensor) and k != "step":
                         state[k] = v.to(device, non_blocking=True)
 
+    def _collectives(self, no_sync=nullcontext) -> Collectives:
+        """This learner's collectives over every learner of the group (torch.distributed)."""
+        return Collectives(world_size=_world_size(), all_reduce=all_reduce_sum, agree_count=all_reduce_max_int,
+                           no_sync=no_sync)
+
     @override(ReinforcePPLearner)
     def prepare_batch(self, batch: dict) -> None:
         if self.config.release_memory_between_updates:
@@ -197,11 +203,10 @@ class ReinforcePPTorchLearner(ReinforcePPLearner, TorchLearner):
         module = self.policy_module()
         module.set_full_state(None)  # the weights are about to change: drop any gathered copy
         lora = self.ref_lm is None
-        # Sharded weights are gathered inside their root's call: score through the modules.
+        # Sharded weights are gathered inside their root's call: pass through the modules.
         policy = self.module[DEFAULT_MODULE_ID] if self.sharded else module.lm
         ref = module.lm if lora else self.ref_lm
-        stats = prepare_batch(policy, ref, batch, self.options, kl_coef=self.kl_coef, all_reduce=all_reduce_sum,
-                              agree_count=all_reduce_max_int,
+        stats = prepare_batch(policy, ref, batch, self.options, kl_coef=self.kl_coef, collectives=self._collectives(),
                               ref_context=(lambda: disabled_adapters(module.lm)) if lora else nullcontext)
         self._kl_per_seq = stats["kl_ref_per_seq"]
         self._num_seqs = int(stats["num_seqs"])
@@ -235,8 +240,8 @@ class ReinforcePPTorchLearner(ReinforcePPLearner, TorchLearner):
             optim.zero_grad(set_to_none=True)
         loss, metrics = accumulate_gradients(
             module, batch[mid], self.options, kl_coef=self.kl_coef,
-            max_tokens=self.options.max_tokens_per_microbatch, world_size=_world_size(), all_reduce=all_reduce_sum,
-            agree_count=all_reduce_max_int, no_sync=getattr(module, "no_sync", nullcontext),
+            max_tokens=self.options.max_tokens_per_microbatch,
+            collectives=self._collectives(no_sync=getattr(module, "no_sync", nullcontext)),
             autocast=lambda: self.options.autocast(self._device.type),
             sampler_gap=getattr(self, "_measure_sampler_gap", False))
         self._measure_sampler_gap = False
@@ -279,7 +284,7 @@ class ReinforcePPTorchLearner(ReinforcePPLearner, TorchLearner):
     @override(Learner)
     def compute_loss_for_module(self, *, module_id, config, batch, fwd_out):
         # The whole batch's loss in one piece (the update itself goes micro-batch by micro-batch).
-        mask = batch[S.RESPONSE_MASK]
+        mask = batch[S.LOSS_MASK]
         world = _world_size()
         counts = all_reduce_sum(torch.stack([mask.sum(), mask.new_tensor(float(mask.shape[0]))]))
         loss, _ = minibatch_loss(fwd_out["logprobs"], fwd_out["entropy"], batch, self.options, kl_coef=self.kl_coef,

@@ -1,0 +1,48 @@
+"""The sampler registry: each backend declares what it can do, nothing tells them apart by name,
+and a third backend is one module plus one registry line (or just its "module:Class" path)."""
+
+import pytest
+from helpers import ScriptedSampler, small_config
+
+from rllib_rpp.cli import build_parser
+from rllib_rpp.reinforce_pp import validation
+from rllib_rpp.samplers import SAMPLERS, register_sampler, sampler_class
+
+
+@pytest.fixture
+def scripted():
+    register_sampler("scripted", "helpers:ScriptedSampler")
+    yield "scripted"
+    SAMPLERS.pop("scripted")
+
+
+def test_backends_declare_their_capabilities():
+    hf, vllm = sampler_class("transformers"), sampler_class("vllm")
+    assert hf.runs_learner_code and not hf.weight_transfer_engines and not hf.can_sleep and not hf.can_replay_logprobs
+    assert vllm.weight_transfer_engines == ("gloo", "nccl") and vllm.can_sleep and vllm.can_replay_logprobs
+    assert vllm.sized_by_sequence and not vllm.runs_learner_code
+    with pytest.raises(ValueError, match="unknown sampler 'sglang'"):
+        sampler_class("sglang")
+    with pytest.raises(ValueError, match="not a subclass of rllib_rpp.samplers.base.Sampler"):
+        sampler_class("helpers:small_config")
+    with pytest.raises(ValueError, match="expected a 'module:Class' path"):
+        register_sampler("remote", "my_server")
+
+
+def test_a_third_backend_is_one_registry_line(scripted, ray_local):
+    cfg = small_config().generation(sampler=scripted)
+    cfg.validate()
+    assert cfg.copy().env_runners(num_env_runners=2).weight_transfer_used is None  # no engine: object store
+    assert build_parser().parse_args(["train", "tiny-arith", "--sampler", scripted]).sampler == scripted
+    # What it declares decides: its log-probs are not the learner's, and it cannot sleep.
+    assert any("old_logprobs='sampler'" in w for w in validation.option_warnings(
+        small_config(old_logprobs="sampler").generation(sampler=scripted)))
+    assert not validation.option_warnings(small_config(old_logprobs="sampler"))  # transformers in fp32: exact
+    with pytest.raises(ValueError, match=r"sampler 'scripted' cannot free its memory between samples"):
+        small_config().generation(sampler=scripted, sampler_kwargs={"enable_sleep_mode": True}).validate()
+    algo = cfg.build_algo()
+    r = algo.train()
+    assert isinstance(algo.env_runner.sampler, ScriptedSampler)
+    assert r["env_runners"]["num_env_steps_sampled"] == 64
+    algo.stop()
+    small_config().generation(sampler="helpers:ScriptedSampler").validate()  # a path needs no registration
