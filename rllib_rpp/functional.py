@@ -196,7 +196,8 @@ def compute_advantages(rewards: torch.Tensor, logprobs: torch.Tensor, ref_logpro
                        std_normalize: bool = True, all_reduce: AllReduce = no_reduce) -> Advantages:
     """Â for one whole batch: sequence_scores (baseline) then token_advantages.
 
-    `rewards` are the processed r̂ (§4). `logprobs` are π_old's, recomputed by the learner.
+    `rewards` are the processed r̂ (§4). `logprobs` are π_old's (recomputed by the learner, or the
+    sampler's with old_logprobs="sampler").
     Pass kl_coef = 0 when KL is a loss term instead (never both)."""
     scores = sequence_scores(rewards, group_ids, estimator)
     return token_advantages(scores, logprobs, ref_logprobs, mask, estimator=estimator, kl_coef=kl_coef,
@@ -289,7 +290,8 @@ def clipped_policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, adva
 
 
 def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
-    """H = logsumexp(z) - Σ softmax(z)·z, per position."""
+    """H = logsumexp(z) - Σ softmax(z)·z, per position, from whole logits (the reference formula;
+    the learner's entropy comes from `core.logprobs`' chunked pass)."""
     probs = torch.softmax(logits, dim=-1)
     return torch.logsumexp(logits, dim=-1) - (probs * logits).sum(-1)
 

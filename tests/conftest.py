@@ -25,35 +25,16 @@ def tiny_tokenizer(tiny_path):
     return load_tokenizer(tiny_path)
 
 
-_LIVE_ALGOS = None  # a weakref.WeakSet once the session starts
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _track_algorithms():
-    """Every ReinforcePP built in this process, until it is stopped (see `_stop_what_the_test_left`)."""
-    global _LIVE_ALGOS
-    import weakref
-
-    from rllib_rpp.reinforce_pp.reinforce_pp import ReinforcePP
-
-    _LIVE_ALGOS = weakref.WeakSet()
-    setup, stop = ReinforcePP.setup, ReinforcePP.stop
-
-    def tracked_setup(self, *args, **kwargs):
-        _LIVE_ALGOS.add(self)
-        return setup(self, *args, **kwargs)
-
-    def tracked_stop(self, *args, **kwargs):
-        _LIVE_ALGOS.discard(self)
-        return stop(self, *args, **kwargs)
-
-    ReinforcePP.setup, ReinforcePP.stop = tracked_setup, tracked_stop
-    yield
-    ReinforcePP.setup, ReinforcePP.stop = setup, stop
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    if report.when == "call":
+        item.failed_call = report.failed
+    return report
 
 
 @pytest.fixture(autouse=True)
-def _stop_what_the_test_left():
+def _stop_what_a_failed_test_left(request):
     """A failed test never reaches its own `algo.stop()`: stop its algorithms (their Ray actors hold
     the shared cluster's CPUs) and shut down its vLLM engines here. Left to the garbage collector, an
     in-process engine's shutdown would tear down vLLM's process-wide state under the next test's
@@ -62,19 +43,19 @@ def _stop_what_the_test_left():
     import gc
     import sys
 
-    leftovers = list(_LIVE_ALGOS or ())
-    for algo in leftovers:
-        try:
-            algo.stop()
-        except Exception as e:  # noqa: BLE001 - teardown of a failed test: report, go on
-            print(f"[conftest] stopping a leftover algorithm failed: {e!r}", file=sys.stderr)
+    if not getattr(request.node, "failed_call", False):
+        return
+    algorithm = sys.modules.get("rllib_rpp.reinforce_pp.reinforce_pp")
+    for obj in gc.get_objects() if algorithm is not None else ():
+        if issubclass(type(obj), algorithm.ReinforcePP):  # (isinstance would wake weak proxies)
+            try:
+                obj.stop()
+            except Exception as e:  # noqa: BLE001 - teardown of a failed test: report, go on
+                print(f"[conftest] stopping a leftover algorithm failed: {e!r}", file=sys.stderr)
     vllm_sampler = sys.modules.get("rllib_rpp.samplers.vllm")
-    if vllm_sampler is not None:
-        leftovers += list(vllm_sampler.LIVE_SAMPLERS)
-        for sampler in list(vllm_sampler.LIVE_SAMPLERS):
-            sampler.stop()
-    if leftovers:
-        gc.collect()
+    for sampler in list(vllm_sampler.LIVE_SAMPLERS) if vllm_sampler is not None else ():
+        sampler.stop()
+    gc.collect()
 
 
 def pytest_collection_modifyitems(config, items):

@@ -1,7 +1,9 @@
-"""The learner's compute core, callable without Ray: log-prob passes, advantages, the loss.
+"""The Ray-free compute core: the learners' log-prob passes, advantages, micro-batched update
+and loss (`batch`, `logprobs`, `microbatch`, `update`, `loss`), plus the driver's scoring
+(`scoring`) and learner-shard balancing (`balance`).
 
-The RLlib Learner (`rllib_rpp.reinforce_pp.torch`) is glue around these; scripts without Ray
-(e.g. a GPU check) call them directly with an `UpdateOptions`.
+The RLlib Learner (`rllib_rpp.reinforce_pp.torch`) and algorithm are glue around these; scripts
+without Ray (e.g. a GPU check) call them directly with an `UpdateOptions`.
 """
 
 from rllib_rpp.core.batch import prepare_batch

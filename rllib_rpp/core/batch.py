@@ -1,7 +1,9 @@
-"""Once per update, over the learner's whole shard: π_old and π_ref log-probs, then Â (§1, §2).
+"""Once per update, over the learner's whole shard: π_ref and π_old log-probs (π_old recomputed,
+or the sampler's with old_logprobs="sampler"), then Â (§1, §2) and the importance weights (§3).
 
-Runs before the shard is split into mini-batches, so π_old is the policy that sampled and the
-whitening sees the whole batch (its sums are all-reduced over learners by `all_reduce`).
+Runs before the shard is split into mini-batches, so every mini-batch and epoch shares one π_old
+and the whitening sees the whole batch (its sums are all-reduced over learners through
+`Collectives`). The passes run in token-budget micro-batches (`core.microbatch`).
 """
 
 from __future__ import annotations

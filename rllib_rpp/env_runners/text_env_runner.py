@@ -2,13 +2,15 @@
 
 Per `sample()`: draw `num_prompts` prompts from the text env, generate
 `num_samples_per_prompt` completions each with the configured sampler (transformers or vLLM),
-reward all of them in one call of the env's reward step, and return one single-step
-`SingleAgentEpisode` per completion carrying token ids, the response mask and the sampler's
-per-token log-probs. The learner cannot tell which sampler produced them.
+reward all of them in one call of the env's reward step (`rewards_for`), and return one
+single-step `SingleAgentEpisode` per completion carrying token ids, the response and loss masks
+and the sampler's per-token log-probs. The learner cannot tell which sampler produced them.
 
-Weights arrive through RLlib's `set_state` after every learner update and go straight into the
-sampler (transformers `load_state_dict`, or vLLM's reload path); each sample is tagged with the
-weights version it came from.
+Weights arrive after every learner update through RLlib's `set_state` and go straight into the
+sampler's `load_weights` (transformers `load_state_dict`, or vLLM's reload path); remote vLLM
+runners with a weight-transfer engine instead take learner rank 0's broadcast
+(`init_weight_transfer`, `receive_weights`). Each sample is tagged with the weights version it
+came from.
 """
 
 from __future__ import annotations

@@ -2,13 +2,19 @@
 
 One iteration (`training_step`):
 1. sample: every env runner generates its share of `num_prompts_per_iteration` prompts x
-   `num_samples_per_prompt` completions in one batched call and scores them (reward step);
+   `num_samples_per_prompt` completions in one batched call and rewards them (reward step);
+   with `max_rollout_staleness` >= 1, runners generate the next batch while the learners train
+   on this one (async rollouts, `rollouts.py`);
 2. on the driver, over the WHOLE batch: truncation policy, reward processing (§4) and the
-   estimator's per-prompt baseline (§6) -> one score per sequence (`core.scoring`);
-3. learners: π_old and π_ref log-probs, token-level KL shaping, returns, globally whitened
-   advantages (`core.batch`), then `num_epochs` passes of PPO-clip mini-batch updates
-   (`core.loss`); β adapts if a KL target is set;
-4. the new weights go to every env runner before the next sample.
+   estimator's per-prompt baseline (§6) -> one score per sequence (`core.scoring`), then the
+   completions are ordered into token-balanced learner shards (`core.balance`);
+3. learners: π_ref and π_old log-probs (π_old recomputed, or the sampler's), token-level KL
+   shaping, returns, globally whitened advantages (`core.batch`), then `num_epochs` passes of
+   PPO-clip mini-batch updates, each run as token-budget micro-batches with accumulated
+   gradients (`core.update`, `core.loss`); β adapts if a KL target is set;
+4. the new weights go to every env runner before the next sample (async: when the runners hand
+   in their batch): directly, by the vLLM engines' broadcast (`weight_sync.py`), or through
+   Ray's object store.
 """
 
 from __future__ import annotations

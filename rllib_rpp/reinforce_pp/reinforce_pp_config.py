@@ -89,8 +89,8 @@ class ReinforcePPConfig(AlgorithmConfig):
         self.num_samples_per_prompt = 4
         self.num_prompts_per_iteration = 64
         # Learner memory: tokens per forward/backward (prompt + response, padded) and per chunk of
-        # the output layer. 8192 tokens fit a 1.5B model's update on an 80 GB GPU without
-        # checkpointing, and an 8B model's with it (see rllib_rpp.memory).
+        # the output layer. With 8192 tokens a 1.5B model's update needs ~34 GB with checkpointing
+        # (~52 GB without); one 8B replica needs ~157 GB even with it: FSDP or LoRA (rllib_rpp.memory).
         self.max_tokens_per_microbatch = 8192
         self.learner_strategy = "ddp"
         self.max_rollout_staleness = 0
@@ -170,13 +170,16 @@ class ReinforcePPConfig(AlgorithmConfig):
                 "running" (z-score with the running mean/std of all rewards so far).
             reward_clip: (low, high) applied after normalisation; None disables.
             reward_scale: Factor applied last.
-            advantage_estimator: "reinforce_pp" (default), "reinforce_pp_baseline", "grpo", "rloo".
+            advantage_estimator: "reinforce_pp" (default), "reinforce_pp_baseline", "grpo", "rloo", a
+                name added with `register_estimator` (this process only), or a "module:name" path
+                to an `Estimator` (imported by every process, remote learners included).
             advantage_std_norm: Divide by the global std (True) or subtract the mean only.
             clip_low: ε_low of the PPO clip (ratio >= 1 - ε_low).
             clip_high: ε_high of the PPO clip (ratio <= 1 + ε_high).
             dual_clip: c > 1 bounds the loss of negative advantages at -c·Â; None disables.
             loss_agg_mode: "token-mean", "seq-mean-token-mean" or "seq-mean-token-sum".
-            entropy_coef: Entropy bonus coefficient (0: entropy is only logged).
+            entropy_coef: Entropy bonus coefficient (0: entropy is only logged; NaN with
+                old_logprobs="sampler").
             tis_cap: Truncated importance-sampling cap for sampler/learner mismatch; None off.
             nonfinite_logprobs: NaN/inf in a response's log-probs: "error" (default, nothing is
                 updated) or "mask" (the response is left out and counted).
@@ -244,7 +247,8 @@ class ReinforcePPConfig(AlgorithmConfig):
                 learners and runners each have whole GPUs, else "gloo"), "nccl" or "gloo" (one
                 broadcast from learner rank 0 through vLLM's weight-transfer engines), or
                 "object_store" (through the driver and Ray's object store; always the path for
-                the transformers sampler and an in-process runner).
+                samplers without an engine, e.g. transformers; a runner in the learner's process
+                gets the tensors directly).
         """
         for name, value in list(locals().items()):
             if name != "self" and value is not NotProvided:

@@ -2,8 +2,11 @@
 
 A sampler turns a batch of prompts (token ids) into `n` completions each, in ONE call, and
 reports each sampled token's log-probability under the distribution it sampled from (after
-temperature and top-p: the same quantity the learner computes from logits / temperature).
-It also takes new weights (a Hugging Face state dict) after every learner update.
+temperature and top-p; at top_p=1 the quantity the learner computes from logits / temperature).
+It takes new weights after every learner update: a Hugging Face state dict through
+`load_weights`, or, for backends with `weight_transfer_engines`, learner rank 0's broadcast.
+What else a backend can do it declares on its class (`Sampler`); the registry (`SAMPLERS`,
+`register_sampler`, `sampler_class`) maps names or "module:Class" paths to backends.
 """
 
 from __future__ import annotations

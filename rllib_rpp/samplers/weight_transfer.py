@@ -3,9 +3,9 @@ weight-transfer API (`LLM.init_weight_transfer_engine` / `start_weight_update` /
 / `finish_weight_update`). No Ray in here.
 
 Group: learner rank 0 is rank 0 and the source of every broadcast; runner i (one engine, TP=1)
-joins at `rank_offset = 1 + i`; world size 1 + runners. Each sync sends a header (version,
-tensor count) and then every tensor of the Hugging Face state dict in the rollout dtype, tied
-weights included (vLLM's layer-wise reload does not re-tie them).
+joins at `rank_offset = 1 + i`; world size 1 + runners. Each sync sends every tensor of the
+Hugging Face state dict in the rollout dtype, in order, tied weights included (vLLM's layer-wise
+reload does not re-tie them); only the gloo engine sends a header (version, tensor count) first.
 
 Backends:
 - "gloo" (this module, registered through vLLM's `WeightTransferEngineFactory`): CPU tensors
