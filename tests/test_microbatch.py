@@ -289,3 +289,22 @@ def test_episodes_to_token_batch_sizes_by_the_response_mask_and_keeps_the_loss_m
     assert batch[S.RESPONSE_MASK].tolist() == [[1, 1, 1, 1], [1, 1, 0, 0], [1, 1, 1, 0]]  # rows out of the loss
     assert batch[S.LOSS_MASK].tolist() == [[1, 0, 0, 0], [1, 1, 0, 0], [0, 0, 0, 0]]  # still attend
     assert row_lengths(batch)[1].tolist() == [4, 2, 3]
+
+
+def test_a_bf16_response_mask_keeps_every_token_of_responses_longer_than_256():
+    # FSDP's mixed precision casts the forward's float inputs (the response mask) to bf16, where
+    # 513 is not representable: lengths must be counted, not summed (GPU review #6).
+    g = torch.Generator().manual_seed(11)
+    R = 513
+    batch = {S.PROMPT_IDS: torch.randint(4, 90, (2, 3), generator=g),
+             S.PROMPT_MASK: torch.ones(2, 3, dtype=torch.long),
+             S.RESPONSE_IDS: torch.randint(4, 90, (2, R), generator=g), S.RESPONSE_MASK: torch.ones(2, R)}
+    batch[S.RESPONSE_MASK][1, 300:] = 0
+    assert float(batch[S.RESPONSE_MASK].bfloat16().sum(-1).max()) != R  # the rounding this guards against
+    lm = load_causal_lm("tiny-arith")
+    with torch.no_grad():
+        fp32, _ = response_logprobs(lm, batch, chunk_tokens=256)
+        bf16_mask = {**batch, S.RESPONSE_MASK: batch[S.RESPONSE_MASK].bfloat16()}
+        bf16, _ = response_logprobs(lm, bf16_mask, chunk_tokens=256)
+    torch.testing.assert_close(bf16, fp32, rtol=0, atol=0)
+    assert (fp32[0] != 0).all() and (fp32[1, :300] != 0).all() and (fp32[1, 300:] == 0).all()

@@ -18,9 +18,11 @@ DEFAULT_CHUNK_TOKENS = 1024
 
 
 def trim_batch(batch: dict) -> dict:
-    """The four token columns without all-padding columns (prompts left-, responses right-padded)."""
-    p = max(int(batch[S.PROMPT_MASK].sum(-1).max()), 1)
-    r = max(int(batch[S.RESPONSE_MASK].sum(-1).max()), 1) if batch[S.RESPONSE_MASK].numel() else 1
+    """The four token columns without all-padding columns (prompts left-, responses right-padded).
+    Lengths are counted, never summed in the masks' dtype: FSDP's mixed precision hands the forward
+    a bf16 mask, whose sum rounds lengths above 256."""
+    p = max(int((batch[S.PROMPT_MASK] > 0).sum(-1).max()), 1) if batch[S.PROMPT_MASK].numel() else 1
+    r = max(int((batch[S.RESPONSE_MASK] > 0).sum(-1).max()), 1) if batch[S.RESPONSE_MASK].numel() else 1
     return {S.PROMPT_IDS: batch[S.PROMPT_IDS][:, -p:], S.PROMPT_MASK: batch[S.PROMPT_MASK][:, -p:],
             S.RESPONSE_IDS: batch[S.RESPONSE_IDS][:, :r], S.RESPONSE_MASK: batch[S.RESPONSE_MASK][:, :r]}
 
