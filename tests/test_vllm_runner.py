@@ -251,3 +251,52 @@ def test_colocated_sleep_mode_wakes_weights_before_reload_and_kv_cache_before_ge
         assert calls == [("generate",), ("sleep", level),
                          ("wake_up", ("weights",)), ("reload_weights",), ("reset_prefix_cache",),
                          ("wake_up", ("kv_cache",)), ("generate",), ("sleep", level)]
+
+
+@pytest.mark.parametrize("engine", ["nccl", "gloo"])
+def test_the_transfer_engine_accepts_what_the_sampler_sends(engine):
+    """vLLM parses the init and update info into its engine's own dataclasses (an unknown field is
+    refused, and the learner would wait on broadcasts nobody receives: GPU review #1)."""
+    import vllm
+    from vllm.distributed.weight_transfer.nccl_engine import NCCLWeightTransferEngine
+
+    from rllib_rpp.samplers.vllm import VLLMSampler
+    from rllib_rpp.samplers.weight_transfer import metadata, register_gloo_engine
+
+    sent = {}
+
+    class Engine:
+        def init_weight_transfer_engine(self, request):
+            sent["init"] = request["init_info"]
+
+        def start_weight_update(self):
+            pass
+
+        def update_weights(self, request):
+            sent["update"] = request["update_info"]
+
+        def finish_weight_update(self, version):
+            pass
+
+        def reset_prefix_cache(self):
+            pass
+
+    sampler = VLLMSampler.__new__(VLLMSampler)
+    sampler._vllm, sampler.llm, sampler.transfer_engine, sampler._asleep = vllm, Engine(), engine, set()
+    sampler.init_weight_transfer(address="127.0.0.1", port=29555, rank_offset=1, world_size=3)
+    state = {"model.embed_tokens.weight": torch.zeros(4, 2, dtype=torch.bfloat16), "lm_head.weight": torch.zeros(4, 2)}
+    sampler.receive_weights(metadata(state), version=3)
+    if engine == "nccl":
+        cls = NCCLWeightTransferEngine
+    else:
+        from vllm.distributed.weight_transfer.factory import WeightTransferEngineFactory
+
+        from rllib_rpp.samplers.weight_transfer import GLOO
+
+        register_gloo_engine()
+        cls = WeightTransferEngineFactory._registry[GLOO]()  # noqa: SLF001 - the registered class
+    init = cls.init_info_cls(**sent["init"])
+    update = cls.update_info_cls(**sent["update"])
+    assert (init.rank_offset, init.world_size) == (1, 3)
+    assert update.names == list(state) and update.dtype_names == ["bfloat16", "float32"]
+    assert update.shapes == [[4, 2], [4, 2]] and sampler.weights_version == 3

@@ -228,6 +228,8 @@ class VLLMSampler(Sampler):
                              timeout_s: float = 600.0) -> None:
         """Join learner rank 0's transfer group at `rank_offset` (blocks until every rank has)."""
         info = dict(master_address=address, master_port=port, rank_offset=rank_offset, world_size=world_size)
+        if self.transfer_engine == "nccl":
+            info["packed"] = False  # the learner broadcasts each tensor as it is (NcclSender)
         if self.transfer_engine == "gloo":
             info["timeout_s"] = timeout_s
         self.llm.init_weight_transfer_engine({"init_info": info})
@@ -235,7 +237,8 @@ class VLLMSampler(Sampler):
     def receive_weights(self, meta: dict, version: int) -> None:
         """Receive one broadcast of the weights (names/dtypes/shapes in `meta`) and serve them."""
         self._wake(["weights"])
-        info = {**meta, "version": version} if self.transfer_engine == "gloo" else {**meta, "packed": False}
+        # vLLM's NCCL update info is names/dtypes/shapes only (packing is agreed in the init info).
+        info = {**meta, "version": version} if self.transfer_engine == "gloo" else dict(meta)
         self.llm.start_weight_update()
         self.llm.update_weights({"update_info": info})
         self.llm.finish_weight_update(str(version))
