@@ -234,8 +234,11 @@ def test_bf16_compute_logprobs_agree_with_fp32():
         with torch.autocast("cpu", dtype=torch.bfloat16):
             bf16, _ = response_logprobs(lm, batch)
     m = batch[S.RESPONSE_MASK] > 0
-    err = (bf16 - fp32)[m].abs()
-    assert err.max() < 0.05 and err.mean() < 0.01  # bf16 matmuls; logsumexp stays fp32
+    # bf16 matmuls (unit roundoff u = 2^-8), log-softmax in fp32: each log-prob within a few u of
+    # its magnitude, whatever kernels the CPU has (AVX-512 BF16, AVX2 or none round differently).
+    u = 2.0**-8
+    assert ((bf16 - fp32)[m].abs() <= 4 * u * (fp32[m].abs() + 1)).all()
+    assert (bf16 - fp32)[m].abs().mean() <= u * (fp32[m].abs() + 1).mean()
 
 
 def test_take_rows_trims_to_the_rows_own_lengths():
