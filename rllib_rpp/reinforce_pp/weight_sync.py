@@ -5,9 +5,10 @@ driver pickling the whole model through Ray's object store.
 Both ends block in the same broadcast, so the runners' receive calls are issued first (as async
 actor calls) and the learners' send runs while they wait. The group is formed on first use and
 again whenever the set of healthy runners changes or a transfer fails (a runner or a learner
-died half-way: the runners receive everything before touching their model, so a failed transfer
-leaves them serving their old weights); that sync then goes through the object store to the
-runners that are left, and the next one forms a new group.
+died half-way; with gloo the runners receive everything before touching their model, so a failed
+transfer leaves them serving their old weights, which is not checked for vLLM's NCCL engine); that
+sync then goes through the object store to the runners that are left, and the next one forms a
+new group.
 """
 
 from __future__ import annotations
