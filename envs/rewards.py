@@ -151,7 +151,7 @@ class RewardStep:
     reward function runs; `check_columns` does the same for prompt rows up front (the text env calls
     it on every prompt source, naming the row). Columns read only through `**kwargs` cannot be
     checked and are passed as they are (None where a row lacks them). Independently of that,
-    `exact_match` and `math_verify` give a None answer as None (does not apply), never as a match.
+    `exact_match` and `math_verify` return None (does not apply) for a None answer, never a match.
     """
 
     def __init__(self, reward_funcs, reward_weights: Sequence[float] | None = None, *,

@@ -180,6 +180,7 @@ class ReinforcePPTorchLearner(ReinforcePPLearner, TorchLearner):
     def after_gradient_based_update(self, *, timesteps) -> None:
         super().after_gradient_based_update(timesteps=timesteps)
         if self.config.release_memory_between_updates:  # the GPU goes to a colocated vLLM runner
+            self.last_batch = None
             self._move_optimizer_state("cpu")
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
