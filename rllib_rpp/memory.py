@@ -155,16 +155,28 @@ def estimate_config_memory(config) -> MemoryEstimate | None:
         shards=config.num_learners if config.learner_strategy == "fsdp" and config.num_learners > 1 else 1)
 
 
+def gpu_memory_bytes(default: int = 80 << 30) -> int:
+    """GPU 0's memory read through NVML, `default` without it. Not through torch.cuda: that would
+    create a CUDA context (~0.5 GB) in the driver, on a GPU Ray has given to an actor."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        try:
+            return int(pynvml.nvmlDeviceGetMemoryInfo(pynvml.nvmlDeviceGetHandleByIndex(0)).total)
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:  # noqa: BLE001 - no NVML (CPU machine, no driver): the default
+        return default
+
+
 def memory_warning(config) -> str | None:
     """A warning when the estimate passes 90 % of the device (the GPU, or host memory on CPU)."""
     est = estimate_config_memory(config)
     if est is None:
         return None
     if config.num_gpus_per_learner:
-        import torch
-
-        budget = torch.cuda.get_device_properties(0).total_memory if torch.cuda.is_available() else 80 << 30
-        where = "GPU"
+        budget, where = gpu_memory_bytes(), "GPU"
     else:
         budget, where = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "host"
     if est.total <= 0.9 * budget:

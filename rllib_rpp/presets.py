@@ -93,12 +93,17 @@ def general_alignment(*, model: str = "Qwen/Qwen2.5-0.5B-Instruct",
     return gpu_placement(config, **(placement or {"gpus": 2}))
 
 
+COLOCATED_LEARNER_SHARE = 0.49  # of a GPU; the runner next to it takes 1 - this (more than half)
+
+
 def gpu_placement(config, gpus: int | None = None, *, learner_gpus: int | None = None,
                   rollout_gpus: int | None = None, colocate: bool = False, train_batch: int | None = None):
     """Place learners and vLLM runners on GPUs.
 
     - colocated (`colocate=True`, or a single GPU): every GPU holds one learner and one vLLM
-      runner (half a GPU each in Ray's accounting); vLLM sleeps at level 2 (weights dropped, they
+      runner (0.51 and 0.49 of a GPU in Ray's accounting: Ray packs fractional GPUs best-fit, and
+      two runners or two learners cannot fit one GPU with these shares; RLlib creates the runners
+      first, one per GPU, and each learner fills the rest of one); vLLM sleeps at level 2 (weights dropped, they
       are reloaded at every sync) while the learners train, and the learners hand their cached
       memory and Adam state back while vLLM generates;
     - split: `learner_gpus` learners and `rollout_gpus` vLLM runners (default: at most half of
@@ -110,7 +115,7 @@ def gpu_placement(config, gpus: int | None = None, *, learner_gpus: int | None =
     train_batch = train_batch or total // 2
     if colocate or gpus == 1:
         learners = gpus if gpus is not None else learner_gpus
-        runners, share = learners, 0.5
+        runners, share = learners, COLOCATED_LEARNER_SHARE
     else:
         if learner_gpus is None and rollout_gpus is None:
             if gpus is None:
@@ -127,7 +132,7 @@ def gpu_placement(config, gpus: int | None = None, *, learner_gpus: int | None =
         raise ValueError(f"train_batch={train_batch} must divide the {total} completions of an iteration and split "
                          f"evenly over {learners} learners")
     config = (config.learners(num_learners=learners, num_gpus_per_learner=share)
-              .env_runners(num_env_runners=runners, num_gpus_per_env_runner=share)
+              .env_runners(num_env_runners=runners, num_gpus_per_env_runner=1 - share if share < 1 else 1)
               .training(minibatch_size=train_batch // learners,
                         learner_strategy="fsdp" if learners > 1 else "ddp"))
     if share < 1:

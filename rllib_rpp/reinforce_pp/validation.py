@@ -223,6 +223,7 @@ def cross_option_errors(config) -> list[str]:
     if config.greedy_eval_interval and config.greedy_eval_prompts is None:
         errors.append(f"greedy_eval_interval={config.greedy_eval_interval} needs held-out prompts: set "
                       f".evaluation(greedy_eval_prompts=...)")
+    errors += layout_errors(config)
     if errors or not is_int(config.num_prompts_per_iteration):
         return errors
     if config.num_prompts_per_iteration < config.num_env_runners:
@@ -235,4 +236,25 @@ def cross_option_errors(config) -> list[str]:
     elif config.minibatch_size is not None and per_learner % config.minibatch_size:
         errors.append(f"minibatch_size={config.minibatch_size} must divide the {per_learner} completions each "
                       f"learner gets per iteration")
+    return errors
+
+
+def layout_errors(config) -> list[str]:
+    """GPU layouts that Ray, NCCL or vLLM would break on (GPU review #3, #9)."""
+    errors = []
+    runner, learner = config.num_gpus_per_env_runner, config.num_gpus_per_learner
+    if config.num_env_runners and config.num_learners and 0 < runner < 1 and 0 < learner < 1:  # colocated
+        if runner <= 0.5 or learner > 1 - runner + 1e-9:
+            errors.append(
+                f"num_gpus_per_env_runner={runner:g} and num_gpus_per_learner={learner:g}: a colocated layout needs "
+                f"each runner to take more than half a GPU and each learner at most the rest, so that Ray (which "
+                f"packs fractional GPUs) cannot put two runners or two learners on one GPU; e.g. 0.51 and 0.49")
+        if config.weight_transfer == "nccl":
+            errors.append("weight_transfer='nccl' with learners and runners sharing GPUs: NCCL refuses two ranks on "
+                          "one GPU; use 'gloo' (the default for colocated layouts)")
+    tp = (config.sampler_kwargs or {}).get("tensor_parallel_size", 1)
+    if not is_int(tp) or tp < 1:
+        errors.append(f"sampler_kwargs tensor_parallel_size={tp!r} must be an int >= 1")
+    elif tp > 1 and runner and runner < tp:
+        errors.append(f"sampler_kwargs tensor_parallel_size={tp} needs num_gpus_per_env_runner >= {tp}, got {runner:g}")
     return errors

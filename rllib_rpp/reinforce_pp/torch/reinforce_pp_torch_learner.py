@@ -10,6 +10,7 @@ in DDP, with collective state (see `fsdp.py`).
 from __future__ import annotations
 
 from contextlib import nullcontext
+from functools import partial
 
 import torch
 import torch.distributed as dist
@@ -50,11 +51,12 @@ def all_reduce_sum(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def all_reduce_max_int(n: int) -> int:
-    """The largest `n` of any learner."""
+def all_reduce_max_int(n: int, device: torch.device) -> int:
+    """The largest `n` of any learner. The tensor lives on the learner's `device`: NCCL reduces
+    CUDA tensors only (a CPU tensor fails: "No backend type associated with device type cpu")."""
     if _world_size() == 1:
         return n
-    x = torch.tensor([n], dtype=torch.float64)
+    x = torch.tensor([n], dtype=torch.float64, device=device)
     dist.all_reduce(x, op=dist.ReduceOp.MAX)
     return int(x.item())
 
@@ -194,8 +196,8 @@ class ReinforcePPTorchLearner(ReinforcePPLearner, TorchLearner):
 
     def _collectives(self, no_sync=nullcontext) -> Collectives:
         """This learner's collectives over every learner of the group (torch.distributed)."""
-        return Collectives(world_size=_world_size(), all_reduce=all_reduce_sum, agree_count=all_reduce_max_int,
-                           no_sync=no_sync)
+        return Collectives(world_size=_world_size(), all_reduce=all_reduce_sum,
+                           agree_count=partial(all_reduce_max_int, device=self._device), no_sync=no_sync)
 
     @override(ReinforcePPLearner)
     def prepare_batch(self, batch: dict) -> None:
