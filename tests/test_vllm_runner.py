@@ -239,14 +239,16 @@ def test_colocated_sleep_mode_wakes_weights_before_reload_and_kv_cache_before_ge
     for level in (1, 2):  # level 2 (colocated presets) drops the weights: a reload must come first
         calls.clear()
         sampler.sleep_mode, sampler.sleep_level, sampler._asleep = True, level, set()
-        sampler.weights_version, sampler._weights_dropped = 0, False
+        sampler.weights_version, sampler._weights_dropped, sampler._reload_promised = 0, False, False
         params = SamplingParams(n=1, max_new_tokens=1)
+        sampler.expect_weight_reload()  # what a synchronous training sample promises; else level 1
         gen = sampler.generate([[1, 2]], params)
         assert gen.token_ids == [[5]] and gen.logprobs == [[-0.5]] and gen.finished == [False]
         if level == 2:
             with pytest.raises(RuntimeError, match="drops its weights"):
                 sampler.generate([[1, 2]], params)
         sampler.load_weights({"w": torch.zeros(1)}, version=1)
+        sampler.expect_weight_reload()
         sampler.generate([[1, 2]], params)
         assert calls == [("generate",), ("sleep", level),
                          ("wake_up", ("weights",)), ("reload_weights",), ("reset_prefix_cache",),

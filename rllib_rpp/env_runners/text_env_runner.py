@@ -116,9 +116,14 @@ class TextEnvRunner(EnvRunner, Checkpointable):
 
     # -- sampling --------------------------------------------------------------------------
     @override(EnvRunner)
-    def sample(self, *, num_prompts: int | None = None, explore: bool = True, **kwargs) -> list[SingleAgentEpisode]:
+    def sample(self, *, num_prompts: int | None = None, explore: bool = True, new_weights_next: bool = False,
+               **kwargs) -> list[SingleAgentEpisode]:
+        """`new_weights_next`: the algorithm sends new weights before this runner's next sample
+        (synchronous training), so a sleeping sampler may drop its weights until then."""
         cfg = self.config
         sampler = self._ensure_sampler()
+        if new_weights_next:
+            sampler.expect_weight_reload()
         k = num_prompts or cfg.num_prompts_per_iteration // max(1, cfg.num_env_runners)
         n = cfg.num_samples_per_prompt if explore else 1
         prompts = self.env.next_prompts(k)

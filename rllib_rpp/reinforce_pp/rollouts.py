@@ -22,16 +22,18 @@ def shares(n: int, runners: int) -> list[int]:
 
 
 def sample_sync(algo) -> tuple[list, list]:
-    """One sample call on every healthy runner (the local runner when there are none)."""
+    """One sample call on every healthy runner (the local runner when there are none); new weights
+    reach every runner before its next sample (an empty batch ends the iteration and the run)."""
     group = algo.env_runner_group
     n = algo.config.num_prompts_per_iteration
     ids = group.healthy_env_runner_ids() if group.num_remote_env_runners() else []
     if not ids:
-        out = group.foreach_env_runner(lambda runner: (runner.sample(num_prompts=n), runner.get_metrics()),
-                                       local_env_runner=True)
+        out = group.foreach_env_runner(lambda runner: (runner.sample(num_prompts=n, new_weights_next=True),
+                                                       runner.get_metrics()), local_env_runner=True)
     else:
         out = group.foreach_env_runner(
-            [lambda runner, k=k: (runner.sample(num_prompts=k), runner.get_metrics()) for k in shares(n, len(ids))],
+            [lambda runner, k=k: (runner.sample(num_prompts=k, new_weights_next=True), runner.get_metrics())
+             for k in shares(n, len(ids))],
             remote_worker_ids=ids, local_env_runner=False)
     return [e for eps, _ in out for e in eps], [m for _, m in out]
 

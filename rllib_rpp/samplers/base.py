@@ -69,6 +69,11 @@ class Sampler:
                         responses: Sequence[Sequence[int]]) -> list[list[float]]:
         raise NotImplementedError(f"{type(self).__name__} cannot replay log-probs (can_replay_logprobs=False)")
 
+    def expect_weight_reload(self) -> None:
+        """The runner's promise that new weights (`load_weights` / `receive_weights`) come before
+        the generate after the next one: a sleeping engine may then drop its weights instead of
+        keeping them (vLLM level-2 sleep). Without it (evaluation, async rollouts) they are kept."""
+
     def stop(self) -> None:
         pass
 

@@ -10,11 +10,13 @@
 - Weights, remote runners (`transfer_engine="gloo"|"nccl"`): one broadcast from learner rank 0
   through vLLM's weight-transfer engine (`init_weight_transfer`, `receive_weights`).
   Either way the prefix cache is reset, so no KV computed with old weights is reused.
-- Colocated GPU mode (`enable_sleep_mode=True`): the engine sleeps (`sleep_level` 1: weights
-  offloaded to host memory; 2: weights dropped, which is safe because every wake of the weights is
-  followed by a full reload at the next sync; a generate call before that is refused; the KV
-  cache is dropped either way) between samples so a learner on the same GPU gets the memory;
-  weights are woken before a reload and the KV cache before generating. On CPU sleep is a no-op.
+- Colocated GPU mode (`enable_sleep_mode=True`): the engine sleeps between samples so a learner
+  on the same GPU gets the memory (the KV cache is dropped; the weights are offloaded to host
+  memory at `sleep_level` 1). `sleep_level` 2 drops the weights instead, but only after a sample
+  whose runner promised a reload first (`expect_weight_reload`: synchronous training samples);
+  after an evaluation or an async rollout, which the next sample follows without new weights, it
+  sleeps at level 1. Weights are woken before a reload and the KV cache before generating. On CPU
+  sleep is a no-op.
 - `stop()` shuts the engine down at once (see there why that matters).
 """
 
@@ -156,6 +158,7 @@ class VLLMSampler(Sampler):
         self.sleep_mode, self.sleep_level = bool(kwargs["enable_sleep_mode"]), sleep_level
         self._asleep: set[str] = set()  # parts offloaded by sleep(): "weights", "kv_cache"
         self._weights_dropped = False  # slept at level 2 and not reloaded since
+        self._reload_promised = False  # new weights come before the generate after the next one
 
     def _wake(self, tags: list[str]) -> None:
         """Wake only the parts that sleep, in the order given (weights before the KV cache)."""
@@ -186,10 +189,15 @@ class VLLMSampler(Sampler):
                 if not params.greedy:
                     gen.logprobs.append([step[t].logprob for step, t in zip(c.logprobs, ids)])
         if self.sleep_mode:  # hand the GPU memory to a colocated learner until the next sample
-            self.llm.sleep(level=self.sleep_level)
+            level = self.sleep_level if self._reload_promised else 1
+            self.llm.sleep(level=level)
             self._asleep = {"weights", "kv_cache"}
-            self._weights_dropped = self.sleep_level == 2
+            self._weights_dropped = level == 2
+        self._reload_promised = False
         return gen
+
+    def expect_weight_reload(self) -> None:
+        self._reload_promised = True
 
     def _wake_for_generation(self) -> None:
         if self._weights_dropped:

