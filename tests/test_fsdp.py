@@ -58,6 +58,13 @@ def test_two_fsdp_learners_equal_one_learner_and_two_ddp_learners(tmp_path):
         lambda learner: sum(p.to_local().numel() for p in learner.policy_lm().parameters()))
     local = [r.get() for r in shards.result_or_errors]
     assert all(abs(n - sum(v.numel() for v in w_fsdp.values() if v.data_ptr()) / 2) / n < 0.2 for n in local)
+    # What the NCCL path sends: every learner gathers each tensor in turn, cast on its device (#8).
+    streamed = sharded.learner_group.foreach_learner(
+        lambda learner: [(k, v.clone()) for k, v in learner.policy_module().hf_tensors("bfloat16", learner._device,
+                                                                                      gather=True)])
+    for got in [r.get() for r in streamed.result_or_errors]:
+        assert [k for k, _ in got] == list(w_fsdp)
+        assert all(torch.equal(v, w_fsdp[k].to(torch.bfloat16)) for k, v in got)
     # export_policy gathers the shards: transformers loads it and it equals get_policy_state_dict().
     out = sharded.export_policy(tmp_path / "export")
     loaded = AutoModelForCausalLM.from_pretrained(out).state_dict()

@@ -139,3 +139,58 @@ def test_validating_a_gpu_layout_creates_no_cuda_context_in_the_driver(monkeypat
     config.rl_module(model_config={**config.model_config, "gradient_checkpointing": False})
     config.validate()
     assert "GiB per GPU" in caplog.text  # the estimate is far over any GPU: the check ran
+
+
+def test_colocated_learners_give_back_gradients_and_stream_their_weights_on_their_device():
+    """GPU review #7: with release_memory_between_updates (colocated layouts) the gradients (4 B per
+    parameter) stayed allocated while vLLM woke up. #8: the NCCL path streams each tensor cast on
+    the learner's device (`hf_tensors`), equal to the CPU state dict the gloo path sends."""
+    from rllib_rpp import ReinforcePP
+
+    algo = ReinforcePP(small_config(release_memory_between_updates=True))
+    try:
+        algo.train()
+        learner = algo.learner_group._learner
+        assert all(p.grad is None for p in learner.policy_lm().parameters())
+        states = [s for optim in learner._named_optimizers.values() for s in optim.state.values()]
+        assert states and all(v.device.type == "cpu" for s in states for v in s.values() if v.dim())
+        module = learner.policy_module()
+        streamed = list(module.hf_tensors("bfloat16", learner._device))
+        full = module.hf_state_dict("bfloat16")
+        assert [k for k, _ in streamed] == list(full)
+        assert all(v.device == learner._device and torch.equal(v, full[k]) for k, v in streamed)
+    finally:
+        algo.stop()
+
+
+def test_the_drivers_wait_for_a_stuck_learner_is_bounded(ray_local):
+    """GPU review #1b: `foreach_learner` waited for ever; a bounded call on a learner that does not
+    answer raises, and a weight sync whose learners are stuck past their own abort stops the run
+    instead of falling back (every later call would queue behind the stuck one)."""
+    import time
+
+    from rllib_rpp import ReinforcePP
+    from rllib_rpp.reinforce_pp.errors import LearnersTimedOut
+    from rllib_rpp.reinforce_pp.weight_sync import EngineWeightSync
+
+    algo = ReinforcePP(small_config().learners(num_learners=1))
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(LearnersTimedOut, match="1 of 1 learners did not answer within 1 s"):
+            algo._on_learners(lambda learner: time.sleep(8), timeout_s=1)
+        assert time.monotonic() - t0 < 6
+    finally:
+        algo.stop()
+
+    fallbacks = []
+    sync = EngineWeightSync(algo=None, backend="nccl")
+    sync.algo = type("Algo", (), {"env_runner_group": type("G", (), {"healthy_env_runner_ids": lambda self: [1]})(),
+                                  "config": type("C", (), {"weight_sync_timeout_s": 1.0})()})()
+
+    def stuck(ids, version):
+        raise LearnersTimedOut("1 of 1 learners did not answer within 61 s")
+
+    sync._transfer = stuck
+    with pytest.raises(RuntimeError, match="stopping the run"):
+        sync.sync(1, fallback=lambda: fallbacks.append(1))
+    assert not fallbacks

@@ -79,3 +79,76 @@ def test_level_2_sleep_never_leaves_a_runner_without_weights_for_evaluation_or_a
         assert engine.levels[-2:] == [1, 1]
     finally:
         algo.stop()
+
+
+def test_a_learner_broadcast_nobody_receives_is_aborted_after_the_timeout():
+    """GPU review #1b: the learner's NCCL sender waited on the stream for ever when a runner never
+    received (it died, or refused the update). Now its completion is polled and, past the timeout,
+    the communicator is aborted (vLLM's `destroy`: ncclCommAbort) and the send raises. The CUDA
+    stream and event are stood in for by a completion that never comes."""
+    import time
+
+    import torch
+
+    from rllib_rpp.samplers.weight_transfer import NcclSender
+
+    class Comm:
+        device, destroyed, sent = torch.device("cpu"), 0, []
+
+        def broadcast(self, tensor, src, stream):
+            self.sent.append(tensor.dtype)
+
+        def destroy(self):
+            self.destroyed += 1
+
+    class Sender(NcclSender):
+        def _stream(self):
+            return None
+
+        def _completion(self, stream):
+            return lambda: False
+
+    sender, comm = Sender("127.0.0.1", 0, 2, timeout_s=0.5), Comm()
+    sender.comm = comm
+    t0 = time.monotonic()
+    with pytest.raises(TimeoutError, match="NCCL broadcast of 2 tensors"):
+        sender.send(iter([torch.zeros(2, dtype=torch.bfloat16)] * 2), 2, version=3)
+    assert 0.5 <= time.monotonic() - t0 < 5
+    assert comm.sent == [torch.bfloat16] * 2 and comm.destroyed == 1 and sender.comm is None
+    sender.close()  # idempotent; a live sender's close destroys its communicator (no leak on reconnect)
+    assert comm.destroyed == 1
+
+
+def test_a_runner_receive_the_learner_never_finishes_is_aborted_after_the_timeout():
+    """GPU review #1b, the runner's side: a learner that dies mid-broadcast left the runner blocked in
+    vLLM's receive (and every later call queued behind it). Past the transfer timeout the sampler
+    tears down the engine's end of the group from a watchdog thread; the receive fails and says why."""
+    import threading
+
+    import vllm
+
+    from rllib_rpp.samplers.vllm import VLLMSampler
+
+    aborted = threading.Event()
+
+    class Engine:
+        def init_weight_transfer_engine(self, request):
+            pass
+
+        def start_weight_update(self):
+            pass
+
+        def update_weights(self, request):  # a broadcast whose sender died: returns only once aborted
+            if not aborted.wait(30):
+                raise AssertionError("the receive was never aborted")
+            raise RuntimeError("NCCL error: communicator aborted")
+
+        def collective_rpc(self, method, *args, **kwargs):  # the in-process engine runs it on its worker
+            method(SimpleNamespace(weight_transfer_engine=SimpleNamespace(shutdown=aborted.set)))
+
+    sampler = VLLMSampler.__new__(VLLMSampler)
+    sampler._vllm, sampler.llm, sampler.transfer_engine, sampler._asleep = vllm, Engine(), "nccl", set()
+    sampler.init_weight_transfer(address="127.0.0.1", port=29555, rank_offset=1, world_size=2, timeout_s=0.5)
+    with pytest.raises(TimeoutError, match="receiving weights version 4 did not complete within 0.5 s"):
+        sampler.receive_weights({"names": ["w"], "dtype_names": ["bfloat16"], "shapes": [[2]]}, version=4)
+    assert aborted.is_set()

@@ -48,6 +48,7 @@ from rllib_rpp import schema as S
 from rllib_rpp.checkpoints import resolve_for_restore, save_atomically
 from rllib_rpp.core.balance import balanced_order
 from rllib_rpp.core.scoring import score_batch
+from rllib_rpp.reinforce_pp.errors import LearnersTimedOut
 from rllib_rpp.reinforce_pp.reinforce_pp_config import ReinforcePPConfig
 from rllib_rpp.reinforce_pp.rollouts import AsyncRollouts, sample_sync
 from rllib_rpp.reinforce_pp.weight_sync import EngineWeightSync
@@ -222,13 +223,18 @@ class ReinforcePP(Algorithm):
                                        remote_worker_ids=remote[:1], local_env_runner=not remote)
         return out[0]
 
-    def _on_learners(self, fn):
+    def _on_learners(self, fn, timeout_s: float | None = None):
         """fn(learner) on every learner at once (state may be spread over them); the answer of the
-        first learner that gave one (collective calls answer on rank 0 only)."""
+        first learner that gave one (collective calls answer on rank 0 only). With `timeout_s`, a
+        learner that has not answered by then raises LearnersTimedOut (its call stays queued)."""
         group = self.learner_group
         if group.is_local:
             return fn(group._learner)
-        results = [r.get() for r in group.foreach_learner(fn).result_or_errors]
+        answers = group.foreach_learner(fn, timeout_seconds=timeout_s).result_or_errors
+        if len(answers) < self.config.num_learners:
+            raise LearnersTimedOut(f"{self.config.num_learners - len(answers)} of {self.config.num_learners} learners "
+                                   f"did not answer within {timeout_s:g} s")
+        results = [r.get() for r in answers]
         return next((r for r in results if r), results[0])
 
     def get_policy_state_dict(self) -> dict[str, torch.Tensor]:

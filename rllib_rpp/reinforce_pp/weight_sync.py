@@ -18,9 +18,12 @@ import time
 
 import ray
 
+from rllib_rpp.reinforce_pp.errors import LearnersTimedOut
+
 logger = logging.getLogger(__name__)
 
 INIT, RECEIVE = "weight_transfer_init", "weight_transfer"
+LEARNER_GRACE_S = 60.0  # past the transfer timeout, before a learner counts as stuck
 
 
 class EngineWeightSync:
@@ -32,6 +35,11 @@ class EngineWeightSync:
     @property
     def timeout_s(self) -> float:
         return self.algo.config.weight_sync_timeout_s
+
+    def _on_learners(self, fn):
+        """fn on every learner, bounded: a learner gives up a transfer after `timeout_s` (its sender
+        aborts), so one that has not answered a grace period later is stuck."""
+        return self.algo._on_learners(fn, timeout_s=self.timeout_s + LEARNER_GRACE_S)
 
     def _wait(self, tag: str, ids: list[int]) -> None:
         """Every runner's answer to the `tag` calls; raises naming the runners that failed."""
@@ -54,15 +62,15 @@ class EngineWeightSync:
     def _connect(self, ids: list[int]) -> None:
         algo = self.algo
         group = algo.env_runner_group
-        address, port = algo._on_learners(lambda learner: learner.weight_transfer_endpoint())
+        address, port = self._on_learners(lambda learner: learner.weight_transfer_endpoint())
         world, timeout, backend = 1 + len(ids), self.timeout_s, self.backend
         funcs = [lambda runner, i=i: runner.init_weight_transfer(address=address, port=port, rank_offset=1 + i,
                                                                  world_size=world, timeout_s=timeout)
                  for i in range(len(ids))]
         group.foreach_env_runner_async(funcs, tag=INIT, remote_worker_ids=ids)
-        algo._on_learners(lambda learner: learner.connect_weight_transfer(address, port, world, backend, timeout))
+        self._on_learners(lambda learner: learner.connect_weight_transfer(address, port, world, backend, timeout))
         self._wait(INIT, ids)
-        self.meta = algo._on_learners(lambda learner: learner.weight_metadata())
+        self.meta = self._on_learners(lambda learner: learner.weight_metadata())
         self.ids = ids
 
     def _transfer(self, ids: list[int], version: int) -> None:
@@ -71,13 +79,13 @@ class EngineWeightSync:
         meta = self.meta
         self.algo.env_runner_group.foreach_env_runner_async(
             lambda runner: runner.receive_weights(meta, version), tag=RECEIVE, remote_worker_ids=ids)
-        self.algo._on_learners(lambda learner: learner.send_weights(version))
+        self._on_learners(lambda learner: learner.send_weights(version))
         self._wait(RECEIVE, ids)
 
     def reset(self) -> None:
         """Forget the group (closing the learner's end makes any waiting runner fail at once)."""
         self.ids = None
-        self.algo._on_learners(lambda learner: learner.close_weight_transfer())
+        self._on_learners(lambda learner: learner.close_weight_transfer())
         group = self.algo.env_runner_group
         for tag in (INIT, RECEIVE):  # drain the calls of the broken transfer
             for _, ref in group.fetch_ready_async_reqs(tags=tag, timeout_seconds=1.0, return_obj_refs=True):
@@ -93,6 +101,10 @@ class EngineWeightSync:
             return
         try:
             self._transfer(ids, version)
+        except LearnersTimedOut as e:  # stuck past its own abort: every later call would queue behind it
+            raise RuntimeError(f"weight transfer ({self.backend}): {e} (the learners abort a transfer after "
+                               f"weight_sync_timeout_s={self.timeout_s:g} s, so one is stuck); stopping the run "
+                               f"instead of waiting on it") from e
         except Exception as e:  # noqa: BLE001 - logged, then the weights go the other way
             logger.warning(f"weight transfer through the {self.backend} engine failed ({e}); sending these weights "
                            f"through the object store and forming a new group at the next sync")

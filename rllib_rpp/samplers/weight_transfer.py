@@ -13,11 +13,20 @@ Backends:
   tensor before it touches the model, so a broadcast that fails half-way (a runner or the learner
   died) leaves the engine serving its old weights; the group is then formed again.
 - "nccl" (vLLM's own engine on the runner side, `NcclSender` here on the learner side): GPU
-  tensors over NCCL. Written against vLLM 0.32's API; not run here (no GPU in CI).
+  tensors over NCCL, sent from the learner's GPU (gathered and cast there: one copy). A broadcast
+  that does not complete within the timeout aborts the communicator on the side that waits (the
+  learner's sender here, the runner's receive in `VLLMSampler.receive_weights`), so the other side
+  fails too. vLLM's engine has already started replacing the runner's layers when a transfer
+  fails, so the runner takes the next weights whole (the object-store path). Written against
+  vLLM 0.32's API; its CPU-reachable parts are tested with stand-ins, not run on a GPU here.
 """
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable, Iterable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -52,9 +61,10 @@ class GlooSender:
         """Blocks until every runner has joined (their init runs at the same time)."""
         self.store, self.group = _gloo_group(self.address, self.port, 0, self.world_size, self.timeout_s, self.tag)
 
-    def send(self, state: dict[str, torch.Tensor], version: int) -> None:
-        self.group.broadcast(torch.tensor([version, len(state)], dtype=torch.int64), 0).wait()
-        for value in state.values():
+    def send(self, tensors: Iterable[torch.Tensor], count: int, version: int) -> None:
+        """`count` tensors, in the order of the metadata the receivers were given."""
+        self.group.broadcast(torch.tensor([version, count], dtype=torch.int64), 0).wait()
+        for value in tensors:
             self.group.broadcast(value.detach().to("cpu").contiguous(), 0).wait()
 
     def close(self) -> None:
@@ -67,27 +77,85 @@ class GlooSender:
         self.store = self.group = None
 
 
+def wait_or_abort(done: Callable[[], bool], timeout_s: float, abort: Callable[[], None], what: str) -> None:
+    """Poll `done()` until it is true; past `timeout_s`, `abort()` (which must make the other side
+    fail too) and raise TimeoutError naming `what`. A blocking wait could never be abandoned."""
+    deadline = time.monotonic() + timeout_s
+    while not done():
+        if time.monotonic() > deadline:
+            abort()
+            raise TimeoutError(f"{what} did not complete within {timeout_s:g} s; the transfer group was aborted")
+        time.sleep(0.005)
+
+
+@contextmanager
+def abort_after(timeout_s: float, abort: Callable[[], None], what: str):
+    """Run the block; if it has not finished after `timeout_s`, call `abort()` from a watchdog
+    thread (it must make the blocked call fail) and raise TimeoutError naming `what`."""
+    fired = threading.Event()
+
+    def fire():
+        fired.set()
+        abort()
+
+    timer = threading.Timer(timeout_s, fire)
+    timer.daemon = True
+    timer.start()
+    message = f"{what} did not complete within {timeout_s:g} s; the transfer group was aborted"
+    try:
+        yield
+    except Exception as e:
+        if fired.is_set():
+            raise TimeoutError(message) from e
+        raise
+    finally:
+        timer.cancel()
+    if fired.is_set():  # it returned, but after the group was torn down under it
+        raise TimeoutError(message)
+
+
 class NcclSender:
-    """Learner rank 0's end of vLLM's NCCL weight-transfer group (GPU only; not run in CI)."""
+    """Learner rank 0's end of vLLM's NCCL weight-transfer group (GPU only; not run in CI).
+
+    The broadcasts are enqueued on the current CUDA stream and their completion is polled, so a
+    runner that never receives (it died, or refused the update) costs `timeout_s`, then the
+    communicator is aborted (`ncclCommAbort`, through vLLM's `destroy`) and the send raises."""
 
     def __init__(self, address: str, port: int, world_size: int, *, timeout_s: float = 600.0, tag: str = "rpp"):
-        self.address, self.port, self.world_size = address, port, world_size
+        self.address, self.port, self.world_size, self.timeout_s = address, port, world_size, timeout_s
+        self.comm = None
 
     def connect(self) -> None:
         from vllm.distributed.device_communicators.pynccl import PyNcclCommunicator
         from vllm.distributed.utils import StatelessProcessGroup
 
-        group = StatelessProcessGroup.create(host=self.address, port=self.port, rank=0, world_size=self.world_size)
+        group = StatelessProcessGroup.create(host=self.address, port=self.port, rank=0, world_size=self.world_size,
+                                             store_timeout=int(self.timeout_s))
         self.comm = PyNcclCommunicator(group, device=torch.cuda.current_device())
 
-    def send(self, state: dict[str, torch.Tensor], version: int) -> None:
-        stream = torch.cuda.current_stream()
-        for value in state.values():  # vLLM's NCCL engine receives the tensors of the update info in order
-            self.comm.broadcast(value.detach().cuda().contiguous(), src=0, stream=stream)
-        stream.synchronize()
+    def _stream(self):
+        return torch.cuda.current_stream()
+
+    def _completion(self, stream) -> Callable[[], bool]:
+        """Whether everything enqueued on `stream` so far has run (a CUDA event's query)."""
+        event = torch.cuda.Event()
+        event.record(stream)
+        return event.query
+
+    def send(self, tensors: Iterable[torch.Tensor], count: int, version: int) -> None:
+        """`count` tensors on this learner's GPU in the rollout dtype, in the metadata's order
+        (vLLM's NCCL engine receives the tensors of the update info in order)."""
+        stream = self._stream()
+        for value in tensors:
+            self.comm.broadcast(value.detach().to(self.comm.device).contiguous(), src=0, stream=stream)
+        wait_or_abort(self._completion(stream), self.timeout_s, self.close,
+                      f"the NCCL broadcast of {count} tensors (weights version {version})")
 
     def close(self) -> None:
-        self.comm = None
+        """Abort the communicator: a runner waiting in a broadcast fails instead of waiting for ever."""
+        comm, self.comm = self.comm, None
+        if comm is not None:
+            comm.destroy()
 
 
 SENDERS = {"gloo": GlooSender, "nccl": NcclSender}
@@ -161,7 +229,7 @@ def register_gloo_engine() -> None:
             pass  # done at the end of receive_weights
 
         def shutdown(self) -> None:
-            if self.group is not None:
+            if getattr(self, "group", None) is not None:
                 self.group.abort()
             self.store = self.group = None
 

@@ -18,6 +18,7 @@ reads it from rank 0.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -27,9 +28,9 @@ from ray.rllib.core.rl_module.torch import TorchRLModule
 from ray.rllib.utils.annotations import override
 
 from envs.models import load_causal_lm, meta_causal_lm
+from rllib_rpp.core.fsdp import is_sharded, load_full_model_state
 from rllib_rpp.core.logprobs import DEFAULT_CHUNK_TOKENS, response_logprobs
 from rllib_rpp.core.lora import add_lora, merged_state_dict
-from rllib_rpp.reinforce_pp.torch.fsdp import is_sharded, load_full_model_state
 
 
 class CausalLMTorchRLModule(TorchRLModule):
@@ -77,12 +78,24 @@ class CausalLMTorchRLModule(TorchRLModule):
     def hf_state_dict(self, dtype: str | torch.dtype | None = None) -> dict[str, torch.Tensor]:
         """The policy under Hugging Face names (LoRA adapters merged), on CPU, in `dtype`
         (default: as held)."""
+        return dict(self.hf_tensors(dtype, device="cpu"))
+
+    def hf_tensors(self, dtype: str | torch.dtype | None, device, *,
+                   gather: bool = False) -> Iterator[tuple[str, torch.Tensor]]:
+        """hf_state_dict's tensors one at a time, cast on `device` (the learner's GPU for the NCCL
+        path: one tensor's copy at a time, no host round trip). Sharded with `gather`: every
+        learner iterates it together, each tensor gathered in turn (collective)."""
         dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
         if self.lora:
             state = merged_state_dict(self.lm)
+        elif gather and is_sharded(self):  # the same on every rank (rank 0 may hold a gathered copy)
+            state = self.state_dict()  # this learner's shards: each tensor is gathered when reached
         else:
-            state = {k[len("lm."):]: v for k, v in self._state_dict().items() if k.startswith("lm.")}
-        return {k: v.detach().to(device="cpu", dtype=dtype or v.dtype) for k, v in state.items()}
+            state = self._state_dict()
+        for k, v in state.items():
+            if self.lora or k.startswith("lm."):
+                v = v.full_tensor() if hasattr(v, "full_tensor") else v
+                yield (k if self.lora else k[len("lm."):]), v.detach().to(device=device, dtype=dtype or v.dtype)
 
     @override(TorchRLModule)
     def get_state(self, components=None, *, not_components=None, inference_only: bool = False, **kwargs):

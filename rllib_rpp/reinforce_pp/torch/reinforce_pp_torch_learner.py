@@ -22,6 +22,7 @@ from ray.rllib.utils.annotations import override
 
 from envs.models import load_causal_lm, meta_causal_lm
 from rllib_rpp import schema as S
+from rllib_rpp.core import fsdp
 from rllib_rpp.core.batch import prepare_batch
 from rllib_rpp.core.logprobs import LogprobModule
 from rllib_rpp.core.lora import disabled_adapters
@@ -29,7 +30,6 @@ from rllib_rpp.core.loss import minibatch_loss
 from rllib_rpp.core.options import Collectives
 from rllib_rpp.core.update import accumulate_gradients, check_finite_weights, clip_and_check
 from rllib_rpp.reinforce_pp.reinforce_pp_learner import ReinforcePPLearner
-from rllib_rpp.reinforce_pp.torch import fsdp
 from rllib_rpp.samplers.weight_transfer import SENDERS, metadata
 
 _GRAD_NORM = "gradients_default_optimizer_global_norm"
@@ -131,8 +131,13 @@ class ReinforcePPTorchLearner(ReinforcePPLearner, TorchLearner):
         module.set_full_state(full if _rank() == 0 else None)
         self._full_optimizer_state = None
         if optimizer:
+            released = self.config.release_memory_between_updates
+            if released:  # NCCL gathers device tensors only
+                self._move_optimizer_state(self._device)
             states = {name: fsdp.full_optimizer_state(module, optim) for name, optim in self._named_optimizers.items()}
             self._full_optimizer_state = states if _rank() == 0 else None
+            if released:
+                self._move_optimizer_state("cpu")
 
     # -- weight-transfer engine: rank 0 broadcasts to every vLLM runner ----------------------
     def weight_transfer_endpoint(self) -> tuple[str, int] | None:
@@ -152,6 +157,7 @@ class ReinforcePPTorchLearner(ReinforcePPLearner, TorchLearner):
                                 timeout_s: float) -> None:
         """Rank 0 joins the group as its source (blocks until every runner has joined)."""
         self.close_weight_transfer()
+        self._transfer_backend = backend
         if _rank() == 0:
             self._sender = SENDERS[backend](address, port, world_size, timeout_s=timeout_s)
             self._sender.connect()
@@ -159,13 +165,23 @@ class ReinforcePPTorchLearner(ReinforcePPLearner, TorchLearner):
     def weight_metadata(self) -> dict | None:
         """Names, dtypes and shapes of what `send_weights` sends (collective when sharded)."""
         state = self.policy_state_dict(self.options.compute_dtype)
+        self._transfer_count = len(state) if _rank() == 0 else None
         return metadata(state) if _rank() == 0 else None
 
     def send_weights(self, version: int) -> None:
-        """Broadcast the policy in the rollout dtype (collective when sharded: every learner calls)."""
-        state = self.policy_state_dict(self.options.compute_dtype)
+        """Broadcast the policy in the rollout dtype (collective when sharded: every learner calls).
+        NCCL: each tensor gathered and cast on this learner's GPU and sent as it comes; gloo: the
+        CPU state dict."""
+        dtype = self.options.compute_dtype
+        if self._transfer_backend == "nccl":
+            tensors = (t for _, t in self.policy_module().hf_tensors(dtype, self._device, gather=self.sharded))
+        else:
+            tensors = iter(self.policy_state_dict(dtype).values())
         if _rank() == 0:
-            self._sender.send(state, version)
+            self._sender.send(tensors, self._transfer_count, version)
+        else:
+            for _ in tensors:  # the other learners take part in each tensor's gather
+                pass
 
     def close_weight_transfer(self) -> None:
         sender = getattr(self, "_sender", None)
@@ -183,11 +199,16 @@ class ReinforcePPTorchLearner(ReinforcePPLearner, TorchLearner):
         super().after_gradient_based_update(timesteps=timesteps)
         if self.config.release_memory_between_updates:  # the GPU goes to a colocated vLLM runner
             self.last_batch = None
+            for p in self._params.values():  # 4 B per parameter; the next update starts from zero anyway
+                p.grad = None
             self._move_optimizer_state("cpu")
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
 
     def _move_optimizer_state(self, device) -> None:
+        """Adam's moments to `device` and back (colocated layouts hand the GPU to vLLM between
+        updates). Sharded state stays a DTensor whose local shard moves: it must be back on the
+        learner's device before any collective reads it (`stage_full_state`)."""
         for optim in self._named_optimizers.values():
             for state in optim.state.values():
                 for k, v in state.items():
