@@ -103,9 +103,10 @@ def gpu_placement(config, gpus: int | None = None, *, learner_gpus: int | None =
     - colocated (`colocate=True`, or a single GPU): every GPU holds one learner and one vLLM
       runner (0.51 and 0.49 of a GPU in Ray's accounting: Ray packs fractional GPUs best-fit, and
       two runners or two learners cannot fit one GPU with these shares; RLlib creates the runners
-      first, one per GPU, and each learner fills the rest of one); vLLM sleeps at level 2 (weights dropped, they
-      are reloaded at every sync) while the learners train, and the learners hand their cached
-      memory and Adam state back while vLLM generates;
+      first, one per GPU, and each learner fills the rest of one); vLLM sleeps while the learners
+      train (`sleep_level` 2: weights dropped after a training sample, which a weight sync
+      follows; kept after evaluations and async samples), and the learners hand their
+      gradients, cached memory and Adam state back while vLLM generates;
     - split: `learner_gpus` learners and `rollout_gpus` vLLM runners (default: at most half of
       `gpus` learners, as many as split the train batch evenly; the rest runners). Prompts may
       split unevenly over runners.

@@ -194,3 +194,15 @@ def test_the_drivers_wait_for_a_stuck_learner_is_bounded(ray_local):
     with pytest.raises(RuntimeError, match="stopping the run"):
         sync.sync(1, fallback=lambda: fallbacks.append(1))
     assert not fallbacks
+
+
+@pytest.mark.parametrize("runners,tp", [(1, 1), (3, 1), (2, 2), (3, 4)])
+def test_transfer_group_ranks_fit_tensor_parallel_runners(runners, tp):
+    """GPU review #9: vLLM ranks a worker at offset + dp·TP·PP + its TP rank (nccl_common), so with
+    TP > 1 the offsets 1 + i collided. Every worker of every runner gets its own rank, the learner
+    rank 0, and the group's size counts them all."""
+    from rllib_rpp.reinforce_pp.weight_sync import transfer_ranks
+
+    offsets, world = transfer_ranks(runners, tp)
+    ranks = [0] + [offset + r for offset in offsets for r in range(tp)]  # vLLM's formula, dp = 0, PP = 1
+    assert sorted(ranks) == list(range(world))

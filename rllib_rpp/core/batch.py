@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager, nullcontext
+from functools import partial
 
 import torch
 
@@ -60,6 +61,13 @@ def logprob_pass(model, batch: dict, groups: list[torch.Tensor], opts: UpdateOpt
     return scatter_rows(lps, B, width), (scatter_rows(ents, B, width) if with_entropy else None)
 
 
+def _clock(device: torch.device) -> float:
+    """The time once the device's queued work is done (CUDA kernels run asynchronously)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
 @torch.no_grad()
 def prepare_batch(policy, ref, batch: dict, opts: UpdateOptions, *, kl_coef: float, collectives: Collectives = ALONE,
                   ref_context=nullcontext) -> dict[str, float]:
@@ -77,16 +85,17 @@ def prepare_batch(policy, ref, batch: dict, opts: UpdateOptions, *, kl_coef: flo
     groups = split_by_tokens(prompt_len, response_len, opts.max_tokens_per_microbatch)
     groups = split_by_tokens(prompt_len, response_len, opts.max_tokens_per_microbatch,
                              min_groups=collectives.agree_count(len(groups)))
-    t0 = time.perf_counter()
+    clock = partial(_clock, batch[S.PROMPT_IDS].device)
+    t0 = clock()
     if opts.old_logprobs == "sampler":  # exact when the sampler runs these weights in this dtype: no pass
         batch[S.OLD_LOGPROBS] = batch[S.SAMPLER_LOGPROBS].clone()
         batch[S.ENTROPY] = torch.full_like(batch[S.OLD_LOGPROBS], float("nan"))  # not computed
     else:
         batch[S.OLD_LOGPROBS], batch[S.ENTROPY] = logprob_pass(policy, batch, groups, opts, with_entropy=True)
-    t1 = time.perf_counter()
+    t1 = clock()
     with ref_context():
         batch[S.REF_LOGPROBS], _ = logprob_pass(ref, batch, groups, opts)
-    t2 = time.perf_counter()
+    t2 = clock()
     dropped = drop_nonfinite(batch, opts.nonfinite_logprobs, all_reduce)
     mask = batch[S.LOSS_MASK]
     res = F.token_advantages(
@@ -103,7 +112,7 @@ def prepare_batch(policy, ref, batch: dict, opts: UpdateOptions, *, kl_coef: flo
         kept = all_reduce(torch.stack([(weights > 0).double().mul(mask).sum(), mask.double().sum()]))
         stats["is_masked_fraction"] = float(1 - kept[0] / kept[1].clamp(min=1))
     stats.update(nonfinite_responses=dropped, old_logprobs_s=t1 - t0, ref_logprobs_s=t2 - t1,
-                 advantages_s=time.perf_counter() - t2)
+                 advantages_s=clock() - t2)
     return stats
 
 

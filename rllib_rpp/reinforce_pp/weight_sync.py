@@ -26,6 +26,13 @@ INIT, RECEIVE = "weight_transfer_init", "weight_transfer"
 LEARNER_GRACE_S = 60.0  # past the transfer timeout, before a learner counts as stuck
 
 
+def transfer_ranks(num_runners: int, tensor_parallel_size: int = 1) -> tuple[list[int], int]:
+    """Each runner's rank offset in the transfer group, and the group's size. Learner rank 0 is
+    rank 0; vLLM gives the worker of TP rank r the rank offset + r (data-parallel rank 0, one
+    pipeline stage), so runner i starts at 1 + i·TP and the group holds 1 + N·TP ranks."""
+    return [1 + i * tensor_parallel_size for i in range(num_runners)], 1 + num_runners * tensor_parallel_size
+
+
 class EngineWeightSync:
     def __init__(self, algo, backend: str):
         self.algo, self.backend = algo, backend
@@ -63,10 +70,12 @@ class EngineWeightSync:
         algo = self.algo
         group = algo.env_runner_group
         address, port = self._on_learners(lambda learner: learner.weight_transfer_endpoint())
-        world, timeout, backend = 1 + len(ids), self.timeout_s, self.backend
-        funcs = [lambda runner, i=i: runner.init_weight_transfer(address=address, port=port, rank_offset=1 + i,
-                                                                 world_size=world, timeout_s=timeout)
-                 for i in range(len(ids))]
+        tp = (algo.config.sampler_kwargs or {}).get("tensor_parallel_size", 1)
+        offsets, world = transfer_ranks(len(ids), tp)
+        timeout, backend = self.timeout_s, self.backend
+        funcs = [lambda runner, off=off: runner.init_weight_transfer(address=address, port=port, rank_offset=off,
+                                                                     world_size=world, timeout_s=timeout)
+                 for off in offsets]
         group.foreach_env_runner_async(funcs, tag=INIT, remote_worker_ids=ids)
         self._on_learners(lambda learner: learner.connect_weight_transfer(address, port, world, backend, timeout))
         self._wait(INIT, ids)

@@ -235,6 +235,8 @@ class VLLMSampler(Sampler):
     def init_weight_transfer(self, *, address: str, port: int, rank_offset: int, world_size: int,
                              timeout_s: float = 600.0) -> None:
         """Join learner rank 0's transfer group at `rank_offset` (blocks until every rank has)."""
+        if getattr(self, "_transfer_timeout_s", None) is not None:  # a group formed before: free its communicator
+            self._abort_transfer()
         info = dict(master_address=address, master_port=port, rank_offset=rank_offset, world_size=world_size)
         if self.transfer_engine == "nccl":
             info["packed"] = False  # the learner broadcasts each tensor as it is (NcclSender)
