@@ -219,10 +219,10 @@ def register_gloo_engine() -> None:
             for name, dtype, shape in zip(info.names, info.dtype_names, info.shapes):
                 t = torch.empty(shape, dtype=getattr(torch, dtype))  # a fresh buffer: the reload keeps references
                 self.group.broadcast(t, 0).wait()
-                received.append((name, t.to(self.device)))
+                received.append((name, t))  # host memory: no second copy of the model on the device
             initialize_layerwise_reload(self.model)
             for name, t in received:
-                self.model.load_weights([(name, t)])
+                self.model.load_weights([(name, t.to(self.device))])
             finalize_layerwise_reload(self.model, self.model_config)
 
         def finish_weight_update(self) -> None:
