@@ -43,9 +43,10 @@ def _encode(tokenizer, prompts, completions, max_length=None) -> dict:
     )
 
 
-def load_reward_model(name_or_path: str, *, dtype: str = "float32"):
-    """(model, tokenizer) for a Bradley-Terry reward model; refuses anything but one label."""
-    from transformers import AutoConfig, AutoModelForSequenceClassification
+def check_reward_model(name_or_path: str) -> None:
+    """Refuse, from its config alone (no weights read), a model that is not a one-label
+    sequence classifier."""
+    from transformers import AutoConfig
 
     cfg = load_pretrained(AutoConfig.from_pretrained, name_or_path, "reward model config")
     archs = getattr(cfg, "architectures", None) or []
@@ -59,6 +60,13 @@ def load_reward_model(name_or_path: str, *, dtype: str = "float32"):
             f"reward model {name_or_path!r} has {cfg.num_labels} labels; a Bradley-Terry reward "
             f"model outputs one scalar (num_labels=1)"
         )
+
+
+def load_reward_model(name_or_path: str, *, dtype: str = "float32"):
+    """(model, tokenizer) for a Bradley-Terry reward model; refuses anything but one label."""
+    from transformers import AutoModelForSequenceClassification
+
+    check_reward_model(name_or_path)
     model = load_pretrained(AutoModelForSequenceClassification.from_pretrained, name_or_path, "reward model",
                   dtype=getattr(torch, dtype))
     tokenizer = load_tokenizer(name_or_path)
@@ -69,15 +77,26 @@ def load_reward_model(name_or_path: str, *, dtype: str = "float32"):
 class RewardModelReward:
     """A reward function (TRL signature) backed by a reward model, batched on `device`."""
 
+    loads = 0  # reward models this process has loaded (tests count them)
+
     def __init__(self, name_or_path: str, *, device: str = "cpu", batch_size: int = 64,
-                 max_length: int | None = None, dtype: str = "float32"):
-        self.model, self.tokenizer = load_reward_model(name_or_path, dtype=dtype)
-        self.model.to(device)
-        self.device, self.batch_size, self.max_length = device, batch_size, max_length
+                 max_length: int | None = None, dtype: str | None = None):
+        self.name_or_path, self.device, self.batch_size, self.max_length = name_or_path, device, batch_size, max_length
+        # bf16 on CUDA (an 8B model: 16 GB, not 32), fp32 on CPU.
+        self.dtype = dtype or ("bfloat16" if str(device).startswith("cuda") else "float32")
+        check_reward_model(name_or_path)  # a bad model fails here, before any sampling
+        self.model = self.tokenizer = None  # loaded by the first call: only where scoring happens
         self.__name__ = f"reward_model({name_or_path})"
+
+    def load(self) -> None:
+        if self.model is None:
+            self.model, self.tokenizer = load_reward_model(self.name_or_path, dtype=self.dtype)
+            self.model.to(self.device)
+            type(self).loads += 1
 
     @torch.no_grad()
     def __call__(self, prompts: Sequence, completions: Sequence, **kwargs) -> list[float]:
+        self.load()
         scores: list[float] = []
         for i in range(0, len(completions), self.batch_size):
             enc = _encode(self.tokenizer, prompts[i : i + self.batch_size],

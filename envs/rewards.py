@@ -17,10 +17,14 @@ import numbers
 import os
 import re
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
+
+from envs.reward_guard import GuardStats, IsolatedReward, RemoteReward, check_on_error, guarded_call
 
 
 class RewardFunctionError(RuntimeError):
@@ -29,8 +33,10 @@ class RewardFunctionError(RuntimeError):
 
 @dataclass
 class RewardResult:
-    rewards: np.ndarray  # [N] weighted sum, float64
-    components: dict[str, np.ndarray]  # per function, NaN where it returned None
+    rewards: np.ndarray  # [N] weighted sum, float64 (NaN where skipped)
+    components: dict[str, np.ndarray]  # per function, NaN where it returned None (or failed)
+    skipped: np.ndarray | None = None  # [N] bool: failed and left out of the loss (on_error="skip")
+    stats: GuardStats | None = None  # timeouts, errors, skipped and replaced samples, seconds
 
 
 def _text(completion) -> str:
@@ -88,6 +94,10 @@ def length_reward(max_chars: int, name: str | None = None) -> Callable:
     return fn
 
 
+# Rule functions that cannot hang (string compares, simple regexes): run in-process even with a
+# timeout. Every other rule function (math_verify's sympy included) runs in a killable process.
+SAFE_IN_PROCESS = {"exact_match", "digits_format", "boxed_format"}
+
 BUILTIN_REWARDS: dict[str, Callable] = {
     "exact_match": exact_match,
     "math_verify": math_verify_reward,
@@ -96,14 +106,18 @@ BUILTIN_REWARDS: dict[str, Callable] = {
 }
 
 
-def resolve_reward_func(spec, *, device: str = "cpu", batch_size: int = 64) -> tuple[str, Callable]:
-    """(name, callable) for a callable, a built-in name, "module:function", or a reward model."""
+def resolve_reward_func(spec, *, device: str = "cpu", batch_size: int = 64,
+                        dtype: str | None = None) -> tuple[str, Callable]:
+    """(name, callable) for a callable, a built-in name, "module:function", a reward server URL,
+    or a reward model (loaded on its first call, in `dtype`: default bf16 on CUDA, fp32 else)."""
     if callable(spec):
         return getattr(spec, "__name__", type(spec).__name__), spec
     if not isinstance(spec, str) or not spec:
         raise TypeError(f"a reward function must be a callable or a name, got {spec!r}")
     if spec in BUILTIN_REWARDS:
         return spec, BUILTIN_REWARDS[spec]
+    if spec.startswith(("http://", "https://")):
+        return spec, RemoteReward(spec)
     if re.fullmatch(r"[\w.]+:\w+", spec):
         module, attr = spec.split(":")
         try:
@@ -122,7 +136,7 @@ def resolve_reward_func(spec, *, device: str = "cpu", batch_size: int = 64) -> t
             )
     from envs.reward_model import RewardModelReward
 
-    rm_reward = RewardModelReward(spec, device=device, batch_size=batch_size)
+    rm_reward = RewardModelReward(spec, device=device, batch_size=batch_size, dtype=dtype)
     return rm_reward.__name__, rm_reward
 
 
@@ -155,11 +169,19 @@ class RewardStep:
     """
 
     def __init__(self, reward_funcs, reward_weights: Sequence[float] | None = None, *,
-                 device: str = "cpu", batch_size: int = 64):
+                 device: str = "cpu", batch_size: int = 64, dtype: str | None = None,
+                 timeout_s: float | None = None, on_error="raise"):
         specs = reward_funcs if isinstance(reward_funcs, (list, tuple)) else [reward_funcs]
         if not specs:
             raise ValueError("at least one reward function (or reward model) is needed")
-        self.funcs = [resolve_reward_func(s, device=device, batch_size=batch_size) for s in specs]
+        if timeout_s is not None and not (isinstance(timeout_s, (int, float)) and timeout_s > 0):
+            raise ValueError(f"reward_timeout_s={timeout_s!r} is invalid: expected a number of seconds > 0 (or None)")
+        check_on_error(on_error)
+        self.timeout_s, self.on_error = timeout_s, on_error
+        self.funcs = [resolve_reward_func(s, device=device, batch_size=batch_size, dtype=dtype) for s in specs]
+        self.columns_read_by = [columns_read(fn) for _, fn in self.funcs]  # before any wrapping
+        if timeout_s is not None:  # rule functions where a stuck call can be killed
+            self.funcs = [(n, IsolatedReward(f, n) if _isolatable(n, f) else f) for n, f in self.funcs]
         names = [n for n, _ in self.funcs]
         self.names = [n if names.count(n) == 1 else f"{n}_{i}" for i, n in enumerate(names)]
         weights = [1.0] * len(specs) if reward_weights is None else list(reward_weights)
@@ -168,7 +190,7 @@ class RewardStep:
         if not all(isinstance(w, numbers.Real) and math.isfinite(w) for w in weights):
             raise ValueError(f"reward_weights must be finite numbers, got {weights}")
         self.weights = np.asarray(weights, dtype=np.float64)
-        self.columns_read = {name: columns_read(fn) for name, (_, fn) in zip(self.names, self.funcs)}
+        self.columns_read = dict(zip(self.names, self.columns_read_by))
 
     def check_columns(self, rows: Sequence[Mapping], row_ids: Sequence[int] | None = None) -> None:
         """Refuse the first prompt row without a value (missing or None) in a column that a reward
@@ -200,63 +222,82 @@ class RewardStep:
                 if missing:
                     raise ValueError(f"sample {missing[0]} has no value (None) in the column {col!r}, which "
                                      f"reward function {name!r} reads ({len(missing)} of {n} samples lack it)")
-        kwargs = dict(columns, completion_ids=completion_ids)
-        table = np.full((len(self.funcs), n), np.nan)
+        kwargs = dict(prompts=list(prompts), completions=list(completions), completion_ids=completion_ids, **columns)
+        stats, t0 = GuardStats(), time.perf_counter()
+        table, failed = np.full((len(self.funcs), n), np.nan), {}
         for k, ((_, fn), name) in enumerate(zip(self.funcs, self.names)):
-            table[k] = self._call_checked(name, fn, prompts, completions, kwargs)
-        unscored = np.flatnonzero(np.isnan(table).all(axis=0))
+            values, failures = guarded_call(fn, kwargs, n, timeout_s=self.timeout_s, stats=stats,
+                                            check=partial(_checked, name, completions))
+            for i, why in failures.items():
+                if self.on_error == "raise":
+                    raise RewardFunctionError(f"reward function {name!r} raised {why} — on sample {i} (prompt "
+                                              f"{_short(prompts[i])}, completion {_short(completions[i])})")
+                failed.setdefault(i, why)
+            table[k] = [np.nan if v is None else v for v in values]
+        none_scored = np.isnan(table).all(axis=0)
+        none_scored[list(failed)] = False  # failed samples get the error policy instead
+        unscored = np.flatnonzero(none_scored)
         if unscored.size:
             i = int(unscored[0])
             raise RewardFunctionError(
                 f"no reward function scored sample {i} (all returned None); completion: {_short(completions[i])}"
             )
         rewards = np.nansum(table * self.weights[:, None], axis=0)
-        return RewardResult(rewards, dict(zip(self.names, table)))
+        skipped = np.zeros(n, dtype=bool)
+        if failed:
+            idx = list(failed)
+            if self.on_error == "skip":
+                rewards[idx], skipped[idx] = np.nan, True
+                stats.skipped = len(idx)
+            else:  # a number: the reward a failing sample gets
+                rewards[idx] = float(self.on_error)
+                stats.replaced = len(idx)
+            stats.culprits = sorted(idx)
+        stats.seconds = time.perf_counter() - t0
+        return RewardResult(rewards, dict(zip(self.names, table)), skipped, stats)
 
-    @staticmethod
-    def _call_checked(name, fn, prompts, completions, kwargs) -> np.ndarray:
-        n = len(completions)
-        try:
-            out = fn(prompts=list(prompts), completions=list(completions), **kwargs)
-        except Exception as e:
-            # Find the sample that breaks it, so the error can name it.
-            for i in range(n):
-                try:
-                    fn(prompts=[prompts[i]], completions=[completions[i]],
-                       **{k: (None if v is None else v[i : i + 1]) for k, v in kwargs.items()})
-                except Exception:
-                    raise RewardFunctionError(
-                        f"reward function {name!r} raised {type(e).__name__}: {e} — on sample {i} "
-                        f"(prompt {_short(prompts[i])}, completion {_short(completions[i])})"
-                    ) from e
-            raise RewardFunctionError(
-                f"reward function {name!r} raised {type(e).__name__}: {e} on the batch of {n} "
-                f"(every sample alone passes)"
-            ) from e
-        if isinstance(out, np.ndarray):
-            out = out.tolist()
-        if not isinstance(out, Sequence) or isinstance(out, (str, bytes)):
-            raise RewardFunctionError(f"reward function {name!r} returned a {type(out).__name__}; "
-                                      f"expected a list of {n} floats (or None)")
-        if len(out) != n:
-            raise RewardFunctionError(f"reward function {name!r} returned {len(out)} values for {n} completions")
-        values = np.empty(n)
-        for i, v in enumerate(out):
-            if v is None:
-                values[i] = np.nan
-            elif isinstance(v, (numbers.Real, np.bool_)):
-                if not math.isfinite(float(v)):
-                    raise RewardFunctionError(
-                        f"reward function {name!r} returned {v} for sample {i} "
-                        f"(completion {_short(completions[i])}); rewards must be finite"
-                    )
-                values[i] = float(v)
-            else:
-                raise RewardFunctionError(
-                    f"reward function {name!r} returned {v!r} ({type(v).__name__}) for sample {i}; "
-                    f"expected a float or None"
-                )
-        return values
+    def process_ids(self) -> list[int]:
+        """The running processes of isolated rule functions."""
+        return [fn.pid for _, fn in self.funcs if getattr(fn, "pid", None)]
+
+    def close(self) -> None:
+        """Stop the processes of isolated rule functions and close reward-server connections."""
+        for _, fn in self.funcs:
+            if hasattr(fn, "close"):
+                fn.close()
+
+
+def _isolatable(name: str, fn) -> bool:
+    """A rule function that may hang: not a built-in known to be safe, not a reward model or server."""
+    from envs.reward_model import RewardModelReward
+
+    return not (name in SAFE_IN_PROCESS or isinstance(fn, (RewardModelReward, RemoteReward)))
+
+
+def _checked(name: str, completions: Sequence, out, samples: list[int]) -> list:
+    """A reward function's output for `samples`: one finite float or None per sample, else a
+    RewardFunctionError naming the function and the sample (a malformed output is a bug)."""
+    n = len(samples)
+    if isinstance(out, np.ndarray):
+        out = out.tolist()
+    if not isinstance(out, Sequence) or isinstance(out, (str, bytes)):
+        raise RewardFunctionError(f"reward function {name!r} returned a {type(out).__name__}; "
+                                  f"expected a list of {n} floats (or None)")
+    if len(out) != n:
+        raise RewardFunctionError(f"reward function {name!r} returned {len(out)} values for {n} completions")
+    values = []
+    for i, v in zip(samples, out):
+        if v is None:
+            values.append(None)
+        elif isinstance(v, (numbers.Real, np.bool_)):
+            if not math.isfinite(float(v)):
+                raise RewardFunctionError(f"reward function {name!r} returned {v} for sample {i} "
+                                          f"(completion {_short(completions[i])}); rewards must be finite")
+            values.append(float(v))
+        else:
+            raise RewardFunctionError(f"reward function {name!r} returned {v!r} ({type(v).__name__}) for sample "
+                                      f"{i}; expected a float or None")
+    return values
 
 
 def _short(x, n: int = 60) -> str:

@@ -51,6 +51,9 @@ class TextEnvConfig:
     num_shards: int = 1
     reward_device: str = "cpu"
     reward_batch_size: int = 64
+    reward_dtype: str | None = None  # a reward model's dtype (None: bf16 on CUDA, fp32 on CPU)
+    reward_timeout_s: float | None = 60.0  # per reward call; rule functions run in a killable process
+    on_reward_error: Any = "raise"  # a sample whose call timed out or raised: "raise" | "skip" | a reward
 
     @classmethod
     def from_dict(cls, d: Mapping) -> TextEnvConfig:
@@ -87,8 +90,9 @@ class SingleTurnTextEnv(gym.Env):
                 f"= {self.max_prompt_tokens + self.max_new_tokens} exceeds the context of {cfg.model!r} "
                 f"({limit} tokens)"
             )
-        self.reward_step = RewardStep(cfg.reward_funcs, cfg.reward_weights,
-                                      device=cfg.reward_device, batch_size=cfg.reward_batch_size)
+        self.reward_step = RewardStep(cfg.reward_funcs, cfg.reward_weights, device=cfg.reward_device,
+                                      batch_size=cfg.reward_batch_size, dtype=cfg.reward_dtype,
+                                      timeout_s=cfg.reward_timeout_s, on_error=cfg.on_reward_error)
         self.reward_step.check_columns([p.columns for p in self.prompts], [p.index for p in self.prompts])
         self.order = PromptOrder(len(self.prompts), seed=cfg.seed, shuffle=cfg.shuffle,
                                  shard_index=cfg.shard_index, num_shards=cfg.num_shards)
@@ -130,6 +134,10 @@ class SingleTurnTextEnv(gym.Env):
 
     def rewards_for(self, prompts: Sequence[PromptRecord], completion_ids: Sequence[Sequence[int]]) -> RewardResult:
         """Reward of each (prompt, response) pair, in one call of the reward step."""
+        return self.reward_step(**self.reward_inputs(prompts, completion_ids))
+
+    def reward_inputs(self, prompts: Sequence[PromptRecord], completion_ids: Sequence[Sequence[int]]) -> dict:
+        """The reward step's arguments for these pairs (plain data: they can go to a reward worker)."""
         self.reward_step.check_columns([p.columns for p in prompts], [p.index for p in prompts])
         texts = self.tokenizer.batch_decode([list(ids) for ids in completion_ids], skip_special_tokens=True)
         completions = [
@@ -138,8 +146,12 @@ class SingleTurnTextEnv(gym.Env):
         ]
         keys = sorted({k for p in prompts for k in p.columns})
         columns = {k: [p.columns.get(k) for p in prompts] for k in keys}
-        return self.reward_step([p.prompt for p in prompts], completions,
-                                completion_ids=[list(ids) for ids in completion_ids], **columns)
+        return dict(prompts=[p.prompt for p in prompts], completions=completions,
+                    completion_ids=[list(ids) for ids in completion_ids], **columns)
+
+    def close(self) -> None:
+        """Stop the reward step's processes and connections (isolated rule functions, servers)."""
+        self.reward_step.close()
 
     # -- Gymnasium API ----------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict | None = None):

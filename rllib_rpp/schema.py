@@ -19,6 +19,8 @@ reward                      ``get_rewards(0)``       float        TextEnvRunner:
 ``SAMPLER_LOGPROBS``        extra_model_outputs      [R] float32  TextEnvRunner: the sampler's log-probs
 ``GROUP_ID``                custom_data              int          TextEnvRunner: one id per prompt draw
 ``TRUNCATED``               custom_data              bool         TextEnvRunner: hit max_new_tokens
+``REWARD_SKIPPED``          custom_data              bool         TextEnvRunner: its reward call failed
+                                                                  (on_reward_error="skip"): not trained on
 ``WEIGHTS_VERSION``         custom_data              int          TextEnvRunner: weights that sampled it
 ``SCORE``                   custom_data              float        driver (``ReinforcePP._score``): s (§6)
 ``LOSS_WEIGHT``             custom_data              float        driver: 0 drops it from the loss
@@ -62,6 +64,7 @@ LOSS_MASK = "loss_mask"
 SAMPLER_LOGPROBS = "sampler_logprobs"
 GROUP_ID = "group_id"
 TRUNCATED = "truncated_response"
+REWARD_SKIPPED = "reward_skipped"
 WEIGHTS_VERSION = "weights_version"
 SCORE = "score"
 LOSS_WEIGHT = "loss_weight"

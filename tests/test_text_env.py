@@ -68,7 +68,9 @@ def test_batched_score_matches_step_and_uses_extra_columns():
         return [float(len(c)) for c in completions]
 
     rows = [{"prompt": "a", "level": 1}, {"prompt": "b", "level": 2}]
-    env = SingleTurnTextEnv(prompts=rows, reward_funcs=[by_level], shuffle=False, max_new_tokens=4)
+    # In-process (no timeout): the function's side effect lands here, not in an isolated process.
+    env = SingleTurnTextEnv(prompts=rows, reward_funcs=[by_level], shuffle=False, max_new_tokens=4,
+                            reward_timeout_s=None)
     recs = env.next_prompts(2)
     res = env.rewards_for(recs, [_ids(env, "xyz"), _ids(env, "q")])
     assert res.rewards.tolist() == [3.0, 1.0] and seen["level"] == [1, 2]
@@ -81,7 +83,8 @@ def test_chat_prompts_get_the_template_and_chat_completions():
         got["c"] = completions
         return [1.0] * len(completions)
 
-    env = SingleTurnTextEnv(prompts=[{"prompt": [{"role": "user", "content": "hi"}]}], reward_funcs=[fn])
+    env = SingleTurnTextEnv(prompts=[{"prompt": [{"role": "user", "content": "hi"}]}], reward_funcs=[fn],
+                            reward_timeout_s=None)
     obs, _ = env.reset()
     assert env.tokenizer.decode(obs["input_ids"]).endswith("user: hi\nassistant: ")
     env.step(_action(env, _ids(env, "yo")))

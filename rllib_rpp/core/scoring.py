@@ -21,9 +21,15 @@ class Scored(NamedTuple):
 
 def score_batch(rewards: torch.Tensor, truncated: torch.Tensor, group_ids: torch.Tensor, *, estimator: str,
                 truncated_response: str = "keep", truncated_reward: float = -1.0, normalize: str | None = None,
-                running: F.RunningMoments | None = None, clip_range=(-10.0, 10.0), scale: float = 1.0) -> Scored:
-    """rewards [B] (raw r), truncated [B] bool, group_ids [B] (one id per prompt draw)."""
+                running: F.RunningMoments | None = None, clip_range=(-10.0, 10.0), scale: float = 1.0,
+                skipped: torch.Tensor | None = None) -> Scored:
+    """rewards [B] (raw r), truncated [B] bool, group_ids [B] (one id per prompt draw), skipped [B]
+    bool (the reward call failed, on_reward_error="skip": loss weight 0, and its reward is taken as
+    the mean of the others' so it moves no normalisation statistic or baseline much)."""
     raw = rewards.double()
+    if skipped is not None and skipped.any():
+        kept = raw[~skipped]
+        raw = torch.where(skipped, kept.mean() if kept.numel() else torch.zeros(()), raw)
     if truncated_response == "penalize":
         raw = torch.where(truncated, torch.full_like(raw, truncated_reward), raw)
     processed = F.process_rewards(raw, normalize=normalize, running=running, clip_range=clip_range, scale=scale)
@@ -31,4 +37,6 @@ def score_batch(rewards: torch.Tensor, truncated: torch.Tensor, group_ids: torch
     weights = torch.ones_like(raw)
     if truncated_response == "mask":
         weights = (~truncated).double()
+    if skipped is not None:
+        weights = weights * (~skipped).double()
     return Scored(scores, weights, processed)

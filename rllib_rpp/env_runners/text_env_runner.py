@@ -42,8 +42,10 @@ from ray.rllib.utils.metrics import (
 )
 
 from envs.prompts import encode_prompts
+from envs.rewards import RewardResult
 from envs.text_env import SingleTurnTextEnv
 from rllib_rpp import schema as S
+from rllib_rpp.env_runners.reward_workers import reward_env_config, score_remotely
 from rllib_rpp.samplers import Generation, SamplingParams, make_sampler, sampler_class
 
 logger = logging.getLogger(__name__)
@@ -65,6 +67,7 @@ class TextEnvRunner(EnvRunner, Checkpointable):
         self._draws = 0
         self._last_sample_end = 0.0
         self.sampler = None
+        self._reward_workers: list = []
         self.env: SingleTurnTextEnv | None = None
         self.make_env()
         # The local runner of an algorithm with remote runners never samples: build lazily.
@@ -87,6 +90,7 @@ class TextEnvRunner(EnvRunner, Checkpointable):
         env_config.update(shard_index=max(0, self.worker_index - 1) % num_shards, num_shards=num_shards)
         if cfg.seed is not None:
             env_config["seed"] = cfg.seed
+        env_config.update(reward_env_config(cfg))  # `.rewards()`: timeout, error policy, dtype
         ctx = EnvContext(env_config, worker_index=self.worker_index, num_workers=cfg.num_env_runners)
         env = self._env_creator(ctx) if self._env_creator else SingleTurnTextEnv(ctx)
         env = getattr(env, "unwrapped", env)
@@ -134,19 +138,33 @@ class TextEnvRunner(EnvRunner, Checkpointable):
         gen: Generation = sampler.generate([p.input_ids for p in prompts], params)
         t1 = time.perf_counter()
         expanded = [p for p in prompts for _ in range(n)]
-        rewards = self.env.rewards_for(expanded, gen.token_ids)
+        rewards = self._rewards(expanded, gen.token_ids)
         t2 = time.perf_counter()
-        episodes = self._episodes(expanded, gen, rewards.rewards, n)
+        episodes = self._episodes(expanded, gen, rewards, n)
         self._log(gen, rewards, len(prompts), sample_s=t1 - t0, reward_s=t2 - t1)
         self.metrics.log_value(("timers", "idle_s"), idle_s, reduce="mean")  # since the previous sample
         self._last_sample_end = time.perf_counter()
         return episodes
 
-    def _episodes(self, prompts, gen: Generation, rewards: np.ndarray, n: int) -> list[SingleAgentEpisode]:
+    def _rewards(self, prompts, completion_ids) -> RewardResult:
+        """The reward step: on the reward workers when there are any (`set_reward_workers`), else
+        this runner's env."""
+        if self._reward_workers:
+            return score_remotely(self._reward_workers, self.env.reward_inputs(prompts, completion_ids),
+                                  len(completion_ids))
+        return self.env.rewards_for(prompts, completion_ids)
+
+    def set_reward_workers(self, workers: list) -> None:
+        """The algorithm's reward workers (Ray actors), shared by every runner."""
+        self._reward_workers = list(workers)
+
+    def _episodes(self, prompts, gen: Generation, result: RewardResult, n: int) -> list[SingleAgentEpisode]:
         env, R = self.env, self.env.max_new_tokens
         obs_space, act_space = env.observation_space, env.action_space
         base = (self.worker_index << 40) + self._draws
         self._draws += len(prompts) // n
+        rewards = result.rewards
+        skipped = result.skipped if result.skipped is not None else np.zeros(len(rewards), bool)
         episodes = []
         for i, (prompt, ids) in enumerate(zip(prompts, gen.token_ids)):
             action = np.full(R, env.pad_token_id, np.int64)
@@ -159,7 +177,7 @@ class TextEnvRunner(EnvRunner, Checkpointable):
             obs = env.observation(prompt)
             # One step: reset observation, the whole response as the action, the reward.
             ep = SingleAgentEpisode(
-                observations=[obs, obs], actions=[action], rewards=[float(rewards[i])],
+                observations=[obs, obs], actions=[action], rewards=[0.0 if skipped[i] else float(rewards[i])],
                 infos=[{"prompt_index": prompt.index}, {}], terminated=True, len_lookback_buffer=0,
                 # Every sampled token is the policy's: the loss mask equals the response mask here
                 # (a response with inserted tokens, e.g. tool output, would have holes in it).
@@ -168,6 +186,7 @@ class TextEnvRunner(EnvRunner, Checkpointable):
                 observation_space=obs_space, action_space=act_space,
             )
             ep.custom_data.update({S.GROUP_ID: base + i // n, S.TRUNCATED: not gen.finished[i],
+                                   S.REWARD_SKIPPED: bool(skipped[i]),
                                    S.WEIGHTS_VERSION: self._weights_seq_no})
             episodes.append(ep)
         return episodes
@@ -175,7 +194,8 @@ class TextEnvRunner(EnvRunner, Checkpointable):
     def _log(self, gen: Generation, rewards, num_prompts: int, *, sample_s: float, reward_s: float) -> None:
         m, n = self.metrics, len(gen.token_ids)
         lengths = np.array([len(t) for t in gen.token_ids], np.float64)
-        r = rewards.rewards
+        r = rewards.rewards[np.isfinite(rewards.rewards)]  # skipped samples have no reward
+        r = r if r.size else np.zeros(1)
         m.log_value(NUM_ENV_STEPS_SAMPLED, n, reduce="sum")
         m.log_value(NUM_EPISODES, n, reduce="sum")
         m.log_value(NUM_ENV_STEPS_SAMPLED_LIFETIME, n, reduce="lifetime_sum")
@@ -195,6 +215,9 @@ class TextEnvRunner(EnvRunner, Checkpointable):
         m.log_value(S.WEIGHTS_VERSION, self._weights_seq_no, reduce="max")
         m.log_value(("timers", "sample_s"), sample_s, reduce="sum")
         m.log_value(("timers", "reward_s"), reward_s, reduce="sum")
+        stats = rewards.stats
+        for key in ("timeouts", "errors", "skipped", "replaced"):  # the reward calls' failures
+            m.log_value(("reward_calls", key), getattr(stats, key) if stats else 0, reduce="sum")
         m.log_value("completions_per_s", n / max(sample_s, 1e-9), reduce="mean")
         m.log_value("tokens_per_s", float(lengths.sum()) / max(sample_s, 1e-9), reduce="mean")
 
@@ -229,7 +252,7 @@ class TextEnvRunner(EnvRunner, Checkpointable):
                                  max_prompt_tokens=env.max_prompt_tokens, truncate=cfg.truncate_prompts)
         params = SamplingParams(n=1, max_new_tokens=self.config.max_new_tokens, greedy=True)
         gen = self._ensure_sampler().generate([r.input_ids for r in records], params)
-        res = env.rewards_for(records, gen.token_ids)
+        res = self._rewards(records, gen.token_ids)
         out = {"reward_mean": float(res.rewards.mean()), "num_prompts": len(records)}
         out.update({f"reward/{k}": float(np.nanmean(v)) for k, v in res.components.items()})
         out["response_length_mean"] = float(np.mean([len(t) for t in gen.token_ids]))
@@ -296,5 +319,7 @@ class TextEnvRunner(EnvRunner, Checkpointable):
 
     @override(EnvRunner)
     def stop(self) -> None:
+        if self.env is not None:
+            self.env.close()  # the reward step's processes and connections
         if self.sampler is not None:
             self.sampler.stop()

@@ -39,6 +39,7 @@ from ray.rllib.utils.metrics import (
     SYNCH_WORKER_WEIGHTS_TIMER,
     TIMERS,
 )
+from ray.tune import PlacementGroupFactory
 from ray.tune.registry import register_trainable
 
 from envs.models import load_causal_lm, load_tokenizer
@@ -48,6 +49,7 @@ from rllib_rpp import schema as S
 from rllib_rpp.checkpoints import resolve_for_restore, save_atomically
 from rllib_rpp.core.balance import balanced_order
 from rllib_rpp.core.scoring import score_batch
+from rllib_rpp.env_runners.reward_workers import start_reward_workers, stop_reward_workers
 from rllib_rpp.reinforce_pp.errors import LearnersTimedOut
 from rllib_rpp.reinforce_pp.reinforce_pp_config import ReinforcePPConfig
 from rllib_rpp.reinforce_pp.rollouts import AsyncRollouts, sample_sync
@@ -102,6 +104,31 @@ class ReinforcePP(Algorithm):
         self.reward_moments = F.RunningMoments()
         self._shuffle_rng = np.random.default_rng(self.config.seed)
         self._last_eval = None
+        self.reward_workers = start_reward_workers(self.config) if self.config.num_reward_workers else []
+        if self.reward_workers:
+            self._give_reward_workers()
+
+    def _give_reward_workers(self, ids=None) -> None:
+        workers = self.reward_workers
+        self.env_runner_group.foreach_env_runner(lambda runner: runner.set_reward_workers(workers),
+                                                 remote_worker_ids=ids, local_env_runner=ids is None)
+
+    @override(Algorithm)
+    def stop(self) -> None:
+        super().stop()
+        if getattr(self, "reward_workers", None):  # their reward processes first: nothing is left running
+            stop_reward_workers(self.reward_workers)
+            self.reward_workers = []
+
+    @classmethod
+    @override(Algorithm)
+    def default_resource_request(cls, config):
+        # RLlib's bundles, plus one per reward worker (Tune reserves them in the trial's group).
+        factory = super().default_resource_request(config)
+        cfg = cls.get_default_config().update_from_dict(config) if isinstance(config, dict) else config
+        extra = [{"CPU": cfg.num_cpus_per_reward_worker, "GPU": cfg.num_gpus_per_reward_worker}
+                 for _ in range(cfg.num_reward_workers)]
+        return PlacementGroupFactory(factory.bundles + extra, strategy=factory.strategy) if extra else factory
 
     @override(Algorithm)
     def training_step(self) -> None:
@@ -200,6 +227,8 @@ class ReinforcePP(Algorithm):
         """After RLlib restarts a failed env runner, give it the current weights."""
         restored = env_runner_group.probe_unhealthy_env_runners() if self.config.is_online else []
         if restored:
+            if self.reward_workers:
+                self._give_reward_workers(restored)
             if self._engine_sync is not None:  # the next sync forms the group again, restored runners in it
                 self._engine_sync.reset()
             self._stage_learner_state(optimizer=False)
@@ -265,7 +294,8 @@ class ReinforcePP(Algorithm):
             torch.tensor([e.custom_data[S.GROUP_ID] for e in episodes]), estimator=cfg.advantage_estimator,
             truncated_response=cfg.truncated_response, truncated_reward=cfg.truncated_reward,
             normalize=cfg.reward_normalization, running=self.reward_moments, clip_range=cfg.reward_clip,
-            scale=cfg.reward_scale)
+            scale=cfg.reward_scale,
+            skipped=torch.tensor([bool(e.custom_data.get(S.REWARD_SKIPPED, False)) for e in episodes]))
         for e, s, w in zip(episodes, scored.scores.tolist(), scored.loss_weights.tolist()):
             e.custom_data[S.SCORE] = s
             e.custom_data[S.LOSS_WEIGHT] = w

@@ -15,6 +15,7 @@ from rllib_rpp.estimators import get_estimator
 from rllib_rpp.memory import estimate_config_memory, memory_warning
 from rllib_rpp.registry import import_path
 from rllib_rpp.reinforce_pp import validation
+from rllib_rpp.reinforce_pp.reward_options import RewardOptions
 from rllib_rpp.reinforce_pp.torch.causal_lm_rl_module import CausalLMTorchRLModule
 from rllib_rpp.reinforce_pp.torch.reinforce_pp_torch_learner import ReinforcePPTorchLearner
 from rllib_rpp.samplers.base import sampler_class
@@ -24,7 +25,7 @@ logger = logging.getLogger(__name__)
 ALGORITHM_CLASS = "rllib_rpp.reinforce_pp.reinforce_pp:ReinforcePP"
 
 
-class ReinforcePPConfig(AlgorithmConfig):
+class ReinforcePPConfig(RewardOptions, AlgorithmConfig):
     """Configuration for REINFORCE++.
 
     .. code-block:: python
@@ -111,6 +112,7 @@ class ReinforcePPConfig(AlgorithmConfig):
         # Greedy evaluation on held-out prompts, reported under "greedy_eval".
         self.greedy_eval_prompts = None
         self.greedy_eval_interval = 0
+        self._init_reward_options()
 
     @override(AlgorithmConfig)
     def training(

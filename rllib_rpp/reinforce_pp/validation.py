@@ -143,6 +143,14 @@ RULES: dict[str, Rule] = {
     "ignore_eos": boolean(),
     "weight_transfer": one_of(("auto", "nccl", "gloo", "object_store")),
     "greedy_eval_interval": number(0, integer=True),
+    # Rewards.
+    "num_reward_workers": number(0, integer=True),
+    "num_cpus_per_reward_worker": number(0),
+    "num_gpus_per_reward_worker": number(0),
+    "reward_timeout_s": number(0, lo_open=True, optional=True),
+    "on_reward_error": (lambda v: v in ("raise", "skip") or (is_real(v) and not isinstance(v, bool)),
+                        "'raise', 'skip' or a finite number (the reward a failing sample gets)"),
+    "reward_dtype": one_of((None, *DTYPES)),
 }
 
 MODEL_RULES: dict[str, Rule] = {

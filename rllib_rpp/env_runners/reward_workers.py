@@ -1,0 +1,97 @@
+"""Reward workers: Ray actors that score batches for every env runner (`config.rewards(
+num_reward_workers=N)`). Each builds the env's reward step once (a reward model is loaded by its
+first batch, in the worker only); an env runner splits its batch over all workers and waits for
+them, so with several runners one runner's batch is scored while another's is generated."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import ray
+
+from envs.reward_guard import GuardStats
+from envs.reward_model import RewardModelReward
+from envs.rewards import RewardResult, RewardStep
+from envs.text_env import TextEnvConfig
+
+REWARD_KEYS = ("reward_funcs", "reward_weights", "reward_device", "reward_batch_size", "reward_dtype",
+               "reward_timeout_s", "on_reward_error")
+
+
+def reward_env_config(config) -> dict:
+    """The env options a reward step reads, with the config's `.rewards()` settings applied
+    (env_config entries, when set, win)."""
+    env = dict(config.env_config or {})
+    out = {k: env[k] for k in REWARD_KEYS if k in env}
+    out.setdefault("reward_timeout_s", config.reward_timeout_s)
+    out.setdefault("on_reward_error", config.on_reward_error)
+    out.setdefault("reward_dtype", config.reward_dtype)
+    if config.num_gpus_per_reward_worker and config.num_reward_workers:
+        out.setdefault("reward_device", "cuda")
+    return out
+
+
+class RewardWorker:
+    def __init__(self, env_config: dict):
+        cfg = TextEnvConfig.from_dict({k: v for k, v in env_config.items() if k in REWARD_KEYS})
+        self.step = RewardStep(cfg.reward_funcs, cfg.reward_weights, device=cfg.reward_device,
+                               batch_size=cfg.reward_batch_size, dtype=cfg.reward_dtype,
+                               timeout_s=cfg.reward_timeout_s, on_error=cfg.on_reward_error)
+
+    def score(self, inputs: dict) -> RewardResult:
+        return self.step(**inputs)
+
+    def reward_model_loads(self) -> int:
+        """Reward models this worker's process has loaded (one per model, at its first batch)."""
+        return RewardModelReward.loads
+
+    def process_ids(self) -> list[int]:
+        """This worker's process and its running reward processes."""
+        import os
+
+        return [os.getpid(), *self.step.process_ids()]
+
+    def stop(self) -> None:
+        self.step.close()
+
+
+def start_reward_workers(config) -> list:
+    """`config.num_reward_workers` actors with the configured CPUs and GPUs."""
+    env_config = reward_env_config(config)
+    actor = ray.remote(RewardWorker).options(num_cpus=config.num_cpus_per_reward_worker,
+                                             num_gpus=config.num_gpus_per_reward_worker, max_restarts=-1)
+    workers = [actor.remote(env_config) for _ in range(config.num_reward_workers)]
+    ray.get([w.__ray_ready__.remote() for w in workers])
+    return workers
+
+
+def stop_reward_workers(workers: list) -> None:
+    """Stop every worker's reward processes, then the workers (nothing is left running)."""
+    try:
+        ray.get([w.stop.remote() for w in workers], timeout=30)
+    except Exception:  # noqa: BLE001, S110 - a dead worker has nothing left to stop
+        pass
+    for w in workers:
+        ray.kill(w)
+
+
+def score_remotely(workers: list, inputs: dict, n: int) -> RewardResult:
+    """Split the batch's `n` samples over the workers, score the parts at once, join them."""
+    parts = [p for p in np.array_split(np.arange(n), len(workers)) if len(p)]
+    refs = [w.score.remote({k: (v[p[0]: p[-1] + 1] if isinstance(v, list) else v) for k, v in inputs.items()})
+            for w, p in zip(workers, parts)]
+    results = ray.get(refs)
+    stats = GuardStats()
+    for r, p in zip(results, parts):
+        for f in dataclasses.fields(GuardStats):
+            value = getattr(r.stats, f.name)
+            if f.name == "culprits":
+                stats.culprits += [int(p[0]) + i for i in value]
+            elif f.name == "seconds":
+                stats.seconds = max(stats.seconds, value)
+            else:
+                setattr(stats, f.name, getattr(stats, f.name) + value)
+    return RewardResult(np.concatenate([r.rewards for r in results]),
+                        {k: np.concatenate([r.components[k] for r in results]) for k in results[0].components},
+                        np.concatenate([r.skipped for r in results]), stats)
