@@ -47,7 +47,7 @@ def _train(args) -> None:
             raise SystemExit(f"`train {args.example}` needs --model and --prompts")
         options.update(model=args.model, prompts=args.prompts, eval_prompts=args.eval_prompts, gpus=args.gpus,
                        learner_gpus=args.learner_gpus, rollout_gpus=args.rollout_gpus, colocate=args.colocate,
-                       train_batch=args.train_batch)
+                       train_batch=args.train_batch, reward_gpus=args.reward_gpus)
         if args.learner_gpus is not None or args.rollout_gpus is not None:
             options["gpus"] = None
         if args.example == "general":
@@ -97,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--rollout-gpus", type=int, help="math/general: vLLM runner GPUs, with --learner-gpus")
     t.add_argument("--colocate", action="store_true",
                    help="math/general: a learner and a vLLM runner on every GPU (vLLM sleeps while learners train)")
+    t.add_argument("--reward-gpus", type=float,
+                   help="math/general: reward workers' GPUs: a share < 0.5 next to each vLLM runner, or whole GPUs")
     t.add_argument("--train-batch", type=int, help="math/general: completions per optimizer step, all learners")
     t.add_argument("--checkpoint-dir", help="save checkpoints here (iter_NNNNNN/ and `latest`), always at the end")
     t.add_argument("--checkpoint-every", help="also checkpoint every N iterations, or every N seconds ('600s')")

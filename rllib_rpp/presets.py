@@ -73,7 +73,6 @@ def general_alignment(*, model: str = "Qwen/Qwen2.5-0.5B-Instruct",
             "prompts": prompts,
             "apply_chat_template": True,
             "reward_funcs": [reward_model],
-            "reward_device": "cuda",
             "reward_batch_size": 16,
             "max_prompt_tokens": 1024,
             "truncate_prompts": True,
@@ -90,14 +89,20 @@ def general_alignment(*, model: str = "Qwen/Qwen2.5-0.5B-Instruct",
         .evaluation(greedy_eval_prompts=eval_prompts, greedy_eval_interval=10 if eval_prompts else 0)
         .debugging(seed=seed)
     )
-    return gpu_placement(config, **(placement or {"gpus": 2}))
+    placement = {"gpus": 2, **{k: v for k, v in placement.items() if v is not None}} if placement else {"gpus": 2}
+    if placement.get("colocate") or placement.get("gpus") == 1:  # scored in the runner, on its GPU
+        config.environment(env_config={**config.env_config, "reward_device": "cuda"})
+    else:  # a reward worker next to each vLLM runner, on a quarter of its GPU (bf16: 16 GB for 8B)
+        placement.setdefault("reward_gpus", 0.25)
+    return gpu_placement(config, **placement)
 
 
 COLOCATED_LEARNER_SHARE = 0.49  # of a GPU; the runner next to it takes 1 - this (more than half)
 
 
 def gpu_placement(config, gpus: int | None = None, *, learner_gpus: int | None = None,
-                  rollout_gpus: int | None = None, colocate: bool = False, train_batch: int | None = None):
+                  rollout_gpus: int | None = None, colocate: bool = False, train_batch: int | None = None,
+                  reward_gpus: float | None = None):
     """Place learners and vLLM runners on GPUs.
 
     - colocated (`colocate=True`, or a single GPU): every GPU holds one learner and one vLLM
@@ -111,9 +116,22 @@ def gpu_placement(config, gpus: int | None = None, *, learner_gpus: int | None =
       `gpus` learners, as many as split the train batch evenly; the rest runners). Prompts may
       split unevenly over runners.
     Several learners shard the model with FSDP. `train_batch`: completions per optimizer step over
-    all learners (default: half the iteration's completions, two steps per iteration)."""
+    all learners (default: half the iteration's completions, two steps per iteration).
+    `reward_gpus` (split layouts; for a reward model): r < 0.5 puts one reward worker next to each
+    vLLM runner, on r of its GPU (the runner takes 1 - r, so Ray cannot pair two of a kind, and
+    vLLM's `gpu_memory_utilization` shrinks by as much); a whole number gives that many reward
+    workers a GPU of their own, out of `gpus`."""
     total = config.num_prompts_per_iteration * config.num_samples_per_prompt
     train_batch = train_batch or total // 2
+    own_reward_gpus = int(reward_gpus) if reward_gpus and reward_gpus >= 1 else 0
+    if reward_gpus is not None and not (0 < reward_gpus < 0.5 or reward_gpus == own_reward_gpus):
+        raise ValueError(f"reward_gpus={reward_gpus!r} is invalid: expected a share below 0.5 of each runner's GPU "
+                         f"or a whole number of GPUs")
+    if reward_gpus and (colocate or gpus == 1):
+        raise ValueError("reward_gpus with a colocated layout is not supported: a learner and a vLLM runner already "
+                         "share every GPU; use a split layout (gpus >= 2)")
+    if gpus is not None and own_reward_gpus:
+        gpus -= own_reward_gpus
     if colocate or gpus == 1:
         learners = gpus if gpus is not None else learner_gpus
         runners, share = learners, COLOCATED_LEARNER_SHARE
@@ -140,6 +158,12 @@ def gpu_placement(config, gpus: int | None = None, *, learner_gpus: int | None =
         return (config.training(release_memory_between_updates=True)
                 .generation(sampler_kwargs={"gpu_memory_utilization": 0.35, "enable_sleep_mode": True,
                                             "sleep_level": 2}))
+    if own_reward_gpus:
+        config.rewards(num_reward_workers=own_reward_gpus, num_gpus_per_reward_worker=1)
+    elif reward_gpus:  # a reward worker on r of each runner's GPU; vLLM leaves it that much memory
+        config.env_runners(num_gpus_per_env_runner=1 - reward_gpus).rewards(
+            num_reward_workers=runners, num_gpus_per_reward_worker=reward_gpus)
+        return config.generation(sampler_kwargs={"gpu_memory_utilization": round(0.85 * (1 - reward_gpus), 3)})
     return config.generation(sampler_kwargs={"gpu_memory_utilization": 0.85})
 
 

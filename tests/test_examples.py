@@ -45,6 +45,18 @@ def test_general_gpu_config():
     c = general_alignment(model="sft", reward_model="rm", prompts="p.jsonl", gpus=2)
     c.validate()
     assert c.kl_coef == 0.01 and c.env_config["reward_funcs"] == ["rm"] and c.reward_normalization == "running"
+    # The reward model: one reward worker on a quarter of each runner's GPU; vLLM leaves it room.
+    assert (c.num_reward_workers, c.num_gpus_per_reward_worker, c.num_gpus_per_env_runner) == (1, 0.25, 0.75)
+    assert c.sampler_kwargs["gpu_memory_utilization"] == pytest.approx(0.85 * 0.75, abs=1e-3)
+    assert "reward_device" not in c.env_config  # runners never load it (workers score on their GPU)
+    colocated = general_alignment(model="sft", reward_model="rm", prompts="p.jsonl", gpus=1)
+    colocated.validate()
+    assert colocated.num_reward_workers == 0 and colocated.env_config["reward_device"] == "cuda"
+    own = general_alignment(model="sft", reward_model="rm", prompts="p.jsonl", gpus=3, reward_gpus=1)
+    own.validate()
+    assert (own.num_reward_workers, own.num_gpus_per_reward_worker, own.num_learners + own.num_env_runners) == (1, 1, 2)
+    with pytest.raises(ValueError, match="reward_gpus=0.7 is invalid"):
+        general_alignment(model="sft", reward_model="rm", prompts="p.jsonl", gpus=2, reward_gpus=0.7)
 
 
 def test_gpu_presets_refuse_bad_placement():

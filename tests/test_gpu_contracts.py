@@ -62,7 +62,7 @@ def _placements(config_py: str, gpus: int) -> dict:
         import json, ray
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
         from rllib_rpp import ReinforcePP
-        from rllib_rpp.presets import gpu_placement, math_reasoning
+        from rllib_rpp.presets import general_alignment, gpu_placement, math_reasoning
         config = {config_py}
         ray.init(num_cpus=16, num_gpus={gpus}, include_dashboard=False, log_to_driver=False)
 
@@ -81,9 +81,11 @@ def _placements(config_py: str, gpus: int) -> dict:
             runner_gpus = ray.get([a.gpus.remote() for a in runners], timeout=30)
             learners = [make(config.num_gpus_per_learner) for _ in range(config.num_learners)]
             learner_gpus = ray.get([a.gpus.remote() for a in learners], timeout=30)
-            for a in runners + learners:
+            rewards = [make(config.num_gpus_per_reward_worker) for _ in range(config.num_reward_workers)]
+            reward_gpus = ray.get([a.gpus.remote() for a in rewards], timeout=30)
+            for a in runners + learners + rewards:
                 ray.kill(a)
-            return {{"runners": runner_gpus, "learners": learner_gpus}}
+            return {{"runners": runner_gpus, "learners": learner_gpus, "rewards": reward_gpus}}
 
         out = {{"direct": place()}}
         factory = ReinforcePP.default_resource_request(config)
@@ -116,6 +118,16 @@ def test_split_layouts_put_every_learner_and_runner_on_its_own_gpu():
     for how, p in placed.items():
         every = [g for ids in p["runners"] + p["learners"] for g in ids]
         assert sorted(every) == [0, 1, 2, 3], (how, p)
+
+
+def test_reward_workers_sit_next_to_the_vllm_runners_one_per_gpu():
+    """The `general` preset's reward model: a reward worker on a quarter of each runner's GPU (the
+    runner takes the rest), never on a learner's GPU, never two on one GPU."""
+    placed = _placements("general_alignment(model='tiny-arith', reward_model='tiny-arith-rm', gpus=4)", 4)
+    for how, p in placed.items():
+        runners = sorted(g for ids in p["runners"] for g in ids)
+        assert sorted(g for ids in p["rewards"] for g in ids) == runners, (how, p)
+        assert not set(runners) & {g for ids in p["learners"] for g in ids}, (how, p)
 
 
 def test_colocated_shares_that_could_pair_two_actors_of_one_kind_are_refused():
