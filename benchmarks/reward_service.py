@@ -29,7 +29,7 @@ def slow_reward(completions, answer, **kwargs):
 def hanging_reward(completions, answer, **kwargs):
     import time as _time
 
-    if any(sum(map(ord, a)) % 97 == 0 for a in answer):  # ~1 % of prompts, fixed by the prompt
+    if any(a in ("37", "137") for a in answer):  # ~1 % of the prompts (sums range 0..198), fixed by the prompt
         _time.sleep(3600)
     return [float(c.strip() == a) for c, a in zip(completions, answer)]
 
@@ -53,12 +53,14 @@ def run(cfg, iterations: int) -> dict:
             t0 = time.perf_counter()
             result = algo.train()
             times.append(time.perf_counter() - t0)
-            reward_s.append(result["env_runners"]["timers"]["reward_s"])
-            calls.append(result["env_runners"]["reward_calls"])
+            reward_s.append(float(result["env_runners"]["timers"]["reward_s"]))
+            calls.append({k: int(v) for k, v in result["env_runners"]["reward_calls"].items()})
     finally:
         algo.stop()
     return {"iteration_s": [round(t, 2) for t in times], "iteration_s_mean": round(sum(times) / len(times), 2),
-            "runner_reward_s": [round(r, 2) for r in reward_s], "reward_calls": calls}
+            "reward_s_summed_over_runners": [round(r, 2) for r in reward_s],
+            "stall_s_max": round(max(times) - min(times), 2),
+            "reward_calls_total": {k: sum(c[k] for c in calls) for k in calls[0]}}
 
 
 def main() -> dict:
@@ -68,10 +70,10 @@ def main() -> dict:
     report = {"slow_reward_in_runners": run(config(slow_reward, 0), 3),
               "slow_reward_2_workers": run(config(slow_reward, 2), 3),
               "slow_reward_4_workers": run(config(slow_reward, 4), 3),
-              "hanging_1pct_2_workers": run(config(hanging_reward, 2), 3)}
+              "hanging_1pct_2_workers": run(config(hanging_reward, 2), 10)}
     out = Path(__file__).parent / "results" / "reward_service.json"
     out.write_text(json.dumps(report, indent=1))
-    print(json.dumps(report, indent=1))
+    print(json.dumps(report))
     return report
 
 
