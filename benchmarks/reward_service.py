@@ -34,13 +34,14 @@ def hanging_reward(completions, answer, **kwargs):
     return [float(c.strip() == a) for c, a in zip(completions, answer)]
 
 
-def config(reward, workers: int) -> ReinforcePPConfig:
+def config(reward, workers: int, overlap: bool = False) -> ReinforcePPConfig:
     return (ReinforcePPConfig()
             .environment(env_config={"prompts": "arithmetic", "reward_funcs": [reward]})
             .generation(max_new_tokens=5)
             .training(lr=1e-4, num_prompts_per_iteration=32, num_samples_per_prompt=4, minibatch_size=64)
             .env_runners(num_env_runners=2)
-            .rewards(num_reward_workers=workers, reward_timeout_s=2.0, on_reward_error="skip")
+            .rewards(num_reward_workers=workers, reward_timeout_s=2.0, on_reward_error="skip",
+                     overlap_scoring=overlap)
             .debugging(seed=0))
 
 
@@ -63,13 +64,14 @@ def run(cfg, iterations: int) -> dict:
             "reward_calls_total": {k: sum(c[k] for c in calls) for k in calls[0]}}
 
 
-def main() -> dict:
+def main(only: str | None = None) -> dict:
     import ray
 
     ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False)
     report = {"slow_reward_in_runners": run(config(slow_reward, 0), 3),
               "slow_reward_2_workers": run(config(slow_reward, 2), 3),
               "slow_reward_4_workers": run(config(slow_reward, 4), 3),
+              "slow_reward_4_workers_overlap": run(config(slow_reward, 4, overlap=True), 3),
               "hanging_1pct_2_workers": run(config(hanging_reward, 2), 10)}
     out = Path(__file__).parent / "results" / "reward_service.json"
     out.write_text(json.dumps(report, indent=1))

@@ -191,3 +191,28 @@ def ray_get_all(refs):
     import ray
 
     return ray.get(refs)
+
+
+def test_scoring_while_generating_gives_every_completion_its_own_reward(ray_local):
+    """overlap_scoring: the runner generates in two halves and sends the first to the reward
+    workers while the second generates; each episode still carries the reward of its own
+    (prompt, completion), as the runner's env computes it directly, in the same order."""
+    from rllib_rpp import ReinforcePP
+
+    def check(runner):
+        episodes = runner.sample(num_prompts=5)
+        records = [runner.env.prompts[e.get_infos(0)["prompt_index"]] for e in episodes]
+        ids = [list(e.get_actions(0)[: int(e.get_extra_model_outputs("response_mask", 0).sum())]) for e in episodes]
+        direct = runner.env.rewards_for(records, ids).rewards
+        return [e.get_rewards(0) for e in episodes], direct.tolist(), len({e.custom_data["group_id"] for e in episodes})
+
+    config = (small_config().environment(env_config={"prompts": "arithmetic", "reward_funcs": ["exact_match",
+                                                                                              "digits_format"]})
+              .env_runners(num_env_runners=1).rewards(num_reward_workers=2, overlap_scoring=True))
+    algo = ReinforcePP(config)
+    try:
+        [(got, direct, groups)] = algo.env_runner_group.foreach_env_runner(check, local_env_runner=False)
+        assert len(got) == 5 * 4 and groups == 5 and got == direct
+        algo.train()
+    finally:
+        algo.stop()

@@ -76,18 +76,23 @@ def stop_reward_workers(workers: list) -> None:
         ray.kill(w)
 
 
-def score_remotely(workers: list, inputs: dict, n: int) -> RewardResult:
-    """Split the batch's `n` samples over the workers, score the parts at once, join them."""
+def submit_scoring(workers: list, inputs: dict, n: int, offset: int = 0) -> list[tuple]:
+    """Send the batch's `n` samples, split over the workers, without waiting: (ref, first sample's
+    index + `offset`) per part; `collect_scores` joins them."""
     parts = [p for p in np.array_split(np.arange(n), len(workers)) if len(p)]
-    refs = [w.score.remote({k: (v[p[0]: p[-1] + 1] if isinstance(v, list) else v) for k, v in inputs.items()})
-            for w, p in zip(workers, parts)]
-    results = ray.get(refs)
+    return [(w.score.remote({k: (v[p[0]: p[-1] + 1] if isinstance(v, list) else v) for k, v in inputs.items()}),
+             offset + int(p[0])) for w, p in zip(workers, parts)]
+
+
+def collect_scores(pending: list[tuple]) -> RewardResult:
+    """Wait for the parts of `submit_scoring` calls and join them in order."""
+    results = ray.get([ref for ref, _ in pending])
     stats = GuardStats()
-    for r, p in zip(results, parts):
+    for r, (_, start) in zip(results, pending):
         for f in dataclasses.fields(GuardStats):
             value = getattr(r.stats, f.name)
             if f.name == "culprits":
-                stats.culprits += [int(p[0]) + i for i in value]
+                stats.culprits += [start + i for i in value]
             elif f.name == "seconds":
                 stats.seconds = max(stats.seconds, value)
             else:
@@ -95,3 +100,8 @@ def score_remotely(workers: list, inputs: dict, n: int) -> RewardResult:
     return RewardResult(np.concatenate([r.rewards for r in results]),
                         {k: np.concatenate([r.components[k] for r in results]) for k in results[0].components},
                         np.concatenate([r.skipped for r in results]), stats)
+
+
+def score_remotely(workers: list, inputs: dict, n: int) -> RewardResult:
+    """Score the batch's `n` samples on the workers at once (split over them) and join the parts."""
+    return collect_scores(submit_scoring(workers, inputs, n))

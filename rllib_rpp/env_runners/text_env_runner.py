@@ -45,7 +45,12 @@ from envs.prompts import encode_prompts
 from envs.rewards import RewardResult
 from envs.text_env import SingleTurnTextEnv
 from rllib_rpp import schema as S
-from rllib_rpp.env_runners.reward_workers import reward_env_config, score_remotely
+from rllib_rpp.env_runners.reward_workers import (
+    collect_scores,
+    reward_env_config,
+    score_remotely,
+    submit_scoring,
+)
 from rllib_rpp.samplers import Generation, SamplingParams, make_sampler, sampler_class
 
 logger = logging.getLogger(__name__)
@@ -126,20 +131,30 @@ class TextEnvRunner(EnvRunner, Checkpointable):
         (synchronous training), so a sleeping sampler may drop its weights until then."""
         cfg = self.config
         sampler = self._ensure_sampler()
-        if new_weights_next:
-            sampler.expect_weight_reload()
         k = num_prompts or cfg.num_prompts_per_iteration // max(1, cfg.num_env_runners)
         n = cfg.num_samples_per_prompt if explore else 1
         prompts = self.env.next_prompts(k)
         idle_s = time.perf_counter() - self._last_sample_end if self._last_sample_end else 0.0
         params = SamplingParams(n=n, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
                                 top_p=cfg.top_p, greedy=not explore, ignore_eos=cfg.ignore_eos)
+        sleeping = bool((cfg.sampler_kwargs or {}).get("enable_sleep_mode"))
+        overlap = bool(self._reward_workers) and cfg.overlap_scoring and not sleeping and k >= 2
+        chunks = [prompts[: k // 2], prompts[k // 2:]] if overlap else [prompts]
         t0 = time.perf_counter()
-        gen: Generation = sampler.generate([p.input_ids for p in prompts], params)
+        gens, pending = [], []
+        for j, chunk in enumerate(chunks):
+            if new_weights_next and j == len(chunks) - 1:  # the promise covers the last generate
+                sampler.expect_weight_reload()
+            gens.append(sampler.generate([p.input_ids for p in chunk], params))
+            if overlap:  # scored on the reward workers while the next half is generated
+                done = sum(len(g.token_ids) for g in gens[:-1])
+                inputs = self.env.reward_inputs([p for p in chunk for _ in range(n)], gens[-1].token_ids)
+                pending += submit_scoring(self._reward_workers, inputs, len(gens[-1].token_ids), offset=done)
+        gen = Generation(*(sum((getattr(g, f) for g in gens), []) for f in ("token_ids", "logprobs", "finished")))
         t1 = time.perf_counter()
         expanded = [p for p in prompts for _ in range(n)]
-        rewards = self._rewards(expanded, gen.token_ids)
-        t2 = time.perf_counter()
+        rewards = collect_scores(pending) if overlap else self._rewards(expanded, gen.token_ids)
+        t2 = time.perf_counter()  # with overlap: only the scoring that did not hide behind generation
         episodes = self._episodes(expanded, gen, rewards, n)
         self._log(gen, rewards, len(prompts), sample_s=t1 - t0, reward_s=t2 - t1)
         self.metrics.log_value(("timers", "idle_s"), idle_s, reduce="mean")  # since the previous sample

@@ -14,6 +14,7 @@ class RewardOptions:
         self.reward_timeout_s = 60.0
         self.on_reward_error = "raise"
         self.reward_dtype = None
+        self.overlap_scoring = False
 
     def rewards(
         self,
@@ -24,6 +25,7 @@ class RewardOptions:
         reward_timeout_s: float = NotProvided,
         on_reward_error: str | float = NotProvided,
         reward_dtype: str | None = NotProvided,
+        overlap_scoring: bool = NotProvided,
     ):
         """Sets the reward step's options.
 
@@ -44,6 +46,9 @@ class RewardOptions:
                 (default: the run stops, naming the sample), "skip" (it leaves the loss and is
                 counted), or a number (its reward).
             reward_dtype: A reward model's dtype (default: bfloat16 on CUDA, float32 on CPU).
+            overlap_scoring: With reward workers, each env runner generates its batch in two halves
+                and the first half is scored while the second is generated (not with a sleeping
+                vLLM engine, which would sleep between the halves). Default False.
         """
         for name, value in list(locals().items()):
             if name != "self" and value is not NotProvided:

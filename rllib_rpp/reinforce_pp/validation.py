@@ -151,6 +151,7 @@ RULES: dict[str, Rule] = {
     "on_reward_error": (lambda v: v in ("raise", "skip") or (is_real(v) and not isinstance(v, bool)),
                         "'raise', 'skip' or a finite number (the reward a failing sample gets)"),
     "reward_dtype": one_of((None, *DTYPES)),
+    "overlap_scoring": boolean(),
 }
 
 MODEL_RULES: dict[str, Rule] = {
