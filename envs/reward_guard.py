@@ -139,7 +139,10 @@ class IsolatedReward:
             self._conn = None
 
     def __del__(self):
-        self.close()
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001, S110 - interpreter shutdown: the child dies with us anyway
+            pass
 
 
 class RemoteReward:

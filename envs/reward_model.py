@@ -106,6 +106,49 @@ class RewardModelReward:
         return scores
 
 
+class VLLMRewardModelReward(RewardModelReward):
+    """The same reward model served by vLLM's pooling runner (`reward_backend="vllm"`): the same
+    text and tokens as the transformers path, the raw logit (no sigmoid). Built by the first call."""
+
+    def __init__(self, name_or_path: str, *, device: str = "cpu", batch_size: int = 64,
+                 max_length: int | None = None, dtype: str | None = None, **engine_kwargs):
+        super().__init__(name_or_path, device=device, batch_size=batch_size, max_length=max_length, dtype=dtype)
+        self.engine_kwargs, self.llm = engine_kwargs, None
+        self.__name__ = f"reward_model({name_or_path}, vllm)"
+
+    def load(self) -> None:
+        if self.llm is None:
+            import os
+
+            import vllm
+
+            os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+            self.tokenizer = load_tokenizer(self.name_or_path)
+            kwargs = {"enforce_eager": True, "kv_cache_memory_bytes": 64 << 20} if self.device == "cpu" else {}
+            self.llm = vllm.LLM(model=str(resolve_model_path(self.name_or_path)), runner="pooling", dtype=self.dtype,
+                                **{**kwargs, **self.engine_kwargs})
+            type(self).loads += 1
+
+    def __call__(self, prompts: Sequence, completions: Sequence, **kwargs) -> list[float]:
+        from vllm import PoolingParams
+        from vllm.inputs import TokensPrompt
+
+        self.load()
+        ids = []
+        for p, c in zip(prompts, completions):
+            text, special = _as_text(p, c, self.tokenizer)
+            enc = self.tokenizer(text, add_special_tokens=special, truncation=self.max_length is not None,
+                                 max_length=self.max_length)
+            ids.append(TokensPrompt(prompt_token_ids=enc["input_ids"]))
+        out = self.llm.classify(ids, pooling_params=PoolingParams(use_activation=False), use_tqdm=False)
+        return [float(o.outputs.probs[0]) for o in out]
+
+    def close(self) -> None:
+        llm, self.llm = self.llm, None
+        if llm is not None:
+            llm.llm_engine.engine_core.shutdown()
+
+
 def bradley_terry_loss(chosen: torch.Tensor, rejected: torch.Tensor) -> torch.Tensor:
     """-log sigma(r_c - r_r), averaged over pairs."""
     return -torch.nn.functional.logsigmoid(chosen - rejected).mean()

@@ -106,8 +106,8 @@ BUILTIN_REWARDS: dict[str, Callable] = {
 }
 
 
-def resolve_reward_func(spec, *, device: str = "cpu", batch_size: int = 64,
-                        dtype: str | None = None) -> tuple[str, Callable]:
+def resolve_reward_func(spec, *, device: str = "cpu", batch_size: int = 64, dtype: str | None = None,
+                        backend: str = "transformers") -> tuple[str, Callable]:
     """(name, callable) for a callable, a built-in name, "module:function", a reward server URL,
     or a reward model (loaded on its first call, in `dtype`: default bf16 on CUDA, fp32 else)."""
     if callable(spec):
@@ -134,9 +134,12 @@ def resolve_reward_func(spec, *, device: str = "cpu", batch_size: int = 64,
                 f"(built-ins: {', '.join(BUILTIN_REWARDS)}; otherwise give a callable, \"module:function\", "
                 f"or a reward model's directory or id)"
             )
-    from envs.reward_model import RewardModelReward
+    from envs.reward_model import RewardModelReward, VLLMRewardModelReward
 
-    rm_reward = RewardModelReward(spec, device=device, batch_size=batch_size, dtype=dtype)
+    if backend not in ("transformers", "vllm"):
+        raise ValueError(f"reward_backend={backend!r} is invalid: expected 'transformers' or 'vllm'")
+    cls = VLLMRewardModelReward if backend == "vllm" else RewardModelReward
+    rm_reward = cls(spec, device=device, batch_size=batch_size, dtype=dtype)
     return rm_reward.__name__, rm_reward
 
 
@@ -170,7 +173,7 @@ class RewardStep:
 
     def __init__(self, reward_funcs, reward_weights: Sequence[float] | None = None, *,
                  device: str = "cpu", batch_size: int = 64, dtype: str | None = None,
-                 timeout_s: float | None = None, on_error="raise"):
+                 timeout_s: float | None = None, on_error="raise", backend: str = "transformers"):
         specs = reward_funcs if isinstance(reward_funcs, (list, tuple)) else [reward_funcs]
         if not specs:
             raise ValueError("at least one reward function (or reward model) is needed")
@@ -178,7 +181,8 @@ class RewardStep:
             raise ValueError(f"reward_timeout_s={timeout_s!r} is invalid: expected a number of seconds > 0 (or None)")
         check_on_error(on_error)
         self.timeout_s, self.on_error = timeout_s, on_error
-        self.funcs = [resolve_reward_func(s, device=device, batch_size=batch_size, dtype=dtype) for s in specs]
+        self.funcs = [resolve_reward_func(s, device=device, batch_size=batch_size, dtype=dtype, backend=backend)
+                      for s in specs]
         self.columns_read_by = [columns_read(fn) for _, fn in self.funcs]  # before any wrapping
         if timeout_s is not None:  # rule functions where a stuck call can be killed
             self.funcs = [(n, IsolatedReward(f, n) if _isolatable(n, f) else f) for n, f in self.funcs]

@@ -54,6 +54,7 @@ class TextEnvConfig:
     reward_dtype: str | None = None  # a reward model's dtype (None: bf16 on CUDA, fp32 on CPU)
     reward_timeout_s: float | None = 60.0  # per reward call; rule functions run in a killable process
     on_reward_error: Any = "raise"  # a sample whose call timed out or raised: "raise" | "skip" | a reward
+    reward_backend: str = "transformers"  # a reward model served by transformers or vLLM's pooling runner
 
     @classmethod
     def from_dict(cls, d: Mapping) -> TextEnvConfig:
@@ -92,7 +93,8 @@ class SingleTurnTextEnv(gym.Env):
             )
         self.reward_step = RewardStep(cfg.reward_funcs, cfg.reward_weights, device=cfg.reward_device,
                                       batch_size=cfg.reward_batch_size, dtype=cfg.reward_dtype,
-                                      timeout_s=cfg.reward_timeout_s, on_error=cfg.on_reward_error)
+                                      timeout_s=cfg.reward_timeout_s, on_error=cfg.on_reward_error,
+                                      backend=cfg.reward_backend)
         self.reward_step.check_columns([p.columns for p in self.prompts], [p.index for p in self.prompts])
         self.order = PromptOrder(len(self.prompts), seed=cfg.seed, shuffle=cfg.shuffle,
                                  shard_index=cfg.shard_index, num_shards=cfg.num_shards)

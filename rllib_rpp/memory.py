@@ -184,3 +184,38 @@ def memory_warning(config) -> str | None:
     return (f"the learner needs about {est.total / (1 << 30):.1f} GiB per {where} ({est.gib()}), more than 90 % of "
             f"the {budget / (1 << 30):.0f} GiB available: lower max_tokens_per_microbatch or logprob_chunk_tokens, "
             f"set model_config gradient_checkpointing=True, dtype='bfloat16', or use LoRA")
+
+
+def reward_model_bytes(config) -> int:
+    """The weights of the reward models in `env_config["reward_funcs"]` (read from their configs,
+    no weights loaded), in the dtype they load in (`reward_dtype`; default bf16 on a GPU reward
+    worker, fp32 elsewhere). Functions, built-in names, "module:function" paths and URLs are 0."""
+    from envs.models import model_config_of
+    from envs.rewards import BUILTIN_REWARDS
+
+    on_gpu = bool(config.num_reward_workers and config.num_gpus_per_reward_worker)
+    dtype = config.reward_dtype or ("bfloat16" if on_gpu else "float32")
+    total = 0
+    for spec in (config.env_config or {}).get("reward_funcs") or []:
+        if not isinstance(spec, str) or spec in BUILTIN_REWARDS or ":" in spec:
+            continue
+        try:
+            shape = ModelShape.from_hf_config(model_config_of(spec))
+        except Exception as e:  # noqa: BLE001 - an unreadable config: no estimate for it
+            logger.debug("no memory estimate for reward model %r: %s", spec, e)
+            continue
+        total += shape.num_params * BYTES[dtype]
+    return total
+
+
+def reward_memory_warning(config) -> str | None:
+    """A warning when a GPU reward worker's reward models pass 90 % of its share of a GPU."""
+    share = config.num_gpus_per_reward_worker
+    if not (config.num_reward_workers and share):
+        return None
+    need, budget = reward_model_bytes(config), gpu_memory_bytes() * share
+    if need <= 0.9 * budget:
+        return None
+    return (f"the reward model(s) need about {need / (1 << 30):.1f} GiB of weights, more than 90 % of a reward "
+            f"worker's {share:g} of a {gpu_memory_bytes() / (1 << 30):.0f} GiB GPU: raise "
+            f"num_gpus_per_reward_worker (--reward-gpus) or set reward_dtype='bfloat16'")

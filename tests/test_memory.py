@@ -39,3 +39,19 @@ def test_estimates_for_real_shapes():
     cfg = ReinforcePPConfig().rl_module(model_config={"model": "random:qwen2.5-1.5b", "dtype": "bfloat16",
                                                       "gradient_checkpointing": True, "lora": {"r": 16}})
     assert cfg.memory_estimate().total < 10 * GiB  # LoRA: a bf16 base, tiny optimizer state, no reference
+
+
+def test_reward_models_are_counted_against_their_workers_gpu_share(tiny_path, monkeypatch, caplog):
+    """A GPU reward worker's reward model, in bf16 by default, against its share of the GPU."""
+    from envs.models import model_config_of
+    from rllib_rpp import memory
+    from rllib_rpp.presets import general_alignment
+
+    config = general_alignment(model="tiny-arith", reward_model="tiny-arith-rm", prompts="arithmetic", gpus=2)
+    params = memory.ModelShape.from_hf_config(model_config_of("tiny-arith-rm")).num_params
+    assert memory.reward_model_bytes(config) == 2 * params  # bf16; exact_match and friends count 0
+    assert memory.reward_memory_warning(config) is None
+    monkeypatch.setattr(memory, "gpu_memory_bytes", lambda default=0: 4 * params)  # a quarter: one byte per param
+    assert "raise num_gpus_per_reward_worker" in memory.reward_memory_warning(config)
+    config.validate()
+    assert "reward model(s) need about" in caplog.text

@@ -216,3 +216,22 @@ def test_scoring_while_generating_gives_every_completion_its_own_reward(ray_loca
         algo.train()
     finally:
         algo.stop()
+
+
+@pytest.mark.vllm
+def test_a_reward_model_served_by_vllms_pooling_runner_gives_the_transformers_scores():
+    """reward_backend="vllm": the same text, the same tokens, the raw logit (vLLM would apply a
+    sigmoid to a one-label classifier by default)."""
+    from envs.reward_model import RewardModelReward, arithmetic_preference_pairs
+
+    pairs = arithmetic_preference_pairs("eval")[:12]
+    prompts = [p["prompt"] for p in pairs]
+    completions = [p["chosen"] if i % 2 else p["rejected"] for i, p in enumerate(pairs)]
+    expected = RewardModelReward("tiny-arith-rm")(prompts, completions)
+    step = RewardStep(["tiny-arith-rm"], backend="vllm")
+    try:
+        got = step(prompts, completions).rewards
+    finally:
+        step.close()
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+    assert np.std(expected) > 0.1  # the scores differ, so equal scores mean the same samples

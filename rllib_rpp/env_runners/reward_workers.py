@@ -16,7 +16,7 @@ from envs.rewards import RewardResult, RewardStep
 from envs.text_env import TextEnvConfig
 
 REWARD_KEYS = ("reward_funcs", "reward_weights", "reward_device", "reward_batch_size", "reward_dtype",
-               "reward_timeout_s", "on_reward_error")
+               "reward_timeout_s", "on_reward_error", "reward_backend")
 
 
 def reward_env_config(config) -> dict:
@@ -27,6 +27,7 @@ def reward_env_config(config) -> dict:
     out.setdefault("reward_timeout_s", config.reward_timeout_s)
     out.setdefault("on_reward_error", config.on_reward_error)
     out.setdefault("reward_dtype", config.reward_dtype)
+    out.setdefault("reward_backend", config.reward_backend)
     if config.num_gpus_per_reward_worker and config.num_reward_workers:
         out.setdefault("reward_device", "cuda")
     return out
@@ -37,7 +38,8 @@ class RewardWorker:
         cfg = TextEnvConfig.from_dict({k: v for k, v in env_config.items() if k in REWARD_KEYS})
         self.step = RewardStep(cfg.reward_funcs, cfg.reward_weights, device=cfg.reward_device,
                                batch_size=cfg.reward_batch_size, dtype=cfg.reward_dtype,
-                               timeout_s=cfg.reward_timeout_s, on_error=cfg.on_reward_error)
+                               timeout_s=cfg.reward_timeout_s, on_error=cfg.on_reward_error,
+                               backend=cfg.reward_backend)
 
     def score(self, inputs: dict) -> RewardResult:
         return self.step(**inputs)

@@ -12,7 +12,7 @@ from ray.rllib.utils.annotations import override
 from envs.text_env import SingleTurnTextEnv
 from rllib_rpp.env_runners.text_env_runner import TextEnvRunner
 from rllib_rpp.estimators import get_estimator
-from rllib_rpp.memory import estimate_config_memory, memory_warning
+from rllib_rpp.memory import estimate_config_memory, memory_warning, reward_memory_warning
 from rllib_rpp.registry import import_path
 from rllib_rpp.reinforce_pp import validation
 from rllib_rpp.reinforce_pp.reward_options import RewardOptions
@@ -368,6 +368,8 @@ class ReinforcePPConfig(RewardOptions, AlgorithmConfig):
         self.train_batch_size_per_learner = total // max(1, self.num_learners)
         super().validate()
         for warning in validation.option_warnings(self):
+            logger.warning(warning)
+        if (warning := reward_memory_warning(self)) is not None:
             logger.warning(warning)
         if (warning := memory_warning(self)) is not None:
             logger.warning(warning)

@@ -15,6 +15,7 @@ class RewardOptions:
         self.on_reward_error = "raise"
         self.reward_dtype = None
         self.overlap_scoring = False
+        self.reward_backend = "transformers"
 
     def rewards(
         self,
@@ -26,6 +27,7 @@ class RewardOptions:
         on_reward_error: str | float = NotProvided,
         reward_dtype: str | None = NotProvided,
         overlap_scoring: bool = NotProvided,
+        reward_backend: str = NotProvided,
     ):
         """Sets the reward step's options.
 
@@ -49,6 +51,8 @@ class RewardOptions:
             overlap_scoring: With reward workers, each env runner generates its batch in two halves
                 and the first half is scored while the second is generated (not with a sleeping
                 vLLM engine, which would sleep between the halves). Default False.
+            reward_backend: How a reward model is served: "transformers" (default) or "vllm"
+                (vLLM's pooling runner: the same scores, checked on CPU; not yet timed on a GPU).
         """
         for name, value in list(locals().items()):
             if name != "self" and value is not NotProvided:

@@ -152,6 +152,7 @@ RULES: dict[str, Rule] = {
                         "'raise', 'skip' or a finite number (the reward a failing sample gets)"),
     "reward_dtype": one_of((None, *DTYPES)),
     "overlap_scoring": boolean(),
+    "reward_backend": one_of(("transformers", "vllm")),
 }
 
 MODEL_RULES: dict[str, Rule] = {
