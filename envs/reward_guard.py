@@ -40,14 +40,20 @@ class GuardStats:
     errors: int = 0  # calls that raised
     skipped: int = 0  # samples left out of the loss (on_error="skip")
     replaced: int = 0  # samples given on_error's number as their reward
-    seconds: float = 0.0  # the whole reward step
-    culprits: list[int] = field(default_factory=list)
+    culprits: list[int] = field(default_factory=list)  # the failing samples' indices
+
+    COUNTS = ("timeouts", "errors", "skipped", "replaced")
+
+
+def is_error_policy(on_error) -> bool:
+    """"raise", "skip", or a finite number (the reward a failing sample gets)."""
+    if isinstance(on_error, str):
+        return on_error in ERROR_POLICIES
+    return not isinstance(on_error, bool) and isinstance(on_error, (int, float)) and math.isfinite(on_error)
 
 
 def check_on_error(on_error) -> None:
-    if on_error in ERROR_POLICIES:
-        return
-    if isinstance(on_error, bool) or not isinstance(on_error, (int, float)) or not math.isfinite(on_error):
+    if not is_error_policy(on_error):
         raise ValueError(f"on_reward_error={on_error!r} is invalid: expected 'raise', 'skip' or a finite number "
                          f"(the reward a failing sample gets)")
 
@@ -90,7 +96,6 @@ class IsolatedReward:
 
         self.__name__, self._payload = name, cloudpickle.dumps(fn)
         self._proc = self._conn = None
-        self.restarts = 0
 
     def _start(self) -> None:
         ctx = multiprocessing.get_context("spawn")
@@ -114,7 +119,6 @@ class IsolatedReward:
         self._conn.send(kwargs)
         if not self._conn.poll(timeout_s):
             self.close()  # killed: a stuck call never comes back
-            self.restarts += 1
             raise RewardTimeout(f"reward function {self.__name__!r} did not return within {timeout_s:g} s")
         try:
             status, value = self._conn.recv()
@@ -211,12 +215,13 @@ def takes_timeout(fn) -> bool:
 
 
 def guarded_call(fn, kwargs: dict, n: int, *, timeout_s: float | None, check: Callable[..., list],
-                 stats: GuardStats) -> tuple[list, dict[int, str]]:
+                 stats: GuardStats, stop_at_first: bool = False) -> tuple[list, dict[int, str]]:
     """`fn(**kwargs)` over a batch of `n`, its output checked by `check(out, samples)` (one
     float/None per sample index in `samples`; a malformed output raises at once: a bug, not a
     failing sample). On a timeout or an error the samples are retried one by one: returns the
     values (None where a sample failed alone) and {failing sample: why}. A batch failure that no
-    sample reproduces alone raises."""
+    sample reproduces alone raises. `stop_at_first`: return at the first failing sample (the caller
+    raises on it, so the samples after it need not be retried)."""
     extra = {"timeout_s": timeout_s} if takes_timeout(fn) and timeout_s else {}
     try:
         out = fn(**kwargs, **extra)
@@ -235,15 +240,16 @@ def guarded_call(fn, kwargs: dict, n: int, *, timeout_s: float | None, check: Ca
             out = fn(**one, **extra)
         except RewardTimeout as e:
             stats.timeouts += 1
-            values.append(None)
             failures[i] = str(e)
-            continue
         except Exception as e:  # noqa: BLE001 - this sample is a culprit
             stats.errors += 1
-            values.append(None)
             failures[i] = f"{type(e).__name__}: {e}"
+        else:
+            values += check(out, [i])
             continue
-        values += check(out, [i])
+        values.append(None)
+        if stop_at_first:
+            return values + [None] * (n - len(values)), failures
     if not failures:
         raise RuntimeError(f"reward function {getattr(fn, '__name__', fn)!r} failed on the batch of {n} "
                            f"({batch_error}), but every sample alone passes")

@@ -30,17 +30,14 @@ def _as_text(prompt, completion, tokenizer) -> tuple[str, bool]:
     return prompt + completion, True
 
 
-def _encode(tokenizer, prompts, completions, max_length=None) -> dict:
+def _encode(tokenizer, prompts, completions, max_length=None, padded: bool = True) -> dict:
+    """The reward model's tokens of each (prompt, completion): a padded batch of tensors, or (not
+    `padded`) one list of ids per pair (what vLLM takes)."""
     pairs = [_as_text(p, c, tokenizer) for p, c in zip(prompts, completions)]
     add_special = all(a for _, a in pairs)
-    return tokenizer(
-        [t for t, _ in pairs],
-        add_special_tokens=add_special,
-        padding=True,
-        truncation=max_length is not None,
-        max_length=max_length,
-        return_tensors="pt",
-    )
+    extra = {"padding": True, "return_tensors": "pt"} if padded else {}
+    return tokenizer([t for t, _ in pairs], add_special_tokens=add_special, truncation=max_length is not None,
+                     max_length=max_length, **extra)
 
 
 def check_reward_model(name_or_path: str) -> None:
@@ -134,12 +131,8 @@ class VLLMRewardModelReward(RewardModelReward):
         from vllm.inputs import TokensPrompt
 
         self.load()
-        ids = []
-        for p, c in zip(prompts, completions):
-            text, special = _as_text(p, c, self.tokenizer)
-            enc = self.tokenizer(text, add_special_tokens=special, truncation=self.max_length is not None,
-                                 max_length=self.max_length)
-            ids.append(TokensPrompt(prompt_token_ids=enc["input_ids"]))
+        enc = _encode(self.tokenizer, prompts, completions, self.max_length, padded=False)  # the same tokens
+        ids = [TokensPrompt(prompt_token_ids=t) for t in enc["input_ids"]]
         out = self.llm.classify(ids, pooling_params=PoolingParams(use_activation=False), use_tqdm=False)
         return [float(o.outputs.probs[0]) for o in out]
 

@@ -17,7 +17,6 @@ import numbers
 import os
 import re
 import threading
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -36,7 +35,7 @@ class RewardResult:
     rewards: np.ndarray  # [N] weighted sum, float64 (NaN where skipped)
     components: dict[str, np.ndarray]  # per function, NaN where it returned None (or failed)
     skipped: np.ndarray | None = None  # [N] bool: failed and left out of the loss (on_error="skip")
-    stats: GuardStats | None = None  # timeouts, errors, skipped and replaced samples, seconds
+    stats: GuardStats | None = None  # timeouts, errors, skipped and replaced samples
 
 
 def _text(completion) -> str:
@@ -227,11 +226,12 @@ class RewardStep:
                     raise ValueError(f"sample {missing[0]} has no value (None) in the column {col!r}, which "
                                      f"reward function {name!r} reads ({len(missing)} of {n} samples lack it)")
         kwargs = dict(prompts=list(prompts), completions=list(completions), completion_ids=completion_ids, **columns)
-        stats, t0 = GuardStats(), time.perf_counter()
+        stats = GuardStats()
         table, failed = np.full((len(self.funcs), n), np.nan), {}
         for k, ((_, fn), name) in enumerate(zip(self.funcs, self.names)):
             values, failures = guarded_call(fn, kwargs, n, timeout_s=self.timeout_s, stats=stats,
-                                            check=partial(_checked, name, completions))
+                                            check=partial(_checked, name, completions),
+                                            stop_at_first=self.on_error == "raise")
             for i, why in failures.items():
                 if self.on_error == "raise":
                     raise RewardFunctionError(f"reward function {name!r} raised {why} — on sample {i} (prompt "
@@ -257,7 +257,6 @@ class RewardStep:
                 rewards[idx] = float(self.on_error)
                 stats.replaced = len(idx)
             stats.culprits = sorted(idx)
-        stats.seconds = time.perf_counter() - t0
         return RewardResult(rewards, dict(zip(self.names, table)), skipped, stats)
 
     def process_ids(self) -> list[int]:

@@ -56,6 +56,12 @@ class TextEnvConfig:
     on_reward_error: Any = "raise"  # a sample whose call timed out or raised: "raise" | "skip" | a reward
     reward_backend: str = "transformers"  # a reward model served by transformers or vLLM's pooling runner
 
+    def reward_step(self) -> RewardStep:
+        """The reward step these options describe (the env's own, or a reward worker's)."""
+        return RewardStep(self.reward_funcs, self.reward_weights, device=self.reward_device,
+                          batch_size=self.reward_batch_size, dtype=self.reward_dtype, timeout_s=self.reward_timeout_s,
+                          on_error=self.on_reward_error, backend=self.reward_backend)
+
     @classmethod
     def from_dict(cls, d: Mapping) -> TextEnvConfig:
         names = {f.name for f in dataclasses.fields(cls)}
@@ -91,10 +97,7 @@ class SingleTurnTextEnv(gym.Env):
                 f"= {self.max_prompt_tokens + self.max_new_tokens} exceeds the context of {cfg.model!r} "
                 f"({limit} tokens)"
             )
-        self.reward_step = RewardStep(cfg.reward_funcs, cfg.reward_weights, device=cfg.reward_device,
-                                      batch_size=cfg.reward_batch_size, dtype=cfg.reward_dtype,
-                                      timeout_s=cfg.reward_timeout_s, on_error=cfg.on_reward_error,
-                                      backend=cfg.reward_backend)
+        self.reward_step = cfg.reward_step()
         self.reward_step.check_columns([p.columns for p in self.prompts], [p.index for p in self.prompts])
         self.order = PromptOrder(len(self.prompts), seed=cfg.seed, shuffle=cfg.shuffle,
                                  shard_index=cfg.shard_index, num_shards=cfg.num_shards)

@@ -5,14 +5,12 @@ them, so with several runners one runner's batch is scored while another's is ge
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import ray
 
 from envs.reward_guard import GuardStats
 from envs.reward_model import RewardModelReward
-from envs.rewards import RewardResult, RewardStep
+from envs.rewards import RewardResult
 from envs.text_env import TextEnvConfig
 
 REWARD_KEYS = ("reward_funcs", "reward_weights", "reward_device", "reward_batch_size", "reward_dtype",
@@ -35,11 +33,7 @@ def reward_env_config(config) -> dict:
 
 class RewardWorker:
     def __init__(self, env_config: dict):
-        cfg = TextEnvConfig.from_dict({k: v for k, v in env_config.items() if k in REWARD_KEYS})
-        self.step = RewardStep(cfg.reward_funcs, cfg.reward_weights, device=cfg.reward_device,
-                               batch_size=cfg.reward_batch_size, dtype=cfg.reward_dtype,
-                               timeout_s=cfg.reward_timeout_s, on_error=cfg.on_reward_error,
-                               backend=cfg.reward_backend)
+        self.step = TextEnvConfig.from_dict({k: v for k, v in env_config.items() if k in REWARD_KEYS}).reward_step()
 
     def score(self, inputs: dict) -> RewardResult:
         return self.step(**inputs)
@@ -91,14 +85,9 @@ def collect_scores(pending: list[tuple]) -> RewardResult:
     results = ray.get([ref for ref, _ in pending])
     stats = GuardStats()
     for r, (_, start) in zip(results, pending):
-        for f in dataclasses.fields(GuardStats):
-            value = getattr(r.stats, f.name)
-            if f.name == "culprits":
-                stats.culprits += [start + i for i in value]
-            elif f.name == "seconds":
-                stats.seconds = max(stats.seconds, value)
-            else:
-                setattr(stats, f.name, getattr(stats, f.name) + value)
+        for key in GuardStats.COUNTS:
+            setattr(stats, key, getattr(stats, key) + getattr(r.stats, key))
+        stats.culprits += [start + i for i in r.stats.culprits]
     return RewardResult(np.concatenate([r.rewards for r in results]),
                         {k: np.concatenate([r.components[k] for r in results]) for k in results[0].components},
                         np.concatenate([r.skipped for r in results]), stats)

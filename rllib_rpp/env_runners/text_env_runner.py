@@ -42,6 +42,7 @@ from ray.rllib.utils.metrics import (
 )
 
 from envs.prompts import encode_prompts
+from envs.reward_guard import GuardStats
 from envs.rewards import RewardResult
 from envs.text_env import SingleTurnTextEnv
 from rllib_rpp import schema as S
@@ -231,7 +232,7 @@ class TextEnvRunner(EnvRunner, Checkpointable):
         m.log_value(("timers", "sample_s"), sample_s, reduce="sum")
         m.log_value(("timers", "reward_s"), reward_s, reduce="sum")
         stats = rewards.stats
-        for key in ("timeouts", "errors", "skipped", "replaced"):  # the reward calls' failures
+        for key in GuardStats.COUNTS:  # the reward calls' failures
             m.log_value(("reward_calls", key), getattr(stats, key) if stats else 0, reduce="sum")
         m.log_value("completions_per_s", n / max(sample_s, 1e-9), reduce="mean")
         m.log_value("tokens_per_s", float(lengths.sum()) / max(sample_s, 1e-9), reduce="mean")

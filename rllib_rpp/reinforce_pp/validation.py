@@ -14,6 +14,7 @@ import numbers
 from collections.abc import Callable
 from typing import Any
 
+from envs.reward_guard import is_error_policy
 from envs.text_env import SingleTurnTextEnv, TextEnvConfig
 from rllib_rpp.estimators import KL_PLACEMENTS, get_estimator
 from rllib_rpp.functional import KL_ESTIMATORS, LOSS_AGG_MODES
@@ -148,8 +149,7 @@ RULES: dict[str, Rule] = {
     "num_cpus_per_reward_worker": number(0),
     "num_gpus_per_reward_worker": number(0),
     "reward_timeout_s": number(0, lo_open=True, optional=True),
-    "on_reward_error": (lambda v: v in ("raise", "skip") or (is_real(v) and not isinstance(v, bool)),
-                        "'raise', 'skip' or a finite number (the reward a failing sample gets)"),
+    "on_reward_error": (is_error_policy, "'raise', 'skip' or a finite number (the reward a failing sample gets)"),
     "reward_dtype": one_of((None, *DTYPES)),
     "overlap_scoring": boolean(),
     "reward_backend": one_of(("transformers", "vllm")),
