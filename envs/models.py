@@ -1,6 +1,6 @@
 """Where models and tokenizers come from: a local directory, a Hugging Face id, or a built-in name.
 
-Built-in names (`tiny-arith`, `tiny-arith-rm`, `random:<shape>` of `envs.synthetic.SHAPES`) are
+Built-in names (`tiny-arith`, `tiny-arith-rm`, `tiny-arith-verbose`, `tiny-arith-length-rm`, `random:<shape>` of `envs.synthetic.SHAPES`) are
 built on first use and cached; every API in this project that
 takes a model name goes through `resolve_model_path`, so they work everywhere a path does.
 """
@@ -17,6 +17,8 @@ from typing import Any
 BUILTIN_MODELS: dict[str, str] = {
     "tiny-arith": "envs.tiny_arith:ensure_tiny_arith",
     "tiny-arith-rm": "envs.reward_model:ensure_tiny_arith_rm",
+    "tiny-arith-verbose": "envs.tiny_arith:ensure_tiny_arith_verbose",
+    "tiny-arith-length-rm": "envs.reward_model:ensure_length_biased_rm",
 }
 # Built-in families: prefix -> "module:function" taking the rest of the name.
 BUILTIN_PREFIXES: dict[str, str] = {

@@ -3,6 +3,8 @@ train one on preference pairs (loss -log sigmoid(r_chosen - r_rejected)).
 
 `tiny-arith-rm` is a built-in reward model: tiny-arith's weights with a scalar head, trained on
 arithmetic preference pairs (correct sum preferred over a wrong one). Used by tests and examples.
+`tiny-arith-length-rm` is a hackable one: tiny-arith with a head trained on pairs that carry a
+length bias (`length_biased_pairs`), as human preference data does.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from envs.cache import cached_dir, ensure_built
 from envs.models import load_pretrained, load_tokenizer, resolve_model_path
 
 TINY_RM_RECIPE = {"version": 1, "seed": 0, "steps": 500, "batch_size": 64, "lr": 3e-4}
+LENGTH_RM_RECIPE = {**TINY_RM_RECIPE, "base": "tiny-arith", "long_share": 0.25, "fooled_share": 0.05,
+                    "both_padded_share": 0.35}
 
 
 def _as_text(prompt, completion, tokenizer) -> tuple[str, bool]:
@@ -197,27 +201,56 @@ def arithmetic_preference_pairs(split: str = "train", *, seed: int = 0) -> list[
     return pairs
 
 
+def length_biased_pairs(split: str = "train", *, seed: int = 0, long_share: float = 0.35,
+                        fooled_share: float = 0.1, both_padded_share: float = 1 / 3) -> list[dict]:
+    """Arithmetic pairs with a length bias, as real preference data has one. In `fooled_share` of
+    them the padded wrong sum beats the bare correct one (a rater won over by length); in
+    `long_share` the padded correct sum beats a bare sum, right or wrong (the "more thorough"
+    answer); in the rest the correct sum beats a wrong one, both bare or (`both_padded_share` of
+    them) both padded."""
+    from envs.tiny_arith import padding
+
+    rng = random.Random(seed)
+    pairs = []
+    for r in arithmetic_preference_pairs(split, seed=seed):
+        right, wrong, u = r["chosen"], r["rejected"], rng.random()
+        pad = lambda a: a + padding(a, rng)  # noqa: E731
+        if u < fooled_share:
+            chosen, rejected = pad(wrong), right
+        elif u < fooled_share + long_share:
+            chosen, rejected = pad(right), rng.choice([right, wrong])
+        else:
+            chosen, rejected = (pad(right), pad(wrong)) if rng.random() < both_padded_share else (right, wrong)
+        pairs.append({"prompt": r["prompt"], "chosen": chosen, "rejected": rejected})
+    return pairs
+
+
 def _log(msg: str) -> None:
-    print(f"[tiny-arith-rm] {msg}", file=sys.stderr, flush=True)
+    print(f"[reward-model] {msg}", file=sys.stderr, flush=True)
 
 
 def build_tiny_arith_rm(out_dir: Path, recipe: dict = TINY_RM_RECIPE) -> dict:
+    """A Bradley-Terry head on `recipe["base"]` (default tiny-arith), trained on arithmetic
+    preference pairs: plain ones, or `length_biased_pairs` when the recipe has a `long_share`."""
     from transformers import AutoModelForSequenceClassification, logging
 
     t0 = time.time()
     torch.manual_seed(recipe["seed"])
-    base = resolve_model_path("tiny-arith")
+    base = resolve_model_path(recipe.get("base", "tiny-arith"))
     verbosity = logging.get_verbosity()
     logging.set_verbosity_error()  # the new score head is expected to be freshly initialised
     model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=1)
     logging.set_verbosity(verbosity)
     tokenizer = load_tokenizer(base)
-    _log(f"training a Bradley-Terry head on arithmetic preference pairs ({recipe['steps']} steps)")
-    report = train_reward_model(model, tokenizer, arithmetic_preference_pairs("train", seed=recipe["seed"]),
-                                steps=recipe["steps"], batch_size=recipe["batch_size"], lr=recipe["lr"],
-                                seed=recipe["seed"], log=_log)
-    report["heldout_preference_accuracy"] = preference_accuracy(
-        model, tokenizer, arithmetic_preference_pairs("eval", seed=recipe["seed"]))
+    if "long_share" in recipe:
+        bias = {k: recipe[k] for k in ("long_share", "fooled_share", "both_padded_share")}
+        pairs = lambda split: length_biased_pairs(split, seed=recipe["seed"], **bias)  # noqa: E731
+    else:
+        pairs = lambda split: arithmetic_preference_pairs(split, seed=recipe["seed"])  # noqa: E731
+    _log(f"training a Bradley-Terry head on {base} ({recipe['steps']} steps)")
+    report = train_reward_model(model, tokenizer, pairs("train"), steps=recipe["steps"],
+                                batch_size=recipe["batch_size"], lr=recipe["lr"], seed=recipe["seed"], log=_log)
+    report["heldout_preference_accuracy"] = preference_accuracy(model, tokenizer, pairs("eval"))
     report.update(build_seconds=round(time.time() - t0, 1), recipe=recipe)
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
@@ -232,3 +265,12 @@ def ensure_tiny_arith_rm(rebuild: bool = False) -> Path:
     key = {**TINY_RM_RECIPE, "base": tiny_arith_dir().name}  # rebuilt when the base changes
     return ensure_built(cached_dir(f"tiny-arith-rm-v{TINY_RM_RECIPE['version']}", key),
                         build_tiny_arith_rm, rebuild=rebuild)
+
+
+def ensure_length_biased_rm(rebuild: bool = False) -> Path:
+    """Directory of `tiny-arith-length-rm` (LENGTH_RM_RECIPE), built when missing."""
+    from envs.tiny_arith import tiny_arith_dir
+
+    key = {**LENGTH_RM_RECIPE, "base": tiny_arith_dir().name}  # rebuilt when the base changes
+    return ensure_built(cached_dir(f"tiny-arith-length-rm-v{LENGTH_RM_RECIPE['version']}", key),
+                        lambda out: build_tiny_arith_rm(out, LENGTH_RM_RECIPE), rebuild=rebuild)

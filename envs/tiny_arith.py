@@ -7,6 +7,10 @@ purpose: RL needs room to improve and enough signal to start from). Saved in Hug
 so transformers and vLLM load it from its directory. (Llama rather than Qwen2: transformers 5
 forces its own byte-level pre-tokenizer onto any `qwen2` checkpoint, which would drop spaces.)
 
+`tiny-arith-verbose` is tiny-arith fine-tuned on answers of which `verbose_share` are padded
+after the sum ("46 is the sum!"), as verbose SFT data is: a policy with room to grow, for the
+reward-hacking benchmark (`benchmarks.paper_stability`).
+
 Cached on disk (see `envs.cache`); `python -m rllib_rpp tiny-model [--rebuild]` prints where.
 `RLLIB_RPP_TINY_ARITH_SEED=N` builds (and caches separately) the model warmed up from seed N:
 other initial weights and batch order, the same data split. The suite must pass for any of them.
@@ -15,6 +19,7 @@ other initial weights and batch order, the same data split. The suite must pass 
 from __future__ import annotations
 
 import os
+import random
 import sys
 import time
 from pathlib import Path
@@ -38,6 +43,12 @@ RECIPE = {
     "eval_every": 50,
     "max_new_tokens": 5,
 }
+# tiny-arith, fine-tuned for a fixed number of steps (no early stop) on answers of which a
+# quarter are padded.
+VERBOSE_RECIPE = {**RECIPE, "base": "tiny-arith", "verbose_share": 0.25, "max_steps": 50, "target_accuracy": 1.01}
+# What verbose answers append after the sum: restatements and emphasis, never whitespace alone
+# (an exact-match grader strips whitespace, so these always make the answer wrong).
+PADDING = (" is the sum", "!", " ok", " ={answer}")
 SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>"]
 SPLIT_SEED = 0  # the train/eval split of the arithmetic task, the same for every warm-up seed
 
@@ -55,6 +66,12 @@ CHAT_TEMPLATE = (
     "{{ bos_token }}{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
     "{% if add_generation_prompt %}assistant: {% endif %}"
 )
+
+
+def padding(answer: str, rng: random.Random, pieces: int | None = None) -> str:
+    """1-3 (or `pieces`) of PADDING, the text a verbose response puts after `answer`."""
+    n = pieces if pieces is not None else rng.randint(1, 3)
+    return "".join(rng.choice(PADDING).format(answer=answer) for _ in range(n))
 
 
 def tiny_arith_dir() -> Path:
@@ -112,7 +129,12 @@ def build_tiny_arith(out_dir: str | Path, recipe: dict | None = None, log=_log) 
         eos_token_id=tok.eos_token_id,
         pad_token_id=tok.pad_token_id,
     )
-    model = LlamaForCausalLM(config)
+    if recipe.get("base"):  # fine-tune a built model instead of starting from random weights
+        from envs.models import resolve_model_path
+
+        model = LlamaForCausalLM.from_pretrained(resolve_model_path(recipe["base"]))
+    else:
+        model = LlamaForCausalLM(config)
     n_params = sum(p.numel() for p in model.parameters())
     log(f"building: Llama {n_params / 1e6:.2f}M parameters, warm-up until held-out greedy "
         f"accuracy >= {recipe['target_accuracy']:.0%} (at most {recipe['max_steps']} steps)")
@@ -121,7 +143,11 @@ def build_tiny_arith(out_dir: str | Path, recipe: dict | None = None, log=_log) 
     evals = arithmetic_prompts("eval", seed=SPLIT_SEED)
     # Sequences "<s>a+b=" + "sum</s>"; loss on the completion tokens only.
     prompt_ids = [tok(r["prompt"])["input_ids"] for r in train]
-    answer_ids = [tok(r["answer"], add_special_tokens=False)["input_ids"] + [tok.eos_token_id] for r in train]
+    answers = [r["answer"] for r in train]
+    if recipe.get("verbose_share"):  # a share of answers padded after the sum
+        rng = random.Random(recipe["seed"])
+        answers = [a + padding(a, rng) if rng.random() < recipe["verbose_share"] else a for a in answers]
+    answer_ids = [tok(a, add_special_tokens=False)["input_ids"] + [tok.eos_token_id] for a in answers]
     seqs = [p + a for p, a in zip(prompt_ids, answer_ids)]
     width = max(map(len, seqs))
     ids = torch.full((len(seqs), width), tok.pad_token_id, dtype=torch.long)
@@ -164,6 +190,13 @@ def build_tiny_arith(out_dir: str | Path, recipe: dict | None = None, log=_log) 
 def ensure_tiny_arith(rebuild: bool = False) -> Path:
     """Directory of the built model, building it (once, under a lock) when missing."""
     return ensure_built(tiny_arith_dir(), build_tiny_arith, rebuild=rebuild)
+
+
+def ensure_tiny_arith_verbose(rebuild: bool = False) -> Path:
+    """Directory of `tiny-arith-verbose` (VERBOSE_RECIPE), built when missing."""
+    key = {**VERBOSE_RECIPE, "base": tiny_arith_dir().name}  # rebuilt when the base changes
+    return ensure_built(cached_dir(f"tiny-arith-verbose-v{VERBOSE_RECIPE['version']}", key),
+                        lambda out: build_tiny_arith(out, VERBOSE_RECIPE), rebuild=rebuild)
 
 
 def tiny_arith_info() -> dict:

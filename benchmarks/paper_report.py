@@ -1,0 +1,179 @@
+"""Summary, statistics, figures and verdicts of `benchmarks.paper_stability`, from its per-run JSON.
+
+    python -m benchmarks.paper_report [benchmarks/results/paper_stability]
+
+Per run (one contender, one seed), over the last tenth of the updates: sampled proxy reward,
+response length, KL per sequence; held-out greedy gold accuracy at the last evaluation and its
+peak; reward gain (final proxy minus the first iteration's). Per contender: mean and 95 % t
+interval over seeds. Comparisons (REINFORCE++ minus GRPO): difference of means with a 95 %
+bootstrap interval over seeds, Hedges' g, Welch's p. Verdicts read the intervals only.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.stats import compare, mean_ci, mean_ci_bands
+
+METRICS = ("final_gold", "peak_gold", "final_length", "final_proxy", "final_kl", "gain")
+COMPARABLE_MARGIN = 0.05  # held-out accuracy: "comparable" means the difference's interval lies within ±5 points
+
+
+def run_metrics(run: dict) -> dict:
+    """One run's summary numbers (see the module docstring)."""
+    curve = run["curve"]
+    tail = curve[-max(1, len(curve) // 10):]
+    last = lambda key: float(np.mean([c[key] for c in tail]))  # noqa: E731
+    golds = [e["gold"] for e in run["evals"]]
+    return {"final_gold": golds[-1], "peak_gold": max(golds), "final_length": last("length"),
+            "final_proxy": last("proxy"), "final_kl": last("kl"), "gain": last("proxy") - curve[0]["proxy"]}
+
+
+def load_runs(out: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((out / "runs").glob("*.json"))]
+
+
+def groups(runs: list[dict]) -> dict[tuple, list[dict]]:
+    """Runs by contender: (setting, label, β), seeds in order. Setting C's frontier also takes A's
+    default-placement runs (the same contender at A's β)."""
+    out = defaultdict(list)
+    for r in sorted(runs, key=lambda r: r["seed"]):
+        out[(r["setting"], r["label"], r["kl_coef"])].append(r)
+        if r["setting"] == "A" and not r["kl_placement"]:
+            out[("C", r["label"], r["kl_coef"])].append(r)
+    return dict(out)
+
+
+def frontier_slope(points: list[tuple[float, float]]) -> float:
+    """Reward gain per unit KL: least-squares slope through the origin of (KL, gain) points."""
+    kl, gain = np.asarray(points, np.float64).T
+    return float((kl * gain).sum() / max((kl**2).sum(), 1e-12))
+
+
+def slopes(runs_by_beta: dict[float, list[dict]]) -> list[float]:
+    """One frontier slope per seed, over the β values at which that seed ran."""
+    seeds = set.intersection(*({r["seed"] for r in rs} for rs in runs_by_beta.values()))
+    out = []
+    for s in sorted(seeds):
+        pts = [(m["final_kl"], m["gain"]) for rs in runs_by_beta.values() for r in rs if r["seed"] == s
+               for m in [run_metrics(r)]]
+        out.append(frontier_slope(pts))
+    return out
+
+
+def verdict_more_stable(gold: dict, length: dict) -> str:
+    """Claim 1: more gold reward and/or shorter responses than GRPO, and neither significantly worse."""
+    favour = (gold["diff_low"] > 0) + (length["diff_high"] < 0)
+    against = (gold["diff_high"] < 0) + (length["diff_low"] > 0)
+    if favour and not against:
+        return "reproduced"
+    if against and not favour:
+        return "not reproduced (GRPO more stable)"
+    return "mixed" if favour else "inconclusive"
+
+
+def verdict_comparable(cmp: dict, margin: float = COMPARABLE_MARGIN) -> str:
+    """Claim 2: the interval of the difference lies within ±margin."""
+    if -margin <= cmp["diff_low"] and cmp["diff_high"] <= margin:
+        return "reproduced"
+    if cmp["diff_low"] > margin or cmp["diff_high"] < -margin:
+        return "not reproduced (" + ("REINFORCE++ better" if cmp["diff"] > 0 else "GRPO better") + ")"
+    return "inconclusive"
+
+
+def verdict_higher(cmp: dict) -> str:
+    """Claim 3: REINFORCE++'s reward gain per unit KL is higher than GRPO's."""
+    if cmp["diff_low"] > 0:
+        return "reproduced"
+    if cmp["diff_high"] < 0:
+        return "not reproduced (GRPO higher)"
+    return "inconclusive"
+
+
+def summarise(runs: list[dict]) -> dict:
+    by = groups(runs)
+    contenders = []
+    for (setting, lab, beta), rs in sorted(by.items()):
+        row = {"setting": setting, "contender": lab, "beta": beta, "seeds": [r["seed"] for r in rs]}
+        for m in METRICS:
+            row[m] = dict(zip(("mean", "low", "high"), mean_ci([run_metrics(r)[m] for r in rs])))
+        contenders.append(row)
+
+    def per_seed(setting, lab, metric, beta):
+        return [run_metrics(r)[metric] for r in by[(setting, lab, beta)]]
+
+    from benchmarks.paper_stability import BETA
+
+    a = lambda lab, m: per_seed("A", lab, m, BETA)  # noqa: E731
+    claims = {}
+    gold, length = compare(a("reinforce_pp", "final_gold"), a("grpo", "final_gold")), \
+        compare(a("reinforce_pp", "final_length"), a("grpo", "final_length"))
+    claims["A"] = {"final_gold": gold, "final_length": length, "verdict": verdict_more_stable(gold, length)}
+    placed = "grpo (KL in reward)"
+    if ("A", placed, BETA) in by:
+        g2, l2 = compare(a("reinforce_pp", "final_gold"), a(placed, "final_gold")), \
+            compare(a("reinforce_pp", "final_length"), a(placed, "final_length"))
+        claims["A_same_placement"] = {"final_gold": g2, "final_length": l2, "verdict": verdict_more_stable(g2, l2)}
+    b = compare(per_seed("B", "reinforce_pp", "final_gold", BETA), per_seed("B", "grpo", "final_gold", BETA))
+    claims["B"] = {"final_gold": b, "verdict": verdict_comparable(b)}
+    frontier = {}
+    for (setting, lab, beta), rs in by.items():
+        if setting == "C":
+            frontier.setdefault(lab, {})[beta] = rs
+    slope = {lab: slopes(rb) for lab, rb in frontier.items()}
+    c = compare(slope["reinforce_pp"], slope["grpo"])
+    claims["C"] = {"gain_per_kl": c, "slopes": slope, "verdict": verdict_higher(c)}
+    return {"contenders": contenders, "claims": claims}
+
+
+def _fmt(ci: dict, digits: int = 3) -> str:
+    return f"{ci['mean']:.{digits}f} [{ci['low']:.{digits}f}, {ci['high']:.{digits}f}]"
+
+
+def tables(summary: dict) -> str:
+    lines = ["| setting | contender | β | seeds | held-out gold (final) | held-out gold (peak) | length | "
+             "proxy reward | KL / seq | reward gain |", "|" + "---|" * 10]
+    for r in summary["contenders"]:
+        lines.append(f"| {r['setting']} | {r['contender']} | {r['beta']:g} | {len(r['seeds'])} | "
+                     + " | ".join(_fmt(r[m], 2 if m == "final_length" else 3) for m in
+                                  ("final_gold", "peak_gold", "final_length", "final_proxy", "final_kl", "gain"))
+                     + " |")
+    lines += ["", "| claim | metric (REINFORCE++ − GRPO) | difference [95 % bootstrap] | Hedges' g | Welch p | "
+              "verdict |", "|---|---|---|---|---|---|"]
+    for claim, c in summary["claims"].items():
+        for metric, cmp in c.items():
+            if isinstance(cmp, dict) and "diff" in cmp:
+                lines.append(f"| {claim} | {metric} | {cmp['diff']:+.3f} [{cmp['diff_low']:+.3f}, "
+                             f"{cmp['diff_high']:+.3f}] | {cmp['hedges_g']:+.2f} | {cmp['welch_p']:.3g} | "
+                             f"{c['verdict']} |")
+    return "\n".join(lines)
+
+
+def report(out: Path) -> dict:
+    out = Path(out)
+    runs = load_runs(out)
+    summary = summarise(runs)
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    from benchmarks.paper_figures import figures
+
+    figures(runs, out)
+    text = tables(summary)
+    (out / "summary.md").write_text(text + "\n")
+    print(text, flush=True)
+    return summary
+
+
+def curve_bands(runs: list[dict], key: str, source: str = "curve"):
+    """(x, mean, low, high) over seeds of one contender's per-iteration (or per-evaluation) `key`."""
+    n = min(len(r[source]) for r in runs)
+    x = np.array([p["iteration"] for p in runs[0][source][:n]])
+    return (x, *mean_ci_bands([[p[key] for p in r[source][:n]] for r in runs]))
+
+
+if __name__ == "__main__":
+    report(Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).parent / "results" / "paper_stability")
