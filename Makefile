@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 export VLLM_ENABLE_V1_MULTIPROCESSING ?= 0
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup train test lint tiny-model bench-throughput bench-breakdown bench-estimators
+.PHONY: setup train test lint tiny-model bench-throughput bench-breakdown bench-estimators bench-paper
 
 setup:
 	@bash scripts/setup.sh
@@ -31,3 +31,6 @@ bench-breakdown: setup
 
 bench-estimators: setup
 	$(PY) -m benchmarks.estimators
+
+bench-paper: setup
+	$(PY) -m benchmarks.paper_stability

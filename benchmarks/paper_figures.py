@@ -57,14 +57,16 @@ def figures(runs: list[dict], out: Path) -> list[Path]:
     paths = []
     a = {lab: rs for (s, lab, _), rs in by.items() if s == "A"}
     if a:
-        fig, axes = _axes(4, "A: a length-biased Bradley-Terry reward model (gold = exact sum, never seen)")
+        fig, axes = _axes(5, "A: a length-biased Bradley-Terry reward model (gold = exact sum, never seen)")
         for lab, rs in a.items():
             _band(axes[0], rs, "proxy", lab)
-            _band(axes[1], rs, "gold", lab)
+            _band(axes[1], rs, "gold", lab, source="evals")
             _band(axes[2], rs, "length", lab)
-            _over_optimisation(axes[3], rs, lab)
-        _finish(fig, axes, [("iteration", "proxy (reward model) reward"), ("iteration", "sampled gold accuracy"),
-                            ("iteration", "response length (tokens)"),
+            _band(axes[3], rs, "kl", lab)
+            _over_optimisation(axes[4], rs, lab)
+        _finish(fig, axes, [("iteration", "proxy (reward model) reward"),
+                            ("iteration", "held-out greedy gold accuracy"),
+                            ("iteration", "response length (tokens)"), ("iteration", "KL(π||π_ref) per sequence"),
                             ("KL(π||π_ref) per sequence", "held-out greedy gold accuracy")], out / "fig1_hacking.png")
         paths.append(out / "fig1_hacking.png")
     b = {lab: rs for (s, lab, _), rs in by.items() if s == "B"}

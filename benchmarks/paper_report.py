@@ -4,7 +4,9 @@
 
 Per run (one contender, one seed), over the last tenth of the updates: sampled proxy reward,
 response length, KL per sequence; held-out greedy gold accuracy at the last evaluation and its
-peak; reward gain (final proxy minus the first iteration's). Per contender: mean and 95 % t
+peak; reward gain (final proxy minus the first iteration's). Over the whole run (how long a policy
+resists hacking): the mean held-out gold over the evaluations and the mean sampled length over the
+iterations (areas under the curves, divided by their length). Per contender: mean and 95 % t
 interval over seeds. Comparisons (REINFORCE++ minus GRPO): difference of means with a 95 %
 bootstrap interval over seeds, Hedges' g, Welch's p. Verdicts read the intervals only.
 """
@@ -20,7 +22,7 @@ import numpy as np
 
 from benchmarks.stats import compare, mean_ci, mean_ci_bands
 
-METRICS = ("final_gold", "peak_gold", "final_length", "final_proxy", "final_kl", "gain")
+METRICS = ("final_gold", "peak_gold", "gold_auc", "final_length", "length_auc", "final_proxy", "final_kl", "gain")
 COMPARABLE_MARGIN = 0.05  # held-out accuracy: "comparable" means the difference's interval lies within ±5 points
 
 
@@ -30,7 +32,8 @@ def run_metrics(run: dict) -> dict:
     tail = curve[-max(1, len(curve) // 10):]
     last = lambda key: float(np.mean([c[key] for c in tail]))  # noqa: E731
     golds = [e["gold"] for e in run["evals"]]
-    return {"final_gold": golds[-1], "peak_gold": max(golds), "final_length": last("length"),
+    return {"final_gold": golds[-1], "peak_gold": max(golds), "gold_auc": float(np.mean(golds)),
+            "final_length": last("length"), "length_auc": float(np.mean([c["length"] for c in curve])),
             "final_proxy": last("proxy"), "final_kl": last("kl"), "gain": last("proxy") - curve[0]["proxy"]}
 
 
@@ -66,10 +69,19 @@ def slopes(runs_by_beta: dict[float, list[dict]]) -> list[float]:
     return out
 
 
+def direction(cmp: dict, alpha: float = 0.05) -> int:
+    """+1 / -1 when the difference is significant both ways we test it (the bootstrap interval
+    excludes 0 and Welch's p < alpha; with few seeds the percentile bootstrap alone is too
+    liberal), else 0."""
+    if cmp["welch_p"] >= alpha:
+        return 0
+    return 1 if cmp["diff_low"] > 0 else -1 if cmp["diff_high"] < 0 else 0
+
+
 def verdict_more_stable(gold: dict, length: dict) -> str:
     """Claim 1: more gold reward and/or shorter responses than GRPO, and neither significantly worse."""
-    favour = (gold["diff_low"] > 0) + (length["diff_high"] < 0)
-    against = (gold["diff_high"] < 0) + (length["diff_low"] > 0)
+    favour = (direction(gold) > 0) + (direction(length) < 0)
+    against = (direction(gold) < 0) + (direction(length) > 0)
     if favour and not against:
         return "reproduced"
     if against and not favour:
@@ -81,18 +93,14 @@ def verdict_comparable(cmp: dict, margin: float = COMPARABLE_MARGIN) -> str:
     """Claim 2: the interval of the difference lies within ±margin."""
     if -margin <= cmp["diff_low"] and cmp["diff_high"] <= margin:
         return "reproduced"
-    if cmp["diff_low"] > margin or cmp["diff_high"] < -margin:
+    if direction(cmp) and abs(cmp["diff"]) > margin:
         return "not reproduced (" + ("REINFORCE++ better" if cmp["diff"] > 0 else "GRPO better") + ")"
     return "inconclusive"
 
 
 def verdict_higher(cmp: dict) -> str:
     """Claim 3: REINFORCE++'s reward gain per unit KL is higher than GRPO's."""
-    if cmp["diff_low"] > 0:
-        return "reproduced"
-    if cmp["diff_high"] < 0:
-        return "not reproduced (GRPO higher)"
-    return "inconclusive"
+    return {1: "reproduced", -1: "not reproduced (GRPO higher)", 0: "inconclusive"}[direction(cmp)]
 
 
 def summarise(runs: list[dict]) -> dict:
@@ -110,15 +118,15 @@ def summarise(runs: list[dict]) -> dict:
     from benchmarks.paper_stability import BETA
 
     a = lambda lab, m: per_seed("A", lab, m, BETA)  # noqa: E731
-    claims = {}
-    gold, length = compare(a("reinforce_pp", "final_gold"), a("grpo", "final_gold")), \
-        compare(a("reinforce_pp", "final_length"), a("grpo", "final_length"))
-    claims["A"] = {"final_gold": gold, "final_length": length, "verdict": verdict_more_stable(gold, length)}
-    placed = "grpo (KL in reward)"
-    if ("A", placed, BETA) in by:
-        g2, l2 = compare(a("reinforce_pp", "final_gold"), a(placed, "final_gold")), \
-            compare(a("reinforce_pp", "final_length"), a(placed, "final_length"))
-        claims["A_same_placement"] = {"final_gold": g2, "final_length": l2, "verdict": verdict_more_stable(g2, l2)}
+    def hacking(other: str) -> dict:
+        """Claim 1 against `other`: the verdict reads the whole-run gold and length."""
+        out = {m: compare(a("reinforce_pp", m), a(other, m))
+               for m in ("gold_auc", "length_auc", "final_gold", "final_length", "final_kl")}
+        return {**out, "verdict": verdict_more_stable(out["gold_auc"], out["length_auc"])}
+
+    claims = {"A": hacking("grpo")}
+    if ("A", "grpo (KL in reward)", BETA) in by:
+        claims["A_same_placement"] = hacking("grpo (KL in reward)")
     b = compare(per_seed("B", "reinforce_pp", "final_gold", BETA), per_seed("B", "grpo", "final_gold", BETA))
     claims["B"] = {"final_gold": b, "verdict": verdict_comparable(b)}
     frontier = {}
@@ -136,13 +144,12 @@ def _fmt(ci: dict, digits: int = 3) -> str:
 
 
 def tables(summary: dict) -> str:
-    lines = ["| setting | contender | β | seeds | held-out gold (final) | held-out gold (peak) | length | "
-             "proxy reward | KL / seq | reward gain |", "|" + "---|" * 10]
+    cols = ("final_gold", "gold_auc", "final_length", "length_auc", "final_proxy", "final_kl", "gain")
+    lines = ["| setting | contender | β | seeds | held-out gold (final) | held-out gold (whole run) | length (final) "
+             "| length (whole run) | proxy reward | KL / seq | reward gain |", "|" + "---|" * 11]
     for r in summary["contenders"]:
         lines.append(f"| {r['setting']} | {r['contender']} | {r['beta']:g} | {len(r['seeds'])} | "
-                     + " | ".join(_fmt(r[m], 2 if m == "final_length" else 3) for m in
-                                  ("final_gold", "peak_gold", "final_length", "final_proxy", "final_kl", "gain"))
-                     + " |")
+                     + " | ".join(_fmt(r[m], 1 if "length" in m else 3) for m in cols) + " |")
     lines += ["", "| claim | metric (REINFORCE++ − GRPO) | difference [95 % bootstrap] | Hedges' g | Welch p | "
               "verdict |", "|---|---|---|---|---|---|"]
     for claim, c in summary["claims"].items():

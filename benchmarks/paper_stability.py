@@ -1,7 +1,7 @@
 """The paper's §5.1 at small scale: stability against reward and length hacking (setting A), rule
 rewards (B), reward gained per unit of KL (C), for REINFORCE++ and the other estimators.
 
-    python -m benchmarks.paper_stability [--seeds 5] [--headline-seeds 6] [--frontier-seeds 3] [--quick]
+    python -m benchmarks.paper_stability [--seeds 5] [--headline-seeds 10] [--frontier-seeds 3] [--quick]
 
 Policy `tiny-arith-verbose` (tiny-arith fine-tuned on answers of which a quarter are padded after
 the sum), arithmetic prompts, 64 prompts x 4 samples, up to 24 new tokens, 2 mini-batches, 1 epoch,
@@ -146,7 +146,7 @@ def plan(args) -> list[dict]:
 def main(argv=None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=5, help="seeds per contender (seeds 0..N-1)")
-    parser.add_argument("--headline-seeds", type=int, default=6, help="seeds for reinforce_pp and grpo in A")
+    parser.add_argument("--headline-seeds", type=int, default=10, help="seeds for reinforce_pp and grpo in A")
     parser.add_argument("--frontier-seeds", type=int, default=3, help="seeds per extra β in C")
     parser.add_argument("--iterations", type=int, default=0, help="override the number of updates")
     parser.add_argument("--quick", action="store_true", help="toy size, 2 seeds: checks the pipeline (CI)")
@@ -166,8 +166,8 @@ def main(argv=None) -> Path:
     for i in range(0, len(todo), 8):  # a fresh process per 8 runs: a leak or crash costs little
         _spawn(todo[i : i + 8], runs_dir)
         print(f"{min(i + 8, len(todo))}/{len(todo)} runs, {time.time() - t0:.0f} s", flush=True)
-    (out / "plan.json").write_text(json.dumps({"machine": machine(), "command": "python -m benchmarks."
-                                               "paper_stability " + " ".join(argv if argv is not None else sys.argv[1:]),
+    command = "python -m benchmarks.paper_stability " + " ".join(argv if argv is not None else sys.argv[1:])
+    (out / "plan.json").write_text(json.dumps({"machine": machine(), "command": command.strip(),
                                                "keys": [run_key(s) for s in specs],
                                                "wall_s": round(time.time() - t0)}, indent=1))
     from benchmarks.paper_report import report

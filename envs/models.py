@@ -1,7 +1,7 @@
 """Where models and tokenizers come from: a local directory, a Hugging Face id, or a built-in name.
 
-Built-in names (`tiny-arith`, `tiny-arith-rm`, `tiny-arith-verbose`, `tiny-arith-length-rm`, `random:<shape>` of `envs.synthetic.SHAPES`) are
-built on first use and cached; every API in this project that
+Built-in names (`tiny-arith`, `tiny-arith-rm`, `tiny-arith-verbose`, `tiny-arith-length-rm`,
+`random:<shape>` of `envs.synthetic.SHAPES`) are built on first use and cached; every API in this project that
 takes a model name goes through `resolve_model_path`, so they work everywhere a path does.
 """
 
