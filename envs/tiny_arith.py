@@ -129,10 +129,10 @@ def build_tiny_arith(out_dir: str | Path, recipe: dict | None = None, log=_log) 
         eos_token_id=tok.eos_token_id,
         pad_token_id=tok.pad_token_id,
     )
-    if recipe.get("base"):  # fine-tune a built model instead of starting from random weights
-        from envs.models import resolve_model_path
-
-        model = LlamaForCausalLM.from_pretrained(resolve_model_path(recipe["base"]))
+    if recipe.get("base"):  # fine-tune tiny-arith instead of starting from random weights
+        if recipe["base"] != "tiny-arith":
+            raise ValueError(f"recipe base {recipe['base']!r}: only 'tiny-arith' can be fine-tuned here")
+        model = LlamaForCausalLM.from_pretrained(ensure_tiny_arith())
     else:
         model = LlamaForCausalLM(config)
     n_params = sum(p.numel() for p in model.parameters())
