@@ -295,7 +295,10 @@ class ReinforcePP(Algorithm):
             truncated_response=cfg.truncated_response, truncated_reward=cfg.truncated_reward,
             normalize=cfg.reward_normalization, running=self.reward_moments, clip_range=cfg.reward_clip,
             scale=cfg.reward_scale,
-            skipped=torch.tensor([bool(e.custom_data.get(S.REWARD_SKIPPED, False)) for e in episodes]))
+            skipped=torch.tensor([bool(e.custom_data.get(S.REWARD_SKIPPED, False)) for e in episodes]),
+            lengths=torch.tensor([int(e.get_extra_model_outputs(S.RESPONSE_MASK, 0).sum()) for e in episodes]),
+            overlong=((cfg.max_new_tokens, cfg.overlong_buffer_len, cfg.overlong_penalty)
+                      if cfg.overlong_buffer_len else None))
         for e, s, w in zip(episodes, scored.scores.tolist(), scored.loss_weights.tolist()):
             e.custom_data[S.SCORE] = s
             e.custom_data[S.LOSS_WEIGHT] = w

@@ -75,9 +75,12 @@ class ReinforcePPConfig(RewardOptions, AlgorithmConfig):
         self.reward_normalization = None
         self.reward_clip = (-10.0, 10.0)
         self.reward_scale = 1.0
+        self.overlong_buffer_len = 0
+        self.overlong_penalty = 1.0
         self.advantage_estimator = "reinforce_pp"
         self.advantage_std_norm = True
         # Policy loss (§3).
+        self.policy_loss = "ppo_clip"
         self.clip_low = 0.2
         self.clip_high = 0.2
         self.dual_clip = None
@@ -128,8 +131,11 @@ class ReinforcePPConfig(RewardOptions, AlgorithmConfig):
         reward_normalization: str | None = NotProvided,
         reward_clip: tuple[float, float] | None = NotProvided,
         reward_scale: float = NotProvided,
+        overlong_buffer_len: int = NotProvided,
+        overlong_penalty: float = NotProvided,
         advantage_estimator: str = NotProvided,
         advantage_std_norm: bool = NotProvided,
+        policy_loss: str = NotProvided,
         clip_low: float = NotProvided,
         clip_high: float = NotProvided,
         dual_clip: float | None = NotProvided,
@@ -172,14 +178,22 @@ class ReinforcePPConfig(RewardOptions, AlgorithmConfig):
                 "running" (z-score with the running mean/std of all rewards so far).
             reward_clip: (low, high) applied after normalisation; None disables.
             reward_scale: Factor applied last.
+            overlong_buffer_len: DAPO's soft overlong penalty (0: off): a response's reward loses
+                up to `overlong_penalty`, linearly over its last `overlong_buffer_len` tokens before
+                max_new_tokens. Added before `truncated_response` acts and before normalisation.
+            overlong_penalty: The penalty at max_new_tokens (DAPO: 1.0).
             advantage_estimator: "reinforce_pp" (default), "reinforce_pp_baseline", "grpo", "rloo", a
                 name added with `register_estimator` (this process only), or a "module:name" path
                 to an `Estimator` (imported by every process, remote learners included).
             advantage_std_norm: Divide by the global std (True) or subtract the mean only.
-            clip_low: ε_low of the PPO clip (ratio >= 1 - ε_low).
-            clip_high: ε_high of the PPO clip (ratio <= 1 + ε_high).
+            policy_loss: "ppo_clip" (default, the paper's), "gspo" (one clipped ratio per sequence;
+                ε ~ 3e-4/4e-4), "cispo" (clipped stop-gradient IS weight on every token), a name
+                added with `register_policy_loss`, or a "module:name" path to a `PolicyLossEntry`.
+            clip_low: ε_low of the clip (ratio >= 1 - ε_low; GSPO: of the sequence ratio).
+            clip_high: ε_high of the clip (ratio <= 1 + ε_high).
             dual_clip: c > 1 bounds the loss of negative advantages at -c·Â; None disables.
-            loss_agg_mode: "token-mean", "seq-mean-token-mean" or "seq-mean-token-sum".
+            loss_agg_mode: "token-mean", "seq-mean-token-mean", "seq-mean-token-sum" or
+                "seq-mean-token-sum-norm" (Dr.GRPO: divided by max_new_tokens, not by lengths).
             entropy_coef: Entropy bonus coefficient (0: entropy is only logged; NaN with
                 old_logprobs="sampler").
             tis_cap: Truncated importance-sampling cap for sampler/learner mismatch; None off.
