@@ -92,6 +92,8 @@ class ReinforcePPConfig(RewardOptions, AlgorithmConfig):
         # Batch shape.
         self.num_samples_per_prompt = 4
         self.num_prompts_per_iteration = 64
+        self.dynamic_sampling = False
+        self.max_sampling_rounds = 3
         # Learner memory: tokens per forward/backward (prompt + response, padded) and per chunk of
         # the output layer. With 8192 tokens a 1.5B model's update needs ~34 GB with checkpointing
         # (~52 GB without); one 8B replica needs ~157 GB even with it: FSDP or LoRA (rllib_rpp.memory).
@@ -146,6 +148,8 @@ class ReinforcePPConfig(RewardOptions, AlgorithmConfig):
         old_logprobs: str = NotProvided,
         num_samples_per_prompt: int = NotProvided,
         num_prompts_per_iteration: int = NotProvided,
+        dynamic_sampling: bool = NotProvided,
+        max_sampling_rounds: int = NotProvided,
         max_tokens_per_microbatch: int = NotProvided,
         learner_strategy: str = NotProvided,
         max_rollout_staleness: int = NotProvided,
@@ -207,6 +211,12 @@ class ReinforcePPConfig(RewardOptions, AlgorithmConfig):
                 (with "sampler", from the first update step, where π_θ = π_old); no entropy metric (NaN).
             num_samples_per_prompt: Completions per prompt (group size).
             num_prompts_per_iteration: Prompts per iteration, over all env runners.
+            dynamic_sampling: DAPO: drop prompt groups whose samples all got the same reward (no
+                gradient with a per-prompt baseline) and sample more prompts until the iteration
+                holds num_prompts_per_iteration informative groups or `max_sampling_rounds`
+                samples were drawn; a short batch trains with smaller mini-batches (same steps).
+                Metrics under reinforce_pp/dynamic_sampling/.
+            max_sampling_rounds: Samples drawn per iteration at most with dynamic_sampling.
             max_tokens_per_microbatch: Token budget of one forward/backward: each mini-batch
                 (one optimizer step) is split into micro-batches of at most this many padded
                 tokens (prompt + response, rows sorted by length) whose gradients accumulate,

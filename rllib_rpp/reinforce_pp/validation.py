@@ -131,6 +131,8 @@ RULES: dict[str, Rule] = {
     # Batch shape.
     "num_samples_per_prompt": POSITIVE_INT,
     "num_prompts_per_iteration": POSITIVE_INT,
+    "dynamic_sampling": boolean(),
+    "max_sampling_rounds": POSITIVE_INT,
     "max_tokens_per_microbatch": POSITIVE_INT,
     "learner_strategy": one_of(("ddp", "fsdp")),
     "max_rollout_staleness": number(0, integer=True),
@@ -201,6 +203,11 @@ def option_warnings(config) -> list[str]:
     warnings = []
     if config.kl_placement_used == "loss" and config.kl_estimator_used == "k3":
         warnings.append("KL estimator k3 as a loss term gives a biased gradient; k2 is recommended")
+    if config.dynamic_sampling and not get_estimator(config.advantage_estimator).needs_groups:
+        warnings.append(f"dynamic_sampling with advantage_estimator={config.advantage_estimator!r} (no per-prompt "
+                        f"baseline): a group whose samples share one reward still has a gradient here (global "
+                        f"whitening gives it a nonzero advantage), and dynamic sampling drops it anyway; DAPO's "
+                        f"filter is meant for group baselines (grpo, rloo, reinforce_pp_baseline)")
     loss = get_policy_loss(config.policy_loss)
     if loss.sequence_level_clip and max(config.clip_low, config.clip_high) > 0.01:
         warnings.append(f"policy_loss={config.policy_loss!r} clips a sequence-level ratio (the mean of the token "
@@ -224,6 +231,9 @@ def cross_option_errors(config) -> list[str]:
     if config.kl_placement is not None and (config.kl_in_reward is not None or config.use_kl_loss is not None):
         errors.append(f"kl_placement={config.kl_placement!r} and the older kl_in_reward/use_kl_loss flags are both "
                       f"set; use kl_placement only")
+    if config.dynamic_sampling and config.num_samples_per_prompt < 2:
+        errors.append(f"dynamic_sampling drops groups whose samples all got the same reward; with "
+                      f"num_samples_per_prompt={config.num_samples_per_prompt} every group has one sample: use >= 2")
     if config.overlong_buffer_len > config.max_new_tokens:
         errors.append(f"overlong_buffer_len={config.overlong_buffer_len} is longer than max_new_tokens="
                       f"{config.max_new_tokens}: the penalty ramps over the budget's last overlong_buffer_len tokens")
