@@ -37,11 +37,11 @@ CONTENDERS = {**{e: (e, {}) for e in ESTIMATORS}, **VARIANTS}
 
 
 def one_run(args: dict) -> dict:
+    import time
+
     import ray
 
     from rllib_rpp.presets import tiny_arith as build_config
-
-    import time
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     estimator, extra = CONTENDERS[args["estimator"]]
