@@ -49,7 +49,7 @@ def one_run(args: dict) -> dict:
                         kl_coef=WORKLOAD["kl_coef"]).training(**extra).build_algo()
     before = algo.evaluate_greedy()["reward_mean"]
     curve, t0, samples = [], time.perf_counter(), 0
-    for i in range(args["iterations"]):
+    for _ in range(args["iterations"]):
         r = algo.train()
         learner = r["learners"]["default_policy"]
         samples += r["env_runners"]["num_env_steps_sampled"]  # dynamic sampling draws more than 256
