@@ -26,7 +26,7 @@ import torch
 from rllib_rpp.estimators import get_estimator, sequence_scores
 
 KL_ESTIMATORS = ("k1", "k2", "k3")
-LOSS_AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum")
+LOSS_AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm")
 
 # Sums a tensor over every learner (torch.distributed.all_reduce), or nothing for one process.
 AllReduce = Callable[[torch.Tensor], torch.Tensor]
@@ -145,6 +145,18 @@ class RunningMoments:
         self.count, self.mean, self.m2 = state["count"], state["mean"], state["m2"]
 
 
+def overlong_penalty(lengths: torch.Tensor, max_new_tokens: int, buffer_len: int, penalty: float = 1.0) -> torch.Tensor:
+    """DAPO's soft overlong punishment, [B] (<= 0), added to the reward:
+
+        R_len(L) = -penalty · clamp((L - (L_max - L_buf)) / L_buf, 0, 1)
+
+    0 up to L_max - L_buf tokens, then falling linearly to -penalty at L_max = max_new_tokens."""
+    if not 0 < buffer_len <= max_new_tokens:
+        raise ValueError(f"overlong_buffer_len={buffer_len!r} must be in 1..max_new_tokens ({max_new_tokens})")
+    excess = (lengths.double() - (max_new_tokens - buffer_len)) / buffer_len
+    return -penalty * excess.clamp(0.0, 1.0)
+
+
 def process_rewards(rewards: torch.Tensor, *, normalize: str | None = None,
                     running: RunningMoments | None = None, clip_range: tuple[float, float] | None = (-10.0, 10.0),
                     scale: float = 1.0, eps: float = 1e-8) -> torch.Tensor:
@@ -210,20 +222,28 @@ def compute_advantages(rewards: torch.Tensor, logprobs: torch.Tensor, ref_logpro
 # ---------------------------------------------------------------------------------------------
 def aggregate_loss(values: torch.Tensor, mask: torch.Tensor, mode: str = "token-mean", *,
                    num_tokens: float | torch.Tensor | None = None,
-                   num_seqs: float | torch.Tensor | None = None) -> torch.Tensor:
+                   num_seqs: float | torch.Tensor | None = None, token_budget: int | None = None) -> torch.Tensor:
     """Reduce a [B, T] per-token loss to a scalar.
 
-    token-mean:          Σ M·L / N_tokens
-    seq-mean-token-mean: Σ_b (Σ_t M·L / Σ_t M) / N_seqs
-    seq-mean-token-sum:  Σ_b Σ_t M·L / N_seqs
+    token-mean:              Σ M·L / N_tokens
+    seq-mean-token-mean:     Σ_b (Σ_t M·L / Σ_t M) / N_seqs
+    seq-mean-token-sum:      Σ_b Σ_t M·L / N_seqs
+    seq-mean-token-sum-norm: Σ_b Σ_t M·L / (N_seqs · T_budget)   (Dr.GRPO: a constant normaliser,
+                             the response budget, instead of each response's length)
     N_tokens / N_seqs default to this batch's counts; pass the optimizer step's global counts
-    when a step spans several micro-batches or learners."""
+    when a step spans several micro-batches or learners. T_budget (`token_budget`) is
+    max_new_tokens: a constant, so any split of the batch sums to the same loss."""
     if mode == "token-mean":
         count = mask.sum() if num_tokens is None else num_tokens
         return (values * mask).sum() / max(count, 1)  # an all-masked batch gives 0, not NaN
     per_seq = (values * mask).sum(-1)
     if mode == "seq-mean-token-mean":
         per_seq = per_seq / mask.sum(-1).clamp(min=1)
+    elif mode == "seq-mean-token-sum-norm":
+        if not token_budget or token_budget < 1:
+            raise ValueError(f"loss_agg_mode {mode!r} divides by the response budget; got "
+                             f"token_budget={token_budget!r}, expected max_new_tokens (a positive int)")
+        per_seq = per_seq / token_budget
     elif mode != "seq-mean-token-sum":
         raise ValueError(f"unknown loss_agg_mode {mode!r}; expected one of {LOSS_AGG_MODES}")
     return per_seq.sum() / max(mask.shape[0] if num_seqs is None else num_seqs, 1)
@@ -257,7 +277,7 @@ def clipped_policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, adva
                         mask: torch.Tensor, *, clip_low: float = 0.2, clip_high: float = 0.2,
                         dual_clip: float | None = None, loss_agg_mode: str = "token-mean",
                         num_tokens=None, num_seqs=None, is_weights: torch.Tensor | None = None,
-                        log_ratio_clamp: float = 20.0) -> PolicyLoss:
+                        token_budget: int | None = None, log_ratio_clamp: float = 20.0) -> PolicyLoss:
     """L_t = -min(ρ_t Â_t, clip(ρ_t, 1 - ε_low, 1 + ε_high) Â_t),  ρ_t = exp(log π_θ - log π_old).
 
     Dual clip (c > 1): for Â_t < 0, L_t = min(L_t, -c·Â_t). Optional per-token `is_weights`
@@ -273,9 +293,15 @@ def clipped_policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, adva
         dual_bound = -dual_clip * advantages
         dual = ((advantages < 0) & (losses > dual_bound)).float()
         losses = torch.where(advantages < 0, torch.minimum(losses, dual_bound), losses)
+    return _finish(losses, mask, is_weights, ratio, log_ratio, clipped, dual, loss_agg_mode,
+                   num_tokens=num_tokens, num_seqs=num_seqs, token_budget=token_budget)
+
+
+def _finish(losses, mask, is_weights, ratio, log_ratio, clipped, dual, loss_agg_mode, **agg) -> PolicyLoss:
+    """Weight by `is_weights`, aggregate, and measure the ratios (token means over `mask`)."""
     if is_weights is not None:
         losses = losses * is_weights
-    loss = aggregate_loss(losses, mask, loss_agg_mode, num_tokens=num_tokens, num_seqs=num_seqs)
+    loss = aggregate_loss(losses, mask, loss_agg_mode, **agg)
     with torch.no_grad():
         n = mask.sum().clamp(min=1)
         valid = mask > 0
@@ -287,6 +313,55 @@ def clipped_policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, adva
             ((torch.expm1(log_ratio) - log_ratio) * mask).sum() / n,
         )
     return PolicyLoss(loss, *stats)
+
+
+def gspo_policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,
+                     mask: torch.Tensor, *, clip_low: float = 3e-4, clip_high: float = 4e-4,
+                     loss_agg_mode: str = "seq-mean-token-mean", num_tokens=None, num_seqs=None,
+                     is_weights: torch.Tensor | None = None, token_budget: int | None = None,
+                     log_ratio_clamp: float = 20.0, **unused) -> PolicyLoss:
+    """GSPO (Zheng et al. 2025), token variant: one importance ratio per sequence.
+
+        s_i     = exp( Σ_t M·(log π_θ - log π_old) / Σ_t M )            sequence ratio, [B]
+        s_{i,t} = sg(s_i) · π_θ(y_t) / sg(π_θ(y_t))                     value s_i, gradient of token t
+        L_{i,t} = -min(s_{i,t} Â_{i,t}, clip(s_{i,t}, 1 - ε_low, 1 + ε_high) Â_{i,t})
+
+    With one advantage per sequence (Â_{i,t} = Â_i) and seq-mean-token-mean this is GSPO's
+    sequence loss -min(s_i Â_i, clip(s_i) Â_i) exactly, gradient included; REINFORCE++'s advantages
+    differ per token (the KL shaping), which the token variant keeps. ε is a sequence-level
+    range (GSPO: 3e-4 / 4e-4), not PPO's 0.2. Sequences are never split across micro-batches, so
+    s_i is always whole."""
+    n = mask.sum(-1).clamp(min=1)
+    seq_log_ratio = (((logprobs - old_logprobs) * mask).sum(-1) / n).clamp(-log_ratio_clamp, log_ratio_clamp)
+    log_ratio = seq_log_ratio.detach()[:, None] + logprobs - logprobs.detach()  # [B, T], value log s_i
+    ratio = torch.exp(log_ratio)
+    surr = ratio * advantages
+    surr_clipped = ratio.clamp(1 - clip_low, 1 + clip_high) * advantages
+    losses = -torch.minimum(surr, surr_clipped)
+    clipped = (surr_clipped < surr).float()
+    return _finish(losses, mask, is_weights, ratio.detach(), log_ratio.detach(), clipped, torch.zeros_like(losses),
+                   loss_agg_mode, num_tokens=num_tokens, num_seqs=num_seqs, token_budget=token_budget)
+
+
+def cispo_policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,
+                      mask: torch.Tensor, *, clip_low: float = 0.2, clip_high: float = 0.28,
+                      loss_agg_mode: str = "token-mean", num_tokens=None, num_seqs=None,
+                      is_weights: torch.Tensor | None = None, token_budget: int | None = None,
+                      log_ratio_clamp: float = 20.0, **unused) -> PolicyLoss:
+    """CISPO (MiniMax-M1, 2025): clip the importance weight, never the token's gradient.
+
+        L_t = -sg(clip(ρ_t, 1 - ε_low, 1 + ε_high)) · Â_t · log π_θ(y_t),   ρ_t = π_θ / π_old
+
+    Every token keeps its REINFORCE gradient Â_t ∇log π_θ, weighted by the clipped (stop-gradient)
+    ratio; PPO-clip instead drops the gradient of tokens whose ratio left the range. At ρ = 1 the
+    two gradients are equal."""
+    log_ratio = (logprobs - old_logprobs).clamp(-log_ratio_clamp, log_ratio_clamp)
+    ratio = torch.exp(log_ratio)
+    weight = ratio.clamp(1 - clip_low, 1 + clip_high).detach()
+    losses = -weight * advantages * logprobs
+    clipped = ((ratio < 1 - clip_low) | (ratio > 1 + clip_high)).float()
+    return _finish(losses, mask, is_weights, ratio.detach(), log_ratio.detach(), clipped, torch.zeros_like(losses),
+                   loss_agg_mode, num_tokens=num_tokens, num_seqs=num_seqs, token_budget=token_budget)
 
 
 def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:

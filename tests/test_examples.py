@@ -109,3 +109,15 @@ def test_an_estimator_named_by_its_path_reaches_remote_learners(ray_local):
     algo.stop()
     with pytest.raises(ValueError, match="advantage_estimator='no_such.module:X' is invalid"):
         build_config().training(advantage_estimator="no_such.module:X").validate()
+
+
+def test_a_policy_loss_named_by_its_path_reaches_remote_learners(ray_local):
+    from rllib_rpp.policy_losses import POLICY_LOSSES, get_policy_loss
+    from tuned_examples.custom_policy_loss import build_config
+
+    assert "truncated_pg" not in POLICY_LOSSES  # never registered: every process imports it by its path
+    algo = build_config(num_learners=2).build_algo()
+    assert algo.train()["env_runners"]["num_env_steps_sampled"] == 128
+    found = algo.learner_group.foreach_learner(lambda learner: get_policy_loss(learner.config.policy_loss).name)
+    assert [f.get() for f in found.result_or_errors] == ["truncated_pg", "truncated_pg"]
+    algo.stop()

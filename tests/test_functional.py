@@ -258,7 +258,8 @@ def test_clipped_policy_loss_matches_reference(mode, dual):
     g = torch.Generator().manual_seed(1)
     lp = (old + torch.randn(old.shape, generator=g, dtype=torch.float64) * 0.5) * mask
     adv = torch.randn(old.shape, generator=g, dtype=torch.float64) * 2 * mask
-    got = F.clipped_policy_loss(lp, old, adv, mask, clip_low=0.2, clip_high=0.28, dual_clip=dual, loss_agg_mode=mode)
+    got = F.clipped_policy_loss(lp, old, adv, mask, clip_low=0.2, clip_high=0.28, dual_clip=dual, loss_agg_mode=mode,
+                                token_budget=8)
     per_row, clipped, n = [], 0, 0
     for b, L in enumerate(lens.tolist()):
         terms = [ref_loss_terms(lp[b, t].item(), old[b, t].item(), adv[b, t].item(), 0.2, 0.28, dual) for t in range(L)]
@@ -269,6 +270,8 @@ def test_clipped_policy_loss_matches_reference(mode, dual):
         want = sum(map(sum, per_row)) / n
     elif mode == "seq-mean-token-mean":
         want = sum(sum(row) / len(row) for row in per_row) / len(per_row)
+    elif mode == "seq-mean-token-sum-norm":  # Dr.GRPO: the budget, not the lengths
+        want = sum(map(sum, per_row)) / (len(per_row) * 8)
     else:
         want = sum(map(sum, per_row)) / len(per_row)
     assert got.loss.item() == pytest.approx(want, rel=1e-10)

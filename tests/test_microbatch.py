@@ -65,6 +65,10 @@ def one_step(lm, batch, opts, max_tokens, **dist_kw):
     ref = tiny(seed=1)
     batch = dict(batch)
     prepare_batch(lm, ref, batch, opts, kl_coef=0.1, collectives=dist_kw.get("collectives", ALONE))
+    if dist_kw.pop("stale", False):  # π_old != π_θ, as on a later mini-batch: ratios move, clips bite
+        g = torch.Generator().manual_seed(5)
+        noise = torch.randn(batch[S.OLD_LOGPROBS].shape, generator=g, dtype=batch[S.OLD_LOGPROBS].dtype)
+        batch[S.OLD_LOGPROBS] = batch[S.OLD_LOGPROBS] + 0.3 * noise * batch[S.LOSS_MASK]
     optim = torch.optim.Adam(lm.parameters(), lr=1e-3)
     optim.zero_grad()
     forward = dist_kw.pop("forward", None) or Policy(lm, opts)
@@ -92,13 +96,17 @@ def test_split_by_tokens_respects_the_budget_sorts_by_length_and_agrees_on_a_cou
 
 
 @pytest.mark.parametrize("mode", F.LOSS_AGG_MODES)
-def test_microbatched_step_equals_the_whole_minibatch(mode):
-    opts = dataclasses.replace(OPTS, loss_agg_mode=mode)
+@pytest.mark.parametrize("policy_loss", ["ppo_clip", "gspo", "cispo"])
+def test_microbatched_step_equals_the_whole_minibatch(mode, policy_loss):
+    opts = dataclasses.replace(OPTS, loss_agg_mode=mode, policy_loss=policy_loss, max_new_tokens=6)
+    if policy_loss == "gspo":
+        opts = dataclasses.replace(opts, clip_low=0.05, clip_high=0.05)  # some sequences clip at these ratios
     batch = random_batch()
     lengths = sum(row_lengths(batch))
     assert len(split_by_tokens(*row_lengths(batch), max_tokens=25)) >= 4  # uneven splits
-    whole, loss_whole, _ = one_step(tiny(), batch, opts, max_tokens=10_000)
-    split, loss_split, metrics = one_step(tiny(), batch, opts, max_tokens=25)
+    whole, loss_whole, m_whole = one_step(tiny(), batch, opts, max_tokens=10_000, stale=True)
+    split, loss_split, metrics = one_step(tiny(), batch, opts, max_tokens=25, stale=True)
+    assert 0 < m_whole["clip_fraction"] < 1  # the stale π_old puts some ratios outside the range
     assert metrics["num_microbatches"] >= 4 and lengths.max() <= 25
     torch.testing.assert_close(loss_split, loss_whole, rtol=1e-10, atol=1e-12)
     for k in whole:
@@ -147,12 +155,13 @@ def test_holes_in_the_loss_mask_are_context_not_loss_and_microbatches_still_equa
     if mode == "token-mean":
         want = (per_token * m).sum() / m.sum()
     else:
-        per_seq = (per_token * m).sum(-1) / (m.sum(-1) if mode == "seq-mean-token-mean" else 1)
+        per_seq = (per_token * m).sum(-1) / {"seq-mean-token-mean": m.sum(-1),
+                                             "seq-mean-token-sum-norm": opts.max_new_tokens}.get(mode, 1)
         want = per_seq.mean()
     torch.testing.assert_close(loss_whole, want.detach(), rtol=1e-9, atol=1e-10)
 
 
-def _ddp_worker(rank, world, port, batch, out):
+def _ddp_worker(rank, world, port, batch, out, opts=OPTS):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     torch.set_num_threads(1)
@@ -168,19 +177,23 @@ def _ddp_worker(rank, world, port, batch, out):
         return int(t)
 
     lm = tiny()
-    ddp = torch.nn.parallel.DistributedDataParallel(Policy(lm, OPTS))
+    ddp = torch.nn.parallel.DistributedDataParallel(Policy(lm, opts))
     shard = {k: v[rank::world] for k, v in batch.items()}
     collectives = Collectives(world_size=world, all_reduce=all_reduce, agree_count=agree, no_sync=ddp.no_sync)
-    weights, loss, _ = one_step(lm, shard, OPTS, max_tokens=20 + 15 * rank, collectives=collectives, forward=ddp)
+    weights, loss, _ = one_step(lm, shard, opts, max_tokens=20 + 15 * rank, collectives=collectives, forward=ddp,
+                                stale=opts.policy_loss != "ppo_clip")
     out[rank] = weights
     dist.destroy_process_group()
 
 
-def test_two_ddp_learners_with_microbatches_equal_one_learner():
+@pytest.mark.parametrize("policy_loss,mode", [("ppo_clip", "token-mean"), ("gspo", "seq-mean-token-mean"),
+                                              ("cispo", "seq-mean-token-sum-norm")])
+def test_two_ddp_learners_with_microbatches_equal_one_learner(policy_loss, mode):
+    opts = dataclasses.replace(OPTS, policy_loss=policy_loss, loss_agg_mode=mode, max_new_tokens=6)
     batch = random_batch(B=12, seed=3)
-    whole, _, _ = one_step(tiny(), batch, OPTS, max_tokens=10_000)
+    whole, _, _ = one_step(tiny(), batch, opts, max_tokens=10_000, stale=policy_loss != "ppo_clip")
     out = mp.Manager().dict()
-    mp.spawn(_ddp_worker, args=(2, 29517, batch, out), nprocs=2, join=True)
+    mp.spawn(_ddp_worker, args=(2, 29517, batch, out, opts), nprocs=2, join=True)
     for rank in (0, 1):
         for k in whole:
             torch.testing.assert_close(out[rank][k], whole[k], rtol=1e-9, atol=1e-12)

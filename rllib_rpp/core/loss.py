@@ -7,19 +7,21 @@ import torch
 from rllib_rpp import functional as F
 from rllib_rpp import schema as S
 from rllib_rpp.core.options import UpdateOptions
+from rllib_rpp.policy_losses import get_policy_loss
 
 
 def minibatch_loss(logprobs: torch.Tensor, entropy: torch.Tensor | None, batch: dict, opts: UpdateOptions, *,
                    kl_coef: float, num_tokens, num_seqs) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """L = L_clip (§3) [+ β·KL(π_θ‖π_ref) if the KL placement is "loss"] [- c_H·H].
+    """L = L_policy (§3; `opts.policy_loss`, default PPO-clip) [+ β·KL(π_θ‖π_ref) if the KL placement
+    is "loss"] [- c_H·H].
 
     `logprobs`/`entropy` are [B, R] from the training forward pass over `batch`'s rows;
     `num_tokens`/`num_seqs` are the counts of the whole optimizer step (every micro-batch and
     learner), so the sum of the pieces' losses is the loss of the whole step. Returns the loss
     and detached metrics."""
     mask = batch[S.LOSS_MASK]
-    agg = dict(num_tokens=num_tokens, num_seqs=num_seqs)
-    pl = F.clipped_policy_loss(
+    agg = dict(num_tokens=num_tokens, num_seqs=num_seqs, token_budget=opts.max_new_tokens)
+    pl = get_policy_loss(opts.policy_loss).fn(
         logprobs, batch[S.OLD_LOGPROBS], batch[S.ADVANTAGES], mask, clip_low=opts.clip_low,
         clip_high=opts.clip_high, dual_clip=opts.dual_clip, loss_agg_mode=opts.loss_agg_mode,
         is_weights=batch.get(S.IS_WEIGHTS), **agg,

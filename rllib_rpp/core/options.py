@@ -36,10 +36,12 @@ class UpdateOptions:
     advantage_std_norm: bool = True
     gamma: float = 1.0
     # §3 loss.
+    policy_loss: str = "ppo_clip"  # an entry of rllib_rpp.policy_losses
     clip_low: float = 0.2
     clip_high: float = 0.2
     dual_clip: float | None = None
     loss_agg_mode: str = "token-mean"
+    max_new_tokens: int = 16  # the response budget: seq-mean-token-sum-norm's constant normaliser
     entropy_coef: float = 0.0
     tis_cap: float | None = None
     is_mask_range: tuple[float, float] | None = None

@@ -50,6 +50,7 @@ from rllib_rpp.checkpoints import resolve_for_restore, save_atomically
 from rllib_rpp.core.balance import balanced_order
 from rllib_rpp.core.scoring import score_batch
 from rllib_rpp.env_runners.reward_workers import start_reward_workers, stop_reward_workers
+from rllib_rpp.reinforce_pp.dynamic_sampling import fill_batch, trim_for_update
 from rllib_rpp.reinforce_pp.errors import LearnersTimedOut
 from rllib_rpp.reinforce_pp.reinforce_pp_config import ReinforcePPConfig
 from rllib_rpp.reinforce_pp.rollouts import AsyncRollouts, sample_sync
@@ -135,16 +136,22 @@ class ReinforcePP(Algorithm):
         cfg = self.config
         t0 = time.perf_counter()
         with self.metrics.log_time((TIMERS, ENV_RUNNER_SAMPLING_TIMER)):
-            if self._async is None:
-                episodes, runner_metrics = sample_sync(self)
+            if cfg.dynamic_sampling:
+                episodes, runner_metrics, stats = fill_batch(self._draw, cfg.num_prompts_per_iteration,
+                                                             cfg.max_sampling_rounds)
+                self.metrics.log_dict(stats, key=("reinforce_pp", "dynamic_sampling"), window=1)
             else:
-                episodes, runner_metrics, stats = self._async.next_batch(
-                    self._learner_version, cfg.max_rollout_staleness, self._push_newer_weights)
-                self.metrics.log_dict(stats, key=("reinforce_pp", "async"), window=1)
+                episodes, runner_metrics = self._draw(cfg.num_prompts_per_iteration, new_weights_next=True)
         self.metrics.aggregate(runner_metrics, key=ENV_RUNNER_RESULTS)
+        minibatch_size = cfg.minibatch_size
+        if cfg.dynamic_sampling and episodes:  # fewer groups: smaller mini-batches, the same steps
+            full = cfg.num_prompts_per_iteration * cfg.num_samples_per_prompt // max(1, cfg.num_learners)
+            steps = full // (cfg.minibatch_size or full)
+            episodes, minibatch_size = trim_for_update(episodes, learners=max(1, cfg.num_learners), steps=steps)
         if not episodes:
-            self._fail_without_runners()
-            return
+            if not cfg.dynamic_sampling or not runner_metrics:
+                self._fail_without_runners()
+            return  # dynamic sampling found no informative group: no update this iteration
         self._empty_iterations = 0
         t1 = time.perf_counter()
         self._score(episodes)
@@ -159,7 +166,7 @@ class ReinforcePP(Algorithm):
                 timesteps={NUM_ENV_STEPS_SAMPLED_LIFETIME: self.metrics.peek(
                     (ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME), default=0)},
                 num_epochs=cfg.num_epochs,
-                minibatch_size=cfg.minibatch_size,
+                minibatch_size=minibatch_size,
                 shuffle_batch_per_epoch=cfg.shuffle_batch_per_epoch,
             )
         self.metrics.aggregate(results, key=LEARNER_RESULTS)
@@ -179,6 +186,16 @@ class ReinforcePP(Algorithm):
             if self._last_eval is None or (self.iteration + 1) % cfg.greedy_eval_interval == 0:
                 self._last_eval = {**self.evaluate_greedy(), "at_iteration": self.iteration + 1}
             self.metrics.log_dict(self._last_eval, key="greedy_eval", window=1)
+
+    def _draw(self, num_prompts: int, new_weights_next: bool = False) -> tuple[list, list]:
+        """One batch of rollouts: a synchronous sample of `num_prompts` prompts, or (async) the
+        batch in flight, a whole iteration's (too stale a batch comes back empty)."""
+        if self._async is None:
+            return sample_sync(self, num_prompts, new_weights_next=new_weights_next)
+        episodes, runner_metrics, stats = self._async.next_batch(
+            self._learner_version, self.config.max_rollout_staleness, self._push_newer_weights)
+        self.metrics.log_dict(stats, key=("reinforce_pp", "async"), window=1)
+        return episodes, runner_metrics
 
     def _push_newer_weights(self) -> None:
         if self._learner_version > self._pushed_version:
@@ -295,7 +312,10 @@ class ReinforcePP(Algorithm):
             truncated_response=cfg.truncated_response, truncated_reward=cfg.truncated_reward,
             normalize=cfg.reward_normalization, running=self.reward_moments, clip_range=cfg.reward_clip,
             scale=cfg.reward_scale,
-            skipped=torch.tensor([bool(e.custom_data.get(S.REWARD_SKIPPED, False)) for e in episodes]))
+            skipped=torch.tensor([bool(e.custom_data.get(S.REWARD_SKIPPED, False)) for e in episodes]),
+            lengths=torch.tensor([int(e.get_extra_model_outputs(S.RESPONSE_MASK, 0).sum()) for e in episodes]),
+            overlong=((cfg.max_new_tokens, cfg.overlong_buffer_len, cfg.overlong_penalty)
+                      if cfg.overlong_buffer_len else None))
         for e, s, w in zip(episodes, scored.scores.tolist(), scored.loss_weights.tolist()):
             e.custom_data[S.SCORE] = s
             e.custom_data[S.LOSS_WEIGHT] = w

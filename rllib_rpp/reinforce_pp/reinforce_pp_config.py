@@ -75,9 +75,12 @@ class ReinforcePPConfig(RewardOptions, AlgorithmConfig):
         self.reward_normalization = None
         self.reward_clip = (-10.0, 10.0)
         self.reward_scale = 1.0
+        self.overlong_buffer_len = 0
+        self.overlong_penalty = 1.0
         self.advantage_estimator = "reinforce_pp"
         self.advantage_std_norm = True
         # Policy loss (§3).
+        self.policy_loss = "ppo_clip"
         self.clip_low = 0.2
         self.clip_high = 0.2
         self.dual_clip = None
@@ -89,6 +92,8 @@ class ReinforcePPConfig(RewardOptions, AlgorithmConfig):
         # Batch shape.
         self.num_samples_per_prompt = 4
         self.num_prompts_per_iteration = 64
+        self.dynamic_sampling = False
+        self.max_sampling_rounds = 3
         # Learner memory: tokens per forward/backward (prompt + response, padded) and per chunk of
         # the output layer. With 8192 tokens a 1.5B model's update needs ~34 GB with checkpointing
         # (~52 GB without); one 8B replica needs ~157 GB even with it: FSDP or LoRA (rllib_rpp.memory).
@@ -128,8 +133,11 @@ class ReinforcePPConfig(RewardOptions, AlgorithmConfig):
         reward_normalization: str | None = NotProvided,
         reward_clip: tuple[float, float] | None = NotProvided,
         reward_scale: float = NotProvided,
+        overlong_buffer_len: int = NotProvided,
+        overlong_penalty: float = NotProvided,
         advantage_estimator: str = NotProvided,
         advantage_std_norm: bool = NotProvided,
+        policy_loss: str = NotProvided,
         clip_low: float = NotProvided,
         clip_high: float = NotProvided,
         dual_clip: float | None = NotProvided,
@@ -140,6 +148,8 @@ class ReinforcePPConfig(RewardOptions, AlgorithmConfig):
         old_logprobs: str = NotProvided,
         num_samples_per_prompt: int = NotProvided,
         num_prompts_per_iteration: int = NotProvided,
+        dynamic_sampling: bool = NotProvided,
+        max_sampling_rounds: int = NotProvided,
         max_tokens_per_microbatch: int = NotProvided,
         learner_strategy: str = NotProvided,
         max_rollout_staleness: int = NotProvided,
@@ -172,14 +182,22 @@ class ReinforcePPConfig(RewardOptions, AlgorithmConfig):
                 "running" (z-score with the running mean/std of all rewards so far).
             reward_clip: (low, high) applied after normalisation; None disables.
             reward_scale: Factor applied last.
+            overlong_buffer_len: DAPO's soft overlong penalty (0: off): a response's reward loses
+                up to `overlong_penalty`, linearly over its last `overlong_buffer_len` tokens before
+                max_new_tokens. Added before `truncated_response` acts and before normalisation.
+            overlong_penalty: The penalty at max_new_tokens (DAPO: 1.0).
             advantage_estimator: "reinforce_pp" (default), "reinforce_pp_baseline", "grpo", "rloo", a
                 name added with `register_estimator` (this process only), or a "module:name" path
                 to an `Estimator` (imported by every process, remote learners included).
             advantage_std_norm: Divide by the global std (True) or subtract the mean only.
-            clip_low: ε_low of the PPO clip (ratio >= 1 - ε_low).
-            clip_high: ε_high of the PPO clip (ratio <= 1 + ε_high).
+            policy_loss: "ppo_clip" (default, the paper's), "gspo" (one clipped ratio per sequence;
+                ε ~ 3e-4/4e-4), "cispo" (clipped stop-gradient IS weight on every token), a name
+                added with `register_policy_loss`, or a "module:name" path to a `PolicyLossEntry`.
+            clip_low: ε_low of the clip (ratio >= 1 - ε_low; GSPO: of the sequence ratio).
+            clip_high: ε_high of the clip (ratio <= 1 + ε_high).
             dual_clip: c > 1 bounds the loss of negative advantages at -c·Â; None disables.
-            loss_agg_mode: "token-mean", "seq-mean-token-mean" or "seq-mean-token-sum".
+            loss_agg_mode: "token-mean", "seq-mean-token-mean", "seq-mean-token-sum" or
+                "seq-mean-token-sum-norm" (Dr.GRPO: divided by max_new_tokens, not by lengths).
             entropy_coef: Entropy bonus coefficient (0: entropy is only logged; NaN with
                 old_logprobs="sampler").
             tis_cap: Truncated importance-sampling cap for sampler/learner mismatch; None off.
@@ -193,6 +211,12 @@ class ReinforcePPConfig(RewardOptions, AlgorithmConfig):
                 (with "sampler", from the first update step, where π_θ = π_old); no entropy metric (NaN).
             num_samples_per_prompt: Completions per prompt (group size).
             num_prompts_per_iteration: Prompts per iteration, over all env runners.
+            dynamic_sampling: DAPO: drop prompt groups whose samples all got the same reward (no
+                gradient with a per-prompt baseline) and sample more prompts until the iteration
+                holds num_prompts_per_iteration informative groups or `max_sampling_rounds`
+                samples were drawn; a short batch trains with smaller mini-batches (same steps).
+                Metrics under reinforce_pp/dynamic_sampling/.
+            max_sampling_rounds: Samples drawn per iteration at most with dynamic_sampling.
             max_tokens_per_microbatch: Token budget of one forward/backward: each mini-batch
                 (one optimizer step) is split into micro-batches of at most this many padded
                 tokens (prompt + response, rows sorted by length) whose gradients accumulate,

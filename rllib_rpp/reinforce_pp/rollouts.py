@@ -21,20 +21,22 @@ def shares(n: int, runners: int) -> list[int]:
     return [n // runners + (i < n % runners) for i in range(runners)]
 
 
-def sample_sync(algo) -> tuple[list, list]:
-    """One sample call on every healthy runner (the local runner when there are none); new weights
-    reach every runner before its next sample (an empty batch ends the iteration and the run)."""
+def sample_sync(algo, num_prompts: int | None = None, new_weights_next: bool = True) -> tuple[list, list]:
+    """One sample call on every healthy runner (the local runner when there are none) for
+    `num_prompts` (default: the iteration's) prompts. `new_weights_next`: new weights reach every
+    runner before its next sample (False when another sample with these weights may follow)."""
     group = algo.env_runner_group
-    n = algo.config.num_prompts_per_iteration
+    n = num_prompts or algo.config.num_prompts_per_iteration
     ids = group.healthy_env_runner_ids() if group.num_remote_env_runners() else []
     if not ids:
-        out = group.foreach_env_runner(lambda runner: (runner.sample(num_prompts=n, new_weights_next=True),
+        out = group.foreach_env_runner(lambda runner: (runner.sample(num_prompts=n, new_weights_next=new_weights_next),
                                                        runner.get_metrics()), local_env_runner=True)
     else:
         out = group.foreach_env_runner(
-            [lambda runner, k=k: (runner.sample(num_prompts=k, new_weights_next=True), runner.get_metrics())
-             for k in shares(n, len(ids))],
-            remote_worker_ids=ids, local_env_runner=False)
+            [lambda runner, k=k: (runner.sample(num_prompts=k, new_weights_next=new_weights_next),
+                                  runner.get_metrics())
+             for k in shares(n, len(ids)) if k],
+            remote_worker_ids=ids[: min(n, len(ids))], local_env_runner=False)
     return [e for eps, _ in out for e in eps], [m for _, m in out]
 
 

@@ -18,6 +18,7 @@ from envs.reward_guard import is_error_policy
 from envs.text_env import SingleTurnTextEnv, TextEnvConfig
 from rllib_rpp.estimators import KL_PLACEMENTS, get_estimator
 from rllib_rpp.functional import KL_ESTIMATORS, LOSS_AGG_MODES
+from rllib_rpp.policy_losses import get_policy_loss
 from rllib_rpp.samplers.base import sampler_class
 
 Rule = tuple[Callable[[Any], bool], str]
@@ -109,11 +110,16 @@ RULES: dict[str, Rule] = {
     "reward_normalization": one_of(REWARD_NORMALIZATIONS),
     "reward_clip": (pair, "None or (low, high) with finite low < high"),
     "reward_scale": number(0, lo_open=True),
+    "overlong_buffer_len": number(0, integer=True),
+    "overlong_penalty": number(0),
     "advantage_estimator": (lambda v: resolves(get_estimator, v),
                             "a registered estimator name (rllib_rpp.estimators.ESTIMATORS) or a 'module:name' path "
                             "to an Estimator"),
     "advantage_std_norm": boolean(),
     # §3 loss.
+    "policy_loss": (lambda v: resolves(get_policy_loss, v),
+                    "a registered policy loss (rllib_rpp.policy_losses.POLICY_LOSSES) or a 'module:name' path to a "
+                    "PolicyLossEntry"),
     "clip_low": number(0, 1, lo_open=True, hi_open=True),
     "clip_high": number(0, lo_open=True),
     "dual_clip": number(1, lo_open=True, optional=True),
@@ -125,6 +131,8 @@ RULES: dict[str, Rule] = {
     # Batch shape.
     "num_samples_per_prompt": POSITIVE_INT,
     "num_prompts_per_iteration": POSITIVE_INT,
+    "dynamic_sampling": boolean(),
+    "max_sampling_rounds": POSITIVE_INT,
     "max_tokens_per_microbatch": POSITIVE_INT,
     "learner_strategy": one_of(("ddp", "fsdp")),
     "max_rollout_staleness": number(0, integer=True),
@@ -195,6 +203,17 @@ def option_warnings(config) -> list[str]:
     warnings = []
     if config.kl_placement_used == "loss" and config.kl_estimator_used == "k3":
         warnings.append("KL estimator k3 as a loss term gives a biased gradient; k2 is recommended")
+    if config.dynamic_sampling and not get_estimator(config.advantage_estimator).needs_groups:
+        warnings.append(f"dynamic_sampling with advantage_estimator={config.advantage_estimator!r} (no per-prompt "
+                        f"baseline): a group whose samples share one reward still has a gradient here (global "
+                        f"whitening gives it a nonzero advantage), and dynamic sampling drops it anyway; DAPO's "
+                        f"filter is meant for group baselines (grpo, rloo, reinforce_pp_baseline)")
+    loss = get_policy_loss(config.policy_loss)
+    if loss.sequence_level_clip and max(config.clip_low, config.clip_high) > 0.01:
+        warnings.append(f"policy_loss={config.policy_loss!r} clips a sequence-level ratio (the mean of the token "
+                        f"log-ratios), whose range is ~1e-3 (GSPO: clip_low=3e-4, clip_high=4e-4); clip_low="
+                        f"{config.clip_low:g}, clip_high={config.clip_high:g} look like a token-level range and will "
+                        f"almost never clip")
     exact = sampler_class(config.sampler).runs_learner_code and config.dtypes["compute"] == "float32"
     if config.old_logprobs == "sampler" and not exact:
         warnings.append("old_logprobs='sampler' takes π_old from the sampler's log-probs: exact only when the sampler "
@@ -212,6 +231,15 @@ def cross_option_errors(config) -> list[str]:
     if config.kl_placement is not None and (config.kl_in_reward is not None or config.use_kl_loss is not None):
         errors.append(f"kl_placement={config.kl_placement!r} and the older kl_in_reward/use_kl_loss flags are both "
                       f"set; use kl_placement only")
+    if config.dynamic_sampling and config.num_samples_per_prompt < 2:
+        errors.append(f"dynamic_sampling drops groups whose samples all got the same reward; with "
+                      f"num_samples_per_prompt={config.num_samples_per_prompt} every group has one sample: use >= 2")
+    if config.overlong_buffer_len > config.max_new_tokens:
+        errors.append(f"overlong_buffer_len={config.overlong_buffer_len} is longer than max_new_tokens="
+                      f"{config.max_new_tokens}: the penalty ramps over the budget's last overlong_buffer_len tokens")
+    if config.dual_clip is not None and not get_policy_loss(config.policy_loss).supports_dual_clip:
+        errors.append(f"dual_clip={config.dual_clip!r} bounds PPO-clip's loss; policy_loss={config.policy_loss!r} has "
+                      f"no dual clip: set dual_clip=None")
     if get_estimator(config.advantage_estimator).needs_groups and config.num_samples_per_prompt < 2:
         errors.append(f"advantage_estimator={config.advantage_estimator!r} subtracts a per-prompt baseline and "
                       f"needs num_samples_per_prompt >= 2, got {config.num_samples_per_prompt}")
