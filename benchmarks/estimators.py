@@ -31,7 +31,7 @@ VARIANTS = {
     "reinforce_pp + cispo": ("reinforce_pp", {"policy_loss": "cispo", "clip_low": 0.2, "clip_high": 0.28}),
     "grpo + dr_grpo agg": ("grpo", {"loss_agg_mode": "seq-mean-token-sum-norm"}),
     "grpo + dynamic sampling": ("grpo", {"dynamic_sampling": True, "max_sampling_rounds": 3}),
-    "reinforce_pp + overlong": ("reinforce_pp", {"overlong_buffer_len": 2, "overlong_penalty": 0.5}),
+    "reinforce_pp + overlong": ("reinforce_pp", {"overlong_buffer_len": 1, "overlong_penalty": 0.5}),
 }
 CONTENDERS = {**{e: (e, {}) for e in ESTIMATORS}, **VARIANTS}
 
