@@ -66,8 +66,9 @@ def one_step(lm, batch, opts, max_tokens, **dist_kw):
     batch = dict(batch)
     prepare_batch(lm, ref, batch, opts, kl_coef=0.1, collectives=dist_kw.get("collectives", ALONE))
     if dist_kw.pop("stale", False):  # π_old != π_θ, as on a later mini-batch: ratios move, clips bite
-        g = torch.Generator().manual_seed(5)
-        noise = torch.randn(batch[S.OLD_LOGPROBS].shape, generator=g, dtype=batch[S.OLD_LOGPROBS].dtype)
+        # A fixed function of each token (not a random draw), so a learner's shard gets its rows' share.
+        ids, pos = batch[S.RESPONSE_IDS].double(), torch.arange(batch[S.RESPONSE_IDS].shape[1])
+        noise = torch.sin(ids * 12.9898 + pos * 78.233).to(batch[S.OLD_LOGPROBS].dtype)
         batch[S.OLD_LOGPROBS] = batch[S.OLD_LOGPROBS] + 0.3 * noise * batch[S.LOSS_MASK]
     optim = torch.optim.Adam(lm.parameters(), lr=1e-3)
     optim.zero_grad()
