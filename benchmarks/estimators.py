@@ -52,7 +52,7 @@ def one_run(args: dict) -> dict:
     for _ in range(args["iterations"]):
         r = algo.train()
         learner = r["learners"]["default_policy"]
-        samples += r["env_runners"]["num_env_steps_sampled"]  # dynamic sampling draws more than 256
+        samples += int(r["env_runners"]["num_env_steps_sampled"])  # dynamic sampling draws more than 256
         curve.append({"samples": samples, "reward": r["env_runners"]["episode_return_mean"],
                       "kl_per_seq": learner["kl_ref_k1_per_seq"], "length": r["env_runners"]["response_length_mean"]})
     wall = time.perf_counter() - t0
