@@ -3,6 +3,9 @@
   rllib-rpp train tiny-arith            REINFORCE++ on the built-in tiny model (CPU, ~5 min)
   rllib-rpp train math --model M --prompts P [--gpus N]     math answers, vLLM, GPUs
   rllib-rpp train general --model M --reward-model RM --prompts P [--gpus N]
+  rllib-rpp train tiny-arith --set training.lr=1e-4 --set generation.max_new_tokens=8
+  rllib-rpp show-config tiny-arith [--set ...] [--config run.yaml]    the resolved config (YAML)
+  rllib-rpp plot RUN_DIR [RUN_DIR ...] [--out curves.png]              overlay runs' curves
   rllib-rpp tiny-model [--rebuild]      where the built-in model is (built on first use)
 
 Also `python -m rllib_rpp ...`.
@@ -15,6 +18,7 @@ import json
 import os
 import sys
 
+from rllib_rpp import overrides
 from rllib_rpp.estimators import ESTIMATORS
 from rllib_rpp.presets import PRESETS
 from rllib_rpp.samplers.base import SAMPLERS
@@ -34,38 +38,90 @@ def _tiny_model(args) -> None:
     print(json.dumps(info), file=sys.stderr)
 
 
-def _train(args) -> None:
-    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-    from rllib_rpp.driver import run
+_GPU_FLAGS = ("model", "prompts", "eval_prompts", "reward_model", "gpus", "learner_gpus", "rollout_gpus",
+              "colocate", "reward_gpus", "train_batch")
+_FILE_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv", ".txt")
 
+
+def _given(args, names) -> list[str]:
+    return [f"--{n.replace('_', '-')}" for n in names if getattr(args, n, None) not in (None, False, [])]
+
+
+def _build_config(args):
+    """The preset with the flags, then `--config FILE`, then every `--set` in order."""
     options = {k: v for k, v in vars(args).items() if k in _COMMON and v is not None}
     if args.example == "tiny-arith":
-        if args.sampler:
+        if ignored := _given(args, _GPU_FLAGS):
+            raise ValueError(f"{', '.join(ignored)}: options of the math/general presets, not of tiny-arith")
+        if getattr(args, "sampler", None):
             options["sampler"] = args.sampler
     else:
         if not args.model or not args.prompts:
-            raise SystemExit(f"`train {args.example}` needs --model and --prompts")
+            raise ValueError(f"`{args.example}` needs --model and --prompts")
+        for flag, source in (("--prompts", args.prompts), ("--eval-prompts", args.eval_prompts)):
+            if source and source.endswith(_FILE_SUFFIXES) and not os.path.isfile(source):
+                raise ValueError(f"{flag} {source}: no such file")
         options.update(model=args.model, prompts=args.prompts, eval_prompts=args.eval_prompts, gpus=args.gpus,
                        learner_gpus=args.learner_gpus, rollout_gpus=args.rollout_gpus, colocate=args.colocate,
                        train_batch=args.train_batch, reward_gpus=args.reward_gpus)
         if args.learner_gpus is not None or args.rollout_gpus is not None:
             options["gpus"] = None
+        elif args.gpus is None:
+            options["gpus"] = 2
         if args.example == "general":
             if not args.reward_model:
-                raise SystemExit("`train general` needs --reward-model (a Bradley-Terry reward model id or path)")
+                raise ValueError("`train general` needs --reward-model (a Bradley-Terry reward model id or path)")
             options["reward_model"] = args.reward_model
-    config = PRESETS[args.example](**options)
+        elif args.reward_model:
+            raise ValueError("--reward-model: an option of the general preset (math rewards answers with math-verify)")
+    pairs = overrides.load_file(args.config) if args.config else []
+    pairs += [overrides.parse_set(item) for item in args.set]
+    return overrides.apply(PRESETS[args.example](**options), pairs)
+
+
+def _train(args) -> None:
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    from rllib_rpp.console import Console
+    from rllib_rpp.driver import run
+
+    if args.checkpoint_every is not None and not args.checkpoint_dir:
+        raise ValueError("--checkpoint-every needs --checkpoint-dir (where to save)")
+    if args.resume:  # the checkpoint holds the config: options given with --resume would be ignored
+        if ignored := _given(args, (*_COMMON, "sampler", *_GPU_FLAGS, "set", "config")):
+            raise ValueError(f"--resume continues the checkpointed run with its own config; {', '.join(ignored)} "
+                             f"would be ignored: leave them out (or start a new run from a preset)")
+        config = None
+    else:
+        config = _build_config(args)
     budget = args.time_budget if args.time_budget is not None else (300.0 if args.example == "tiny-arith" else None)
     if budget is None and args.iterations is None:
-        raise SystemExit("give --time-budget or --iterations")
-    every = args.checkpoint_every
-    if every is not None and not every.endswith("s"):
-        if not every.isdigit():
-            raise SystemExit(f"--checkpoint-every {every!r}: expected iterations (e.g. 50) or seconds (e.g. 600s)")
-        every = int(every)
+        raise ValueError("give --time-budget or --iterations")
+    console = Console(mode="quiet" if args.quiet else "auto", every_s=args.log_every)
     run(config, time_budget_s=budget, iterations=args.iterations, eval_every_s=args.eval_every,
-        checkpoint_dir=args.checkpoint_dir, export_dir=args.export_dir, checkpoint_every=every,
-        keep_checkpoints=args.keep_checkpoints, resume=args.resume)
+        checkpoint_dir=args.checkpoint_dir, export_dir=args.export_dir, checkpoint_every=args.checkpoint_every,
+        keep_checkpoints=args.keep_checkpoints, resume=args.resume, run_dir=args.run_dir, name=args.example,
+        wandb_project=args.wandb, mlflow=args.mlflow is not None, mlflow_uri=args.mlflow or None, console=console)
+
+
+def _show_config(args) -> None:
+    import yaml
+
+    print(yaml.safe_dump(overrides.resolved(_build_config(args)), sort_keys=False), end="")
+
+
+def _plot(args) -> None:
+    from rllib_rpp.run_record import CURVES, plot_runs
+
+    out = args.out or (os.path.join(args.run_dirs[0], CURVES) if len(args.run_dirs) == 1 else CURVES)
+    print(plot_runs(args.run_dirs, out, labels=args.labels))
+
+
+def _config_flags(t) -> None:
+    t.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="any config option, e.g. training.lr=1e-5 or generation.max_new_tokens=256 "
+                        "(JSON values where they parse, strings otherwise; repeatable; after --config)")
+    t.add_argument("--config", metavar="FILE.yaml", help="options as YAML sections, the keys of --set "
+                   "(`rllib-rpp show-config` prints one)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -91,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--prompts", help="math/general: prompt source (.jsonl with prompt [+ answer] columns)")
     t.add_argument("--eval-prompts", help="math/general: held-out prompt source for greedy evaluations")
     t.add_argument("--reward-model", help="general: Bradley-Terry reward model (HF id or local path)")
-    t.add_argument("--gpus", type=int, default=2,
+    t.add_argument("--gpus", type=int,
                    help="math/general: GPUs to use, half learners and half vLLM runners (1 = colocated)")
     t.add_argument("--learner-gpus", type=int, help="math/general: learner GPUs (FSDP when > 1), with --rollout-gpus")
     t.add_argument("--rollout-gpus", type=int, help="math/general: vLLM runner GPUs, with --learner-gpus")
@@ -102,10 +158,35 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--train-batch", type=int, help="math/general: completions per optimizer step, all learners")
     t.add_argument("--checkpoint-dir", help="save checkpoints here (iter_NNNNNN/ and `latest`), always at the end")
     t.add_argument("--checkpoint-every", help="also checkpoint every N iterations, or every N seconds ('600s')")
-    t.add_argument("--keep-checkpoints", type=int, default=3, help="how many checkpoints to keep (default 3)")
+    t.add_argument("--keep-checkpoints", type=int, default=3,
+                   help="how many checkpoints to keep (default 3; 0 keeps all); `latest`'s is never deleted")
     t.add_argument("--resume", help="continue the run checkpointed here (a --checkpoint-dir or one checkpoint)")
     t.add_argument("--export-dir", help="export the trained policy (save_pretrained) here at the end")
+    t.add_argument("--run-dir", help="where the run's metrics.jsonl, summary.json, config.yaml and curves.png go "
+                   "(default: runs/<preset>-<date>-<time>; with --resume, the resumed run's)")
+    t.add_argument("--wandb", metavar="PROJECT", help="log to this Weights & Biases project (offline without a "
+                   "W&B login; needs the track extra: pip install -e '.[track]')")
+    t.add_argument("--mlflow", nargs="?", const="", metavar="TRACKING_URI", help="log to MLflow (default: "
+                   "./mlruns, a local SQLite store; or a server / database URI; needs the track extra)")
+    t.add_argument("--quiet", action="store_true", help="print only errors and the closing summary")
+    t.add_argument("--log-every", type=float, default=30.0, metavar="SECONDS", help="when the output is not a "
+                   "terminal: a progress line every SECONDS of wall time (default 30; 0: every iteration)")
+    _config_flags(t)
     t.set_defaults(func=_train)
+
+    c = sub.add_parser("show-config", help="print a preset's resolved config (YAML, valid for --config)")
+    c.add_argument("example", choices=tuple(PRESETS), help="which preset")
+    for flag in ("--model", "--prompts", "--eval-prompts", "--reward-model"):
+        c.add_argument(flag, help="as for train")
+    c.set_defaults(sampler=None, gpus=None, learner_gpus=None, rollout_gpus=None, colocate=False, reward_gpus=None,
+                   train_batch=None, func=_show_config)
+    _config_flags(c)
+
+    pl = sub.add_parser("plot", help="overlay the curves of one or more run directories")
+    pl.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories (`--run-dir` of train)")
+    pl.add_argument("--out", help="the picture to write (default: RUN_DIR/curves.png for one run, else ./curves.png)")
+    pl.add_argument("--labels", nargs="+", help="one label per run (default: the directories' names)")
+    pl.set_defaults(func=_plot)
 
     p = sub.add_parser("tiny-model", help="print where the built-in tiny-arith model is (building it if needed)")
     p.add_argument("--rebuild", action="store_true", help="rebuild it even if it is cached")

@@ -1,113 +1,49 @@
-"""The training driver behind `rllib-rpp train`: train with progress lines, greedy evaluations before,
-during and after, optional checkpoint and export, and a one-line JSON summary at the end."""
+"""The training driver behind `rllib-rpp train`: train with a live status line, greedy evaluations
+before, during and after, a run directory (metrics, summary, curves.png), optional W&B / MLflow
+tracking, checkpoints and export, and a one-line JSON summary at the end."""
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import signal
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
-import ray
+from rllib_rpp import overrides
+from rllib_rpp.console import Console, status_line, time_left
+from rllib_rpp.run_control import Checkpointer, StopRequest, check_writable, init_ray
+from rllib_rpp.run_record import RunRecord
+from rllib_rpp.tracking import Trackers, build_trackers, flatten_metrics
 
-from rllib_rpp.checkpoints import LATEST
-
-
-def _line(msg: str) -> None:
-    print(msg, flush=True)
-
-
-def init_ray(log=_line) -> None:
-    """Attach to a running Ray cluster (RAY_ADDRESS, or one started with `ray start` on this node,
-    e.g. under `ray job submit`) or start a local one with every core of this machine."""
-    if ray.is_initialized():
-        return
-    quiet = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
-    try:
-        ray.init(address=os.environ.get("RAY_ADDRESS") or "auto", **quiet)
-        log(f"attached to the Ray cluster at {ray.get_runtime_context().gcs_address} "
-            f"({ray.cluster_resources().get('CPU', 0):.0f} CPUs, {ray.cluster_resources().get('GPU', 0):.0f} GPUs)")
-    except ConnectionError:
-        if os.environ.get("RAY_ADDRESS"):
-            raise
-        ray.init(num_cpus=os.cpu_count(), **quiet)
+__all__ = ["run", "default_run_dir", "Checkpointer", "check_writable", "init_ray"]
 
 
-class Checkpointer:
-    """Checkpoints of a run in `root`: `iter_000042/` directories (each written atomically), the
-    newest named in `root/latest` (what `--resume root` and `from_checkpoint(root)` restore), the
-    last `keep` kept. `every`: iterations (int) or seconds ("300s"); None: only at the end."""
-
-    def __init__(self, root: str | None, every: int | str | None = None, keep: int = 3):
-        self.root = Path(root).absolute() if root else None
-        self.every_s = float(every[:-1]) if isinstance(every, str) and every.endswith("s") else None
-        self.every_it = int(every) if every is not None and self.every_s is None else None
-        self.keep, self.last_t = keep, time.time()
-        if self.every_it is not None and self.every_it < 1 or self.every_s is not None and self.every_s <= 0:
-            raise ValueError(f"checkpoint_every={every!r} is invalid: expected a number of iterations >= 1 "
-                             f"or seconds like '300s'")
-
-    def due(self, iteration: int) -> bool:
-        if self.root is None:
-            return False
-        if self.every_it is not None:
-            return iteration % self.every_it == 0
-        return self.every_s is not None and time.time() - self.last_t >= self.every_s
-
-    def save(self, algo) -> str:
-        path = algo.save_to_path(str(self.root / f"iter_{algo.iteration:06d}"))
-        tmp = self.root / f".{LATEST}.tmp"
-        tmp.write_text(Path(path).name)
-        os.replace(tmp, self.root / LATEST)  # atomic: `latest` always names a complete checkpoint
-        for old in sorted(self.root.glob("iter_*"))[: -self.keep]:
-            shutil.rmtree(old, ignore_errors=True)
-        self.last_t = time.time()
-        return path
-
-
-def check_writable(*dirs: str | None) -> None:
-    """Fail before training, not after it, when an output directory cannot be written."""
-    for d in filter(None, dirs):
-        path = Path(d).absolute()
-        try:
-            path.mkdir(parents=True, exist_ok=True)
-            probe = path / f".write-test-{os.getpid()}"
-            probe.write_text("")
-            probe.unlink()
-        except OSError as e:
-            raise SystemExit(f"cannot write to {path}: {e.strerror or e}") from e
-
-
-class StopRequest:
-    """SIGINT/SIGTERM: finish the current iteration, save, export, then stop (a second signal
-    stops at once)."""
-
-    def __init__(self):
-        self.signum = None
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, self._handle)
-
-    def _handle(self, signum, frame):
-        if self.signum is not None:
-            raise KeyboardInterrupt
-        self.signum = signum
-        print(f"{signal.Signals(signum).name}: finishing this iteration, then saving and stopping "
-              f"(send it again to stop at once)", file=sys.stderr, flush=True)
+def default_run_dir(name: str = "run") -> str:
+    """`runs/<name>-<YYYYmmdd-HHMMSS>` under the working directory."""
+    return str(Path("runs") / f"{name}-{datetime.now():%Y%m%d-%H%M%S}")
 
 
 def run(config, *, time_budget_s: float | None = 300.0, iterations: int | None = None,
         eval_every_s: float = 30.0, checkpoint_dir: str | None = None, export_dir: str | None = None,
         checkpoint_every: int | str | None = None, keep_checkpoints: int = 3, resume: str | None = None,
+        run_dir: str | None = None, name: str = "run", wandb_project: str | None = None,
+        mlflow: bool = False, mlflow_uri: str | None = None, console: Console | None = None,
         quiet: bool = False) -> dict:
     """Train `config` (or continue the run checkpointed in `resume`) until the time budget
     (training time, evaluations excluded) or the iteration count is used up, or SIGINT/SIGTERM.
-    Returns a summary dict (also printed as JSON); exits non-zero after a signal."""
-    log = (lambda m: None) if quiet else _line
-    check_writable(checkpoint_dir, export_dir)
+    Writes the run directory (`rllib_rpp.run_record`), logs to W&B (`wandb_project`) and/or MLflow
+    (`mlflow`, at `mlflow_uri`). Returns the summary dict (also printed as JSON); exits non-zero
+    after a signal."""
+    for flag, value in (("--time-budget", time_budget_s), ("--iterations", iterations), ("--eval-every", eval_every_s)):
+        if value is not None and not value > 0:
+            raise ValueError(f"{flag} {value!r} is invalid: expected a positive number")
+    console = console or Console(mode="quiet" if quiet else "auto")
+    log = console.event
+    check_writable(checkpoint_dir, export_dir, run_dir)
     checkpointer = Checkpointer(checkpoint_dir, checkpoint_every, keep_checkpoints)
+    checkpointer.claim(resume)
     init_ray(log)
     t0 = time.time()
     if resume:
@@ -124,66 +60,136 @@ def run(config, *, time_budget_s: float | None = 300.0, iterations: int | None =
         log("building the algorithm (first run: builds and caches the tiny model) ...")
         algo = config.build_algo()
     log(f"built in {time.time() - t0:.1f} s")
+    info = dict(algo.run_info)  # what the checkpoint remembers of the run (empty for a new run)
+    if resume and info.get("preset") not in (None, name):
+        algo.stop()
+        raise ValueError(f"--resume {resume} is a checkpoint of a {info['preset']!r} run, not {name!r}: "
+                         f"resume it with `train {info['preset']} --resume ...`")
+    start_it, train_s = algo.iteration, float(info.get("train_s", 0.0))
+    record = RunRecord(run_dir or info.get("run_dir") or default_run_dir(name),
+                       resume_at=start_it if resume else None)
+    sections = overrides.resolved(config)
+    record.write_config(sections)
+    trackers = Trackers([])
+    try:
+        trackers = build_trackers(wandb_project=wandb_project, mlflow_uri=mlflow_uri, use_mlflow=mlflow,
+                                  run_dir=str(record.dir), run_name=record.dir.name, experiment=f"rllib-rpp-{name}")
+        trackers.start({"preset": name, **overrides.flat(sections)}, ids=info.get("trackers") if resume else None)
+        for where in trackers.describe():
+            log(f"tracking: {where}")
+        algo.run_info = {**info, "run_dir": str(record.dir), "trackers": trackers.ids(), "preset": name}
+        summary = _train(algo, config, console, record, trackers, checkpointer, train_s=train_s,
+                         start_it=start_it, time_budget_s=time_budget_s, iterations=iterations,
+                         eval_every_s=eval_every_s, resumed=bool(resume))
+    except BaseException:
+        trackers.finish(ok=False)
+        console.close()
+        _plot(record, log)
+        algo.stop()
+        raise
+    stop = summary.pop("_stop")
+    if export_dir:
+        summary["export"] = str(algo.export_policy(export_dir))
+        log(f"exported policy (transformers / vLLM loadable): {summary['export']}")
+    summary["run_dir"] = str(record.dir)
+    curves = _plot(record, log)
+    if curves:
+        summary["curves"] = str(curves)
+    record.write_summary(summary)
+    trackers.finish(ok=stop is None)
+    print("SUMMARY " + json.dumps(summary), file=sys.stdout, flush=True)
+    algo.stop()
+    if stop is not None:
+        where = f"; checkpoint: {summary['checkpoint']}" if checkpoint_dir else " (no --checkpoint-dir: nothing saved)"
+        print(f"stopped by {signal.Signals(stop).name} after {summary['iterations']} iterations{where}",
+              file=sys.stderr, flush=True)
+        raise SystemExit(128 + stop)
+    return summary
+
+
+def _plot(record: RunRecord, log) -> Path | None:
+    try:
+        path = record.plot()
+    except Exception as e:  # a picture is never worth losing the run's summary or checkpoint
+        log(f"could not draw {record.dir / 'curves.png'}: {type(e).__name__}: {e}")
+        return None
+    log(f"curves: {path}")
+    return path
+
+
+def _train(algo, config, console, record, trackers, checkpointer, *, train_s, start_it, time_budget_s,
+           iterations, eval_every_s, resumed) -> dict:
     stop = StopRequest()
     evals = []
     can_eval = config.greedy_eval_prompts is not None
 
-    def evaluate(train_s):
+    def evaluate():
         if not can_eval:
             return
         res = algo.evaluate_greedy()
         evals.append({"train_s": round(train_s, 1), **res})
-        log(f"[eval] after {train_s:6.1f} s of training: held-out greedy reward {res['reward_mean']:.3f} "
-            f"on {res['num_prompts']} prompts")
+        record.add("eval", iteration=algo.iteration, train_s=round(train_s, 2), reward=res["reward_mean"])
+        trackers.log({f"greedy_eval/{k}": float(v) for k, v in res.items()}, step=algo.iteration)
+        when = "at resume" if resumed and len(evals) == 1 else f"after {train_s:6.1f} s of training"
+        console.event(f"[eval] {when}: held-out greedy reward {res['reward_mean']:.3f} on {res['num_prompts']} prompts")
 
-    evaluate(0.0)
-    train_s, last_eval, it, completions = 0.0, 0.0, 0, 0
-    result = {}
-    while ((iterations is None or it < iterations) and (time_budget_s is None or train_s < time_budget_s)
+    def save():
+        algo.run_info["train_s"] = train_s
+        path = checkpointer.save(algo)
+        console.event(f"checkpoint: {path}")
+        return path
+
+    evaluate()
+    session_s, it, completions, last_eval, result = 0.0, 0, 0, train_s, {}
+    while ((iterations is None or it < iterations) and (time_budget_s is None or session_s < time_budget_s)
            and stop.signum is None):
         t = time.time()
         result = algo.train()
-        train_s += time.time() - t
-        it += 1
+        dt = time.time() - t
+        train_s, session_s, it = train_s + dt, session_s + dt, it + 1
         runners, learner = result["env_runners"], result["learners"]["default_policy"]
         completions += runners.get("num_env_steps_sampled", 0)
-        log(f"iter {it:4d} | {train_s:6.1f} s | reward {runners['episode_return_mean']:.3f} | "
-            f"kl/token {learner.get('kl_ref_per_token', 0):.4f} | clip {learner.get('clip_fraction', 0):.3f} | "
-            f"len {runners.get('response_length_mean', 0):.1f} | {completions / train_s:.0f} completions/s")
+        reward, kl = runners["episode_return_mean"], learner.get("kl_ref_per_token", 0.0)
+        record.add("train", iteration=algo.iteration, train_s=round(train_s, 2), reward=reward,
+                   kl_per_token=kl, response_length=runners.get("response_length_mean"),
+                   completions_per_s=completions / session_s, clip_fraction=learner.get("clip_fraction"))
+        trackers.log({**flatten_metrics(result), "perf/completions_per_s": completions / session_s,
+                      "perf/train_seconds": train_s}, step=algo.iteration)
+        left = time_left(session_s, time_budget_s, it, iterations)
+        console.status(status_line(algo.iteration, train_s, reward, kl, completions / session_s, left))
         if checkpointer.due(algo.iteration) and stop.signum is None:
-            log(f"checkpoint: {checkpointer.save(algo)}")
+            save()
         if train_s - last_eval >= eval_every_s and stop.signum is None:
-            evaluate(train_s)
+            evaluate()
             last_eval = train_s
-    if stop.signum is None and (not evals or evals[-1]["train_s"] != round(train_s, 1)):
-        evaluate(train_s)
+    if stop.signum is None and it and (not evals or evals[-1]["train_s"] != round(train_s, 1)):
+        evaluate()
+    console.close()
     summary = {
         "iterations": it,
-        "train_seconds": round(train_s, 1),
-        "completions_per_s": round(completions / max(train_s, 1e-9), 1),
+        "first_iteration": start_it + 1 if it else None,
+        "last_iteration": algo.iteration,
+        "train_seconds": round(session_s, 1),
+        "total_train_seconds": round(train_s, 1),
+        "completions_per_s": round(completions / max(session_s, 1e-9), 1),
         "last_result_reward_mean": result.get("env_runners", {}).get("episode_return_mean"),
     }
     if evals:
-        summary.update(
-            eval_before=evals[0]["reward_mean"], eval_after=evals[-1]["reward_mean"],
-            eval_last_two_mean=sum(e["reward_mean"] for e in evals[-2:]) / len(evals[-2:]),
-            evals=[(e["train_s"], round(e["reward_mean"], 4)) for e in evals],
-        )
-        summary["gain_points"] = round(100 * (summary["eval_last_two_mean"] - summary["eval_before"]), 1)
-    if checkpoint_dir:
-        summary["checkpoint"] = checkpointer.save(algo)
-        log(f"checkpoint: {summary['checkpoint']}")
-    if export_dir:
-        summary["export"] = str(algo.export_policy(export_dir))
-        log(f"exported policy (transformers / vLLM loadable): {summary['export']}")
-    if evals:
-        log(f"held-out greedy reward: {summary['eval_before']:.3f} before -> {summary['eval_after']:.3f} after "
-            f"({summary['gain_points']:+.1f} points, mean of the last two evaluations)")
-    print("SUMMARY " + json.dumps(summary), file=sys.stdout, flush=True)
-    algo.stop()
-    if stop.signum is not None:
-        where = f"; checkpoint: {summary['checkpoint']}" if checkpoint_dir else " (no --checkpoint-dir: nothing saved)"
-        print(f"stopped by {signal.Signals(stop.signum).name} after {it} iterations{where}", file=sys.stderr,
-              flush=True)
-        raise SystemExit(128 + stop.signum)
+        trained = evals[1:]  # evaluations after some training (none if stopped early)
+        summary.update(eval_before=evals[0]["reward_mean"], evals=[(e["train_s"], round(e["reward_mean"], 4))
+                                                                    for e in evals])
+        if trained:
+            summary.update(eval_after=trained[-1]["reward_mean"],
+                           eval_last_two_mean=sum(e["reward_mean"] for e in trained[-2:]) / len(trained[-2:]))
+            summary["gain_points"] = round(100 * (summary["eval_last_two_mean"] - summary["eval_before"]), 1)
+    if checkpointer.root is not None:
+        summary["checkpoint"] = save()
+    if "eval_after" in summary:
+        before = "at resume" if resumed else "before"
+        console.event(f"held-out greedy reward: {summary['eval_before']:.3f} {before} -> {summary['eval_after']:.3f} "
+                      f"after ({summary['gain_points']:+.1f} points, mean of the last two evaluations)")
+    elif evals:
+        console.event(f"held-out greedy reward: {summary['eval_before']:.3f} before; no evaluation after training "
+                      f"(stopped before one)")
+    summary["_stop"] = stop.signum
     return summary

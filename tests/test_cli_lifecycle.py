@@ -11,7 +11,8 @@ from pathlib import Path
 from rllib_rpp.checkpoints import LATEST
 
 ROOT = Path(__file__).resolve().parents[1]
-TRAIN = [sys.executable, "-m", "rllib_rpp", "train", "tiny-arith", "--num-prompts", "8", "--eval-every", "1e9"]
+RESUME = [sys.executable, "-m", "rllib_rpp", "train", "tiny-arith", "--eval-every", "1e9", "--log-every", "0"]
+TRAIN = [*RESUME, "--num-prompts", "8"]
 
 
 def test_unwritable_output_directory_fails_before_training(tmp_path):
@@ -42,7 +43,7 @@ def test_sigterm_saves_and_exits_nonzero_and_resume_continues(tmp_path):
     assert len(kept) == 2 and kept[-1] == (ckpt / LATEST).read_text()  # the last 2 kept; latest = the final save
     done = int(kept[-1].split("_")[1])
     assert done >= 5
-    proc = subprocess.run([*TRAIN, "--iterations", "1", "--resume", str(ckpt), "--checkpoint-dir", str(ckpt)],
+    proc = subprocess.run([*RESUME, "--iterations", "1", "--resume", str(ckpt), "--checkpoint-dir", str(ckpt)],
                           capture_output=True, text=True, cwd=ROOT, timeout=600,
                           env={**os.environ, "PYTHONWARNINGS": "ignore"})
     assert proc.returncode == 0, proc.stderr[-3000:]

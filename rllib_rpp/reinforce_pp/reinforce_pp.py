@@ -104,6 +104,7 @@ class ReinforcePP(Algorithm):
         self._engine_sync = EngineWeightSync(self, backend) if backend else None
         self.reward_moments = F.RunningMoments()
         self._shuffle_rng = np.random.default_rng(self.config.seed)
+        self.run_info: dict[str, Any] = {}  # the driver's: run dir, tracker run ids, training time
         self._last_eval = None
         self.reward_workers = start_reward_workers(self.config) if self.config.num_reward_workers else []
         if self.reward_workers:
@@ -357,7 +358,7 @@ class ReinforcePP(Algorithm):
         state = super().get_state(components, not_components=not_components, **kwargs)
         state["reinforce_pp"] = {"reward_moments": self.reward_moments.get_state(),
                                  "shuffle_rng": self._shuffle_rng.bit_generator.state,
-                                 "learner_version": self._learner_version}
+                                 "learner_version": self._learner_version, "run_info": dict(self.run_info)}
         return state
 
     @override(Algorithm)
@@ -367,6 +368,7 @@ class ReinforcePP(Algorithm):
             self.reward_moments.set_state(state["reinforce_pp"]["reward_moments"])
             self._shuffle_rng.bit_generator.state = state["reinforce_pp"]["shuffle_rng"]
             self._learner_version = self._pushed_version = state["reinforce_pp"].get("learner_version", 0)
+            self.run_info = dict(state["reinforce_pp"].get("run_info", {}))
         if self._async is not None and self._async.pending:  # async: the batch in flight is discarded
             self._async.discard()
         # Runners must sample with the restored weights, not the ones they were built with.

@@ -1,0 +1,136 @@
+"""A run directory: what a `rllib-rpp train` run leaves to look at and compare. No Ray.
+
+    RUN_DIR/metrics.jsonl   one record per iteration ({"kind": "train", ...}) and per held-out
+                            evaluation ({"kind": "eval", ...}), appended as the run goes
+    RUN_DIR/summary.json    the closing summary (also printed as `SUMMARY {...}`)
+    RUN_DIR/config.yaml     the resolved config (valid input for `--config`)
+    RUN_DIR/curves.png      reward, held-out evaluation, KL, response length and completions/s
+                            against training time; written at the end and on an interrupt
+
+`rllib-rpp plot RUN_DIR [RUN_DIR ...]` overlays several runs (seeds, options) in one picture.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+METRICS = "metrics.jsonl"
+SUMMARY = "summary.json"
+CURVES = "curves.png"
+CONFIG = "config.yaml"
+
+# (panel title, record kind, field) for each panel of curves.png.
+PANELS = (
+    ("training reward (mean)", "train", "reward"),
+    ("held-out greedy reward", "eval", "reward"),
+    ("KL to the reference, per token", "train", "kl_per_token"),
+    ("response length (tokens)", "train", "response_length"),
+    ("completions / s", "train", "completions_per_s"),
+)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+class RunRecord:
+    """Appends a run's records to RUN_DIR/metrics.jsonl. `resume_at`: on `--resume`, records past
+    the restored iteration (written after that checkpoint) are dropped, so the file tells one story."""
+
+    def __init__(self, run_dir, resume_at: int | None = None):
+        self.dir = Path(run_dir).absolute()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.path = self.dir / METRICS
+        if resume_at is not None and self.path.exists():
+            kept = [r for r in read_records(self.dir) if r.get("iteration", 0) <= resume_at]
+            _write_atomic(self.path, "".join(json.dumps(r) + "\n" for r in kept))
+        elif resume_at is None and self.path.exists():
+            raise ValueError(f"run directory {self.dir} already holds a run ({METRICS}): give another --run-dir, "
+                             f"or --resume its checkpoint to continue it")
+
+    def add(self, kind: str, **fields) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps({"kind": kind, **fields}) + "\n")
+
+    def write_summary(self, summary: dict) -> Path:
+        path = self.dir / SUMMARY
+        _write_atomic(path, json.dumps(summary, indent=1) + "\n")
+        return path
+
+    def write_config(self, sections: dict) -> Path:
+        import yaml
+
+        path = self.dir / CONFIG
+        _write_atomic(path, yaml.safe_dump(sections, sort_keys=False))
+        return path
+
+    def plot(self) -> Path:
+        return plot_runs([self.dir], self.dir / CURVES)
+
+
+def read_records(run_dir) -> list[dict]:
+    """A run directory's records; a torn last line (a killed process) is skipped."""
+    path = Path(run_dir) / METRICS
+    if not path.exists():
+        raise FileNotFoundError(f"{run_dir} is not a run directory: no {METRICS} in it")
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            continue
+    return records
+
+
+def running_mean(values, window: int) -> list[float]:
+    """Mean of the last `window` values at each point (fewer at the start)."""
+    out, total = [], 0.0
+    for i, v in enumerate(values):
+        total += v - (values[i - window] if i >= window else 0.0)
+        out.append(total / min(i + 1, window))
+    return out
+
+
+def plot_runs(run_dirs, out, labels=None) -> Path:
+    """Overlay the runs' curves (one colour per run) in a 2x3 grid, saved to `out` (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 3, figsize=(15, 8), constrained_layout=True)
+    labels = labels or [Path(d).absolute().name for d in run_dirs]
+    for i, (run_dir, label) in enumerate(zip(run_dirs, labels)):
+        records = read_records(run_dir)
+        color = f"C{i % 10}"
+        for ax, (_, kind, field) in zip(axes.flat, PANELS):
+            points = [(r["train_s"], r[field]) for r in records if r["kind"] == kind and r.get(field) is not None]
+            if not points:
+                continue
+            xs, ys = zip(*points)
+            if kind == "eval":
+                ax.plot(xs, ys, color=color, label=label, marker="o", markersize=4, linewidth=1.5)
+            else:  # per-iteration values are noisy: faint raw values under a running mean
+                ax.plot(xs, ys, color=color, alpha=0.25, linewidth=0.8)
+                ax.plot(xs, running_mean(ys, max(1, len(ys) // 40)), color=color, label=label, linewidth=1.5)
+    for ax, (title, _, _) in zip(axes.flat, PANELS):
+        ax.set_title(title)
+        ax.set_xlabel("training time (s)")
+        ax.grid(alpha=0.3)
+    legend = axes.flat[-1]
+    legend.axis("off")
+    handles, names = axes.flat[0].get_legend_handles_labels()
+    if not handles:
+        handles, names = axes.flat[1].get_legend_handles_labels()
+    legend.legend(handles, names, loc="center", title="runs", frameon=False)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.stem}.tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, out)
+    return out

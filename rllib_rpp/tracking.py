@@ -1,0 +1,185 @@
+"""Experiment tracking for `rllib-rpp train`: Weights & Biases and MLflow through their own clients.
+
+Metric names are RLlib's result keys flattened with "/" (`env_runners/episode_return_mean`,
+`learners/default_policy/kl_ref_per_token`), as Tune's TensorBoard, W&B and MLflow loggers name
+them; the step is the training iteration. The resolved config is logged once, as hyperparameters
+(`training.lr`, `generation.max_new_tokens`, ...). A tracker's run id is kept with the checkpoints,
+so `--resume` continues the same tracked run. (Under Tune, use Tune's own `WandbLoggerCallback` /
+`MLflowLoggerCallback`: `tuned_examples/tune_search.py --wandb/--mlflow`.)
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+DEFAULT_MLFLOW_URI = "mlruns"  # a folder: an SQLite store `mlruns/mlflow.db` with artifacts beside it
+EXTRA = "pip install -e '.[track]'"
+
+
+_NOT_METRICS = ("config", "pid", "timestamp", "date", "hostname", "node_ip", "trial_id")  # as Tune's loggers
+
+
+def flatten_metrics(result: dict, prefix: str = "") -> dict[str, float]:
+    """RLlib's nested result -> {"a/b/c": number}, finite numbers only (what the loggers accept)."""
+    out = {}
+    for key, value in result.items():
+        if not prefix and key in _NOT_METRICS:
+            continue
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten_metrics(value, name + "/"))
+        elif isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+            out[name] = float(value)
+        elif hasattr(value, "item") and getattr(value, "ndim", 1) == 0:  # numpy / torch scalars
+            v = float(value.item())
+            if math.isfinite(v):
+                out[name] = v
+    return out
+
+
+class WandbTracker:
+    """A W&B run in `project`. Without a W&B login (no WANDB_API_KEY, no `wandb login`) or with
+    WANDB_MODE=offline it logs offline under `dir/wandb/` (`wandb sync` uploads it later)."""
+
+    name = "wandb"
+
+    def __init__(self, project: str, *, dir: str, run_name: str):
+        try:
+            import wandb
+        except ImportError:
+            raise ValueError(f"--wandb needs the wandb package: {EXTRA}") from None
+        self.wandb, self.project, self.dir, self.run_name, self.run = wandb, project, dir, run_name, None
+
+    def start(self, hparams: dict[str, Any], run_id: str | None = None) -> str:
+        logged_in = os.environ.get("WANDB_API_KEY") or _netrc_has("api.wandb.ai")
+        mode = os.environ.get("WANDB_MODE") or ("online" if logged_in else "offline")
+        Path(self.dir).mkdir(parents=True, exist_ok=True)
+        self.run = self.wandb.init(project=self.project, id=run_id, resume="allow" if run_id else None,
+                                   name=self.run_name, dir=self.dir, config=hparams, mode=mode,
+                                   # no console capture or banners: the status line stays calm
+                                   settings=self.wandb.Settings(silent=True, console="off"))
+        self.mode = mode
+        return self.run.id
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        self.run.log(metrics, step=step)
+
+    def finish(self, ok: bool = True) -> None:
+        if self.run is not None:
+            self.run.finish(exit_code=0 if ok else 1)
+            self.run = None
+
+    def where(self) -> str:
+        return self.run.dir if self.run is not None else self.dir
+
+
+class MlflowTracker:
+    """An MLflow run in experiment `experiment`, tracked at `uri` (a tracking server, a database
+    URI, or a local folder: default `./mlruns`, an SQLite store, MLflow's recommended local store)."""
+
+    name = "mlflow"
+
+    def __init__(self, uri: str | None, *, experiment: str, run_name: str):
+        try:
+            from mlflow import MlflowClient
+        except ImportError:
+            raise ValueError(f"--mlflow needs the mlflow package: {EXTRA}") from None
+        import logging
+
+        logging.getLogger("mlflow").setLevel(logging.WARNING)  # not its database set-up chatter
+        self.uri, self.artifacts = _mlflow_uri(uri or DEFAULT_MLFLOW_URI)
+        self.client, self.experiment, self.run_name, self.run_id = MlflowClient(self.uri), experiment, run_name, None
+
+    def start(self, hparams: dict[str, Any], run_id: str | None = None) -> str:
+        from mlflow.entities import Param, RunStatus
+
+        if run_id is not None:  # resume: the same run, running again
+            self.run_id = run_id
+            self.client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
+            return run_id
+        found = self.client.get_experiment_by_name(self.experiment)
+        experiment_id = found.experiment_id if found else self.client.create_experiment(
+            self.experiment, artifact_location=self.artifacts)
+        self.run_id = self.client.create_run(experiment_id, run_name=self.run_name).info.run_id
+        params = [Param(k, str(v)[:6000]) for k, v in sorted(hparams.items())]
+        for i in range(0, len(params), 100):  # MLflow takes at most 100 params per batch
+            self.client.log_batch(self.run_id, params=params[i:i + 100])
+        return self.run_id
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        batch = [Metric(_mlflow_key(k), v, now, step) for k, v in metrics.items()]
+        for i in range(0, len(batch), 1000):  # MLflow takes at most 1000 metrics per batch
+            self.client.log_batch(self.run_id, metrics=batch[i:i + 1000])
+
+    def finish(self, ok: bool = True) -> None:
+        if self.run_id is not None:
+            self.client.set_terminated(self.run_id, status="FINISHED" if ok else "KILLED")
+
+    def where(self) -> str:
+        return self.uri
+
+
+def _mlflow_uri(uri: str) -> tuple[str, str | None]:
+    """A folder becomes an SQLite store inside it, artifacts in `<folder>/artifacts`; URIs stay."""
+    if "://" in uri or uri.startswith(("file:", "databricks")):
+        return uri, None
+    folder = Path(uri).expanduser().absolute()
+    folder.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{folder / 'mlflow.db'}", (folder / "artifacts").as_uri()
+
+
+def _mlflow_key(key: str) -> str:
+    # MLflow keys allow alphanumerics, _ - . space : / only.
+    return "".join(c if c.isalnum() or c in "_-. :/" else "_" for c in key)
+
+
+def _netrc_has(host: str) -> bool:
+    try:
+        import netrc
+
+        return netrc.netrc().authenticators(host) is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
+class Trackers:
+    """The trackers of one run, started and logged together. `ids()` is what a checkpoint keeps."""
+
+    def __init__(self, trackers: list):
+        self.trackers = trackers
+
+    def start(self, hparams: dict[str, Any], ids: dict[str, str] | None = None) -> dict[str, str]:
+        ids = ids or {}
+        self.run_ids = {t.name: t.start(hparams, ids.get(t.name)) for t in self.trackers}
+        return self.run_ids
+
+    def ids(self) -> dict[str, str]:
+        return dict(getattr(self, "run_ids", {}))
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        for t in self.trackers:
+            t.log(metrics, step)
+
+    def finish(self, ok: bool = True) -> None:
+        for t in self.trackers:
+            t.finish(ok)
+
+    def describe(self) -> list[str]:
+        return [f"{t.name}: run {self.run_ids.get(t.name)} at {t.where()}" for t in self.trackers]
+
+
+def build_trackers(*, wandb_project: str | None, mlflow_uri: str | None, use_mlflow: bool, run_dir: str,
+                   run_name: str, experiment: str) -> Trackers:
+    trackers = []
+    if wandb_project:
+        trackers.append(WandbTracker(wandb_project, dir=run_dir, run_name=run_name))
+    if use_mlflow:
+        trackers.append(MlflowTracker(mlflow_uri, experiment=experiment, run_name=run_name))
+    return Trackers(trackers)

@@ -1,0 +1,84 @@
+"""The console: one live line on a terminal, periodic plain lines otherwise, nothing when quiet."""
+
+import io
+
+import pytest
+
+from rllib_rpp.console import Console, status_line, time_left
+
+
+class Stream(io.StringIO):
+    def __init__(self, tty: bool):
+        super().__init__()
+        self.tty = tty
+
+    def isatty(self):
+        return self.tty
+
+
+class Clock:
+    def __init__(self):
+        self.t = 0.0
+
+    def __call__(self):
+        return self.t
+
+
+def _statuses(n):
+    return [status_line(i, 0.5 * i, 0.1 * i, 0.01, 100.0, time_left(0.5 * i, None, i, n)) for i in range(1, n + 1)]
+
+
+def test_a_terminal_gets_one_line_redrawn_in_place_with_events_kept_above_it():
+    out = Stream(tty=True)
+    console = Console(out)
+    assert console.mode == "terminal"
+    for i, line in enumerate(_statuses(50), start=1):
+        console.status(line)
+        if i == 20:
+            console.event("[eval] after 10.0 s of training: held-out greedy reward 0.500 on 500 prompts")
+    console.close()
+    text = out.getvalue()
+    # 50 statuses, 1 event: two finished lines (the event and the last status), the rest overwritten.
+    assert text.count("\n") == 2 and text.count("\r\x1b[K") == 51
+    screen = [seg.rsplit("\r\x1b[K", 1)[-1] for seg in text.split("\n") if seg]  # what stays visible
+    assert screen[0].startswith("[eval] after 10.0 s") and screen[1].startswith("iter   50")
+    assert "0 iterations left" in screen[1]
+
+
+def test_plain_output_prints_every_n_seconds_and_the_last_status_at_the_end():
+    out, clock = Stream(tty=False), Clock()
+    console = Console(out, every_s=30, clock=clock)
+    assert console.mode == "plain"
+    for line in _statuses(100):  # one iteration every 0.5 s: 50 s in all
+        console.status(line)
+        clock.t += 0.5
+        if clock.t == 20:
+            console.event("checkpoint: /x/iter_000040")
+    console.close()
+    lines = out.getvalue().splitlines()
+    assert "\r" not in out.getvalue()
+    assert [ln.split("|")[0].strip() for ln in lines if ln.startswith("iter")] == ["iter    1", "iter   61",
+                                                                                     "iter  100"]
+    assert "checkpoint: /x/iter_000040" in lines
+
+
+def test_plain_output_every_iteration_and_quiet():
+    out = Stream(tty=False)
+    console = Console(out, every_s=0)
+    for line in _statuses(5):
+        console.status(line)
+    assert len(out.getvalue().splitlines()) == 5
+    quiet = Stream(tty=True)
+    console = Console(quiet, mode="quiet")
+    for line in _statuses(5):
+        console.status(line)
+    console.event("x")
+    console.close()
+    assert quiet.getvalue() == ""
+
+
+def test_bad_console_settings_are_named():
+    with pytest.raises(ValueError, match="--log-every -1"):
+        Console(Stream(False), every_s=-1)
+    with pytest.raises(ValueError, match="mode 'loud'"):
+        Console(Stream(False), mode="loud")
