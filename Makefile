@@ -23,7 +23,7 @@ tiny-model: setup
 
 # Benchmarks (one command each; numbers and plots land in benchmarks/results/).
 bench-throughput:
-	@bash scripts/setup.sh cpu,dev,bench
+	@bash scripts/setup.sh cpu,dev,track,bench
 	$(PY) -m benchmarks.throughput
 
 bench-breakdown: setup

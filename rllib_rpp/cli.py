@@ -79,8 +79,22 @@ def _build_config(args):
     return overrides.apply(PRESETS[args.example](**options), pairs)
 
 
+def _calm_libraries() -> None:
+    """Keep the console for the run: no weight-loading progress bars, no notices a user cannot act on
+    (RLlib's "running on the new API stack", its internal deprecations, Tune's "install gputil")."""
+    import logging
+
+    from ray.rllib.utils.debug import log_once
+
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    log_once("ReinforcePP_on_new_api_stack")  # ReinforcePP only runs on the new API stack
+    for name in ("ray._common.deprecation", "ray.tune.utils.util"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def _train(args) -> None:
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    _calm_libraries()
     from rllib_rpp.console import Console
     from rllib_rpp.driver import run
 

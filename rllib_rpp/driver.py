@@ -148,11 +148,12 @@ def _train(algo, config, console, record, trackers, checkpointer, *, train_s, st
         dt = time.time() - t
         train_s, session_s, it = train_s + dt, session_s + dt, it + 1
         runners, learner = result["env_runners"], result["learners"]["default_policy"]
-        completions += runners.get("num_env_steps_sampled", 0)
+        sampled = runners.get("num_env_steps_sampled", 0)
+        completions += sampled
         reward, kl = runners["episode_return_mean"], learner.get("kl_ref_per_token", 0.0)
         record.add("train", iteration=algo.iteration, train_s=round(train_s, 2), reward=reward,
                    kl_per_token=kl, response_length=runners.get("response_length_mean"),
-                   completions_per_s=completions / session_s, clip_fraction=learner.get("clip_fraction"))
+                   completions_per_s=sampled / dt, clip_fraction=learner.get("clip_fraction"))
         trackers.log({**flatten_metrics(result), "perf/completions_per_s": completions / session_s,
                       "perf/train_seconds": train_s}, step=algo.iteration)
         left = time_left(session_s, time_budget_s, it, iterations)

@@ -91,7 +91,7 @@ class MlflowTracker:
         import logging
 
         logging.getLogger("mlflow").setLevel(logging.WARNING)  # not its database set-up chatter
-        self.uri, self.artifacts = _mlflow_uri(uri or DEFAULT_MLFLOW_URI)
+        self.uri, self.artifacts = _mlflow_store(uri or DEFAULT_MLFLOW_URI)
         self.client, self.experiment, self.run_name, self.run_id = MlflowClient(self.uri), experiment, run_name, None
 
     def start(self, hparams: dict[str, Any], run_id: str | None = None) -> str:
@@ -126,7 +126,12 @@ class MlflowTracker:
         return self.uri
 
 
-def _mlflow_uri(uri: str) -> tuple[str, str | None]:
+def mlflow_store_uri(uri: str) -> str:
+    """The tracking URI for `uri` (a folder becomes an SQLite store inside it)."""
+    return _mlflow_store(uri)[0]
+
+
+def _mlflow_store(uri: str) -> tuple[str, str | None]:
     """A folder becomes an SQLite store inside it, artifacts in `<folder>/artifacts`; URIs stay."""
     if "://" in uri or uri.startswith(("file:", "databricks")):
         return uri, None

@@ -132,13 +132,27 @@ def test_cli_trains_checkpoints_and_exports(tmp_path):
     assert ReinforcePP.from_checkpoint(str(tmp_path / "ckpt")).iteration == 2
 
 
-def test_tune_search_with_early_stopping_logs_to_tensorboard_and_finds_the_algorithm_by_name(tmp_path):
+def test_tune_search_with_early_stopping_logs_to_tensorboard_and_finds_the_algorithm_by_name(tmp_path, monkeypatch,
+                                                                                          capfd):
+    from mlflow import MlflowClient
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from tuned_examples.tune_search import search
+    from rllib_rpp.tracking import mlflow_store_uri
+    from tuned_examples.tune_search import reporter, search, tracking_callbacks
 
-    results, best = search(num_samples=3, max_iterations=4, eval_interval=2, grace=2, storage_path=str(tmp_path))
+    monkeypatch.setenv("RAY_AIR_NEW_OUTPUT", "0")  # as the example's main(): Tune's reporter table
+    results, best = search(num_samples=3, max_iterations=4, eval_interval=2, grace=2, storage_path=str(tmp_path),
+                           callbacks=tracking_callbacks(mlflow_uri=str(tmp_path / "mlruns")),
+                           progress_reporter=reporter())
     assert len(results) == 3 and not results.errors
+    # The console shows the searched options and the metric, not the config (~200 lines per update).
+    out = capfd.readouterr().out
+    assert "held-out acc" in out and "ε_low" in out and "Current best trial" in out
+    assert "num_env_runners" not in out and "max_tokens_per_microbatch" not in out
+    # Tune's MLflow callback: one run per trial, with RLlib's metric names.
+    client = MlflowClient(mlflow_store_uri(str(tmp_path / "mlruns")))
+    runs = client.search_runs([client.get_experiment_by_name("rllib-rpp-tune-search").experiment_id])
+    assert len(runs) == 3 and all("env_runners/episode_return_mean" in r.data.metrics for r in runs)
     assert 0.0 <= best.metrics["greedy_eval"]["reward_mean"] <= 1.0
     assert {"kl_coef", "clip_low", "clip_high", "lr"} <= set(best.config)
     assert len({r.config["lr"] for r in results}) == 3  # each trial trained with its own sample

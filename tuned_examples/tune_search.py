@@ -1,25 +1,57 @@
 """A Ray Tune search over REINFORCE++ options (β x clip ε x learning rate) on the tiny task,
-with ASHA stopping bad trials early; prints the best trial's config and held-out accuracy.
+with ASHA stopping bad trials early; prints a compact table of the searched options and the
+metric while it runs, then the best trial's options and held-out accuracy.
 
-    python -m tuned_examples.tune_search [--samples 8] [--max-iterations 60]
+    python -m tuned_examples.tune_search [--samples 8] [--max-iterations 60] [--wandb PROJECT] [--mlflow [URI]]
+
+Tracking goes through Tune's own logger callbacks (W&B: offline without a W&B login; MLflow:
+default ./mlruns, a local SQLite store), with the same metric names as Tune's TensorBoard logs.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 
 import ray
 from ray import tune
+from ray.tune import CLIReporter
 from ray.tune.schedulers import ASHAScheduler
 
 from rllib_rpp import ReinforcePP
 from rllib_rpp.presets import tiny_arith as build_config
+from rllib_rpp.tracking import mlflow_store_uri
 
 METRIC = "greedy_eval/reward_mean"  # held-out greedy accuracy, evaluated every `eval_interval`
+SEARCHED = {"kl_coef": "β", "clip_low": "ε_low", "clip_high": "ε_high", "lr": "lr"}
+
+
+def reporter() -> CLIReporter:
+    """Tune's table with the searched options and the metrics that matter, not the whole config
+    (Tune's newer console, RAY_AIR_NEW_OUTPUT=1, ignores reporters: `main` turns it off)."""
+    return CLIReporter(parameter_columns=SEARCHED, max_report_frequency=30, metric_columns={
+        "training_iteration": "iter", METRIC: "held-out acc", "env_runners/episode_return_mean": "reward",
+        "learners/default_policy/kl_ref_per_token": "kl/token", "time_total_s": "time (s)"})
+
+
+def tracking_callbacks(wandb_project: str | None = None, mlflow_uri: str | None = None) -> list:
+    """Tune's W&B and MLflow logger callbacks."""
+    callbacks = []
+    if wandb_project:
+        from ray.air.integrations.wandb import WandbLoggerCallback
+
+        logged_in = os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_MODE") == "online"
+        callbacks.append(WandbLoggerCallback(project=wandb_project, mode=None if logged_in else "offline"))
+    if mlflow_uri is not None:
+        from ray.air.integrations.mlflow import MLflowLoggerCallback
+
+        callbacks.append(MLflowLoggerCallback(tracking_uri=mlflow_store_uri(mlflow_uri or "mlruns"),
+                                              experiment_name="rllib-rpp-tune-search", save_artifact=False))
+    return callbacks
 
 
 def search(*, num_samples: int = 8, max_iterations: int = 60, eval_interval: int = 10, grace: int = 10,
-           storage_path: str | None = None, seed: int = 0):
+           storage_path: str | None = None, seed: int = 0, callbacks=None, progress_reporter=None):
     param_space = (
         build_config(seed=seed)
         .training(kl_coef=tune.choice([0.001, 0.01, 0.05]), clip_low=tune.choice([0.1, 0.2]),
@@ -33,20 +65,30 @@ def search(*, num_samples: int = 8, max_iterations: int = 60, eval_interval: int
         param_space=param_space,
         tune_config=tune.TuneConfig(metric=METRIC, mode="max", num_samples=num_samples, scheduler=scheduler),
         run_config=tune.RunConfig(stop={"training_iteration": max_iterations}, storage_path=storage_path,
-                                  verbose=1),
+                                  verbose=1, callbacks=callbacks, progress_reporter=progress_reporter),
     )
     results = tuner.fit()
     best = results.get_best_result()
-    picked = {k: best.config[k] for k in ("kl_coef", "clip_low", "clip_high", "lr")}
+    picked = {k: best.config[k] for k in SEARCHED}
     print(f"best trial: {picked} -> held-out greedy accuracy {best.metrics['greedy_eval']['reward_mean']:.3f} "
           f"after {best.metrics['training_iteration']} iterations")
     return results, best
 
 
-if __name__ == "__main__":
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--samples", type=int, default=8)
     parser.add_argument("--max-iterations", type=int, default=60)
-    args = parser.parse_args()
-    ray.init(include_dashboard=False)
-    search(num_samples=args.samples, max_iterations=args.max_iterations)
+    parser.add_argument("--storage-path", help="where Tune keeps the trials (default ~/ray_results)")
+    parser.add_argument("--wandb", metavar="PROJECT", help="log every trial to this W&B project")
+    parser.add_argument("--mlflow", nargs="?", const="", metavar="TRACKING_URI",
+                        help="log every trial to MLflow (default ./mlruns)")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's reporter table instead of the config dump
+    ray.init(include_dashboard=False, ignore_reinit_error=True)
+    return search(num_samples=args.samples, max_iterations=args.max_iterations, storage_path=args.storage_path,
+                  callbacks=tracking_callbacks(args.wandb, args.mlflow), progress_reporter=reporter())
+
+
+if __name__ == "__main__":
+    main()
