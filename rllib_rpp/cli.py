@@ -84,7 +84,7 @@ def _calm_libraries() -> None:
     (RLlib's "running on the new API stack", its internal deprecations, Tune's "install gputil")."""
     import logging
 
-    from ray.rllib.utils.debug import log_once
+    from ray.util import log_once
 
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     log_once("ReinforcePP_on_new_api_stack")  # ReinforcePP only runs on the new API stack

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from rllib_rpp import overrides
 from rllib_rpp.console import Console, status_line, time_left
-from rllib_rpp.run_control import Checkpointer, StopRequest, check_writable, init_ray
+from rllib_rpp.run_control import Checkpointer, StopRequest, check_writable, exit_after_signal, init_ray
 from rllib_rpp.run_record import RunRecord
 from rllib_rpp.tracking import Trackers, build_trackers, flatten_metrics
 
@@ -70,7 +70,7 @@ def run(config, *, time_budget_s: float | None = 300.0, iterations: int | None =
                        resume_at=start_it if resume else None)
     sections = overrides.resolved(config)
     record.write_config(sections)
-    trackers = Trackers([])
+    trackers, stop = Trackers([]), StopRequest()
     try:
         trackers = build_trackers(wandb_project=wandb_project, mlflow_uri=mlflow_uri, use_mlflow=mlflow,
                                   run_dir=str(record.dir), run_name=record.dir.name, experiment=f"rllib-rpp-{name}")
@@ -78,14 +78,22 @@ def run(config, *, time_budget_s: float | None = 300.0, iterations: int | None =
         for where in trackers.describe():
             log(f"tracking: {where}")
         algo.run_info = {**info, "run_dir": str(record.dir), "trackers": trackers.ids(), "preset": name}
-        summary = _train(algo, config, console, record, trackers, checkpointer, train_s=train_s,
+        summary = _train(algo, config, console, record, trackers, checkpointer, stop, train_s=train_s,
                          start_it=start_it, time_budget_s=time_budget_s, iterations=iterations,
                          eval_every_s=eval_every_s, resumed=bool(resume))
-    except BaseException:
+    except BaseException as e:
         trackers.finish(ok=False)
         console.close()
         _plot(record, log)
         algo.stop()
+        if isinstance(e, SystemExit) and isinstance(e.code, int) and e.code > 128:  # a second signal
+            exit_after_signal(e.code)
+        signum = stop.signum
+        if signum and not isinstance(e, SystemExit):  # e.g. a SIGTERM to the process group ended Ray too
+            print(f"stopped by {signal.Signals(signum).name}; the iteration in progress failed with it "
+                  f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); last checkpoint: "
+                  f"{_latest(checkpointer)}", file=sys.stderr, flush=True)
+            exit_after_signal(128 + signum)
         raise
     stop = summary.pop("_stop")
     if export_dir:
@@ -103,8 +111,13 @@ def run(config, *, time_budget_s: float | None = 300.0, iterations: int | None =
         where = f"; checkpoint: {summary['checkpoint']}" if checkpoint_dir else " (no --checkpoint-dir: nothing saved)"
         print(f"stopped by {signal.Signals(stop).name} after {summary['iterations']} iterations{where}",
               file=sys.stderr, flush=True)
-        raise SystemExit(128 + stop)
+        exit_after_signal(128 + stop)
     return summary
+
+
+def _latest(checkpointer: Checkpointer) -> str:
+    latest = checkpointer.root / "latest" if checkpointer.root else None
+    return str(checkpointer.root / latest.read_text().strip()) if latest and latest.is_file() else "none"
 
 
 def _plot(record: RunRecord, log) -> Path | None:
@@ -117,9 +130,8 @@ def _plot(record: RunRecord, log) -> Path | None:
     return path
 
 
-def _train(algo, config, console, record, trackers, checkpointer, *, train_s, start_it, time_budget_s,
+def _train(algo, config, console, record, trackers, checkpointer, stop, *, train_s, start_it, time_budget_s,
            iterations, eval_every_s, resumed) -> dict:
-    stop = StopRequest()
     evals = []
     can_eval = config.greedy_eval_prompts is not None
 

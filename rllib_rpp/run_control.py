@@ -8,6 +8,7 @@ import re
 import shutil
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -114,6 +115,20 @@ def check_writable(*dirs: str | None) -> None:
             probe.unlink()
         except OSError as e:
             raise SystemExit(f"cannot write to {path}: {e.strerror or e}") from e
+
+
+def exit_after_signal(code: int, wait_s: float = 5.0):
+    """Exit with `code` (128 + the signal) once Ray is shut down, or at once if it cannot be: a
+    SIGTERM to the process group (`timeout`, schedulers) also ends the local Ray head, and Ray
+    would wait 60 s for it and then exit with status 1."""
+    done = threading.Thread(target=ray.shutdown, daemon=True)
+    done.start()
+    done.join(wait_s)
+    if done.is_alive():
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    raise SystemExit(code)
 
 
 class StopRequest:
