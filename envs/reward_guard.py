@@ -9,8 +9,8 @@ sample gets instead of a reward. No Ray in here.
   null, ...]}` (one per completion; null = does not apply). One kept-alive connection, retries
   with backoff on connection errors and 5xx answers, all within the call's timeout.
 - `guarded_call`: one reward function over a batch under `timeout_s`; when the batch call times
-  out or raises, every sample is retried alone under the same timeout, so only the culprits get
-  the error policy (`on_error`: "raise" | "skip" | a number).
+  out or raises, the culprits are found by bisecting the batch (each part under the same
+  timeout), so only they get the error policy (`on_error`: "raise" | "skip" | a number).
 """
 
 from __future__ import annotations
@@ -26,6 +26,10 @@ from dataclasses import dataclass, field
 
 ERROR_POLICIES = ("raise", "skip")
 STARTUP_TIMEOUT_S = 120.0
+
+
+class RewardFunctionError(RuntimeError):
+    """A reward function raised, or returned something that is not one finite float per sample."""
 
 
 class RewardTimeout(TimeoutError):
@@ -218,39 +222,59 @@ def guarded_call(fn, kwargs: dict, n: int, *, timeout_s: float | None, check: Ca
                  stats: GuardStats, stop_at_first: bool = False) -> tuple[list, dict[int, str]]:
     """`fn(**kwargs)` over a batch of `n`, its output checked by `check(out, samples)` (one
     float/None per sample index in `samples`; a malformed output raises at once: a bug, not a
-    failing sample). On a timeout or an error the samples are retried one by one: returns the
-    values (None where a sample failed alone) and {failing sample: why}. A batch failure that no
-    sample reproduces alone raises. `stop_at_first`: return at the first failing sample (the caller
-    raises on it, so the samples after it need not be retried)."""
+    failing sample). On a timeout or an error the culprits are found by bisection: the failed
+    batch is split in halves and each half called again, down to single samples, so one culprit
+    among n costs about log2(n) + 2 calls, and a sample that was scored in a call that passed is
+    never scored again (a reward with side effects, such as a paid scoring service, repeats none).
+    Returns the values (None where a sample failed alone) and {failing sample: why}. A batch
+    failure that no sample reproduces alone raises. `stop_at_first`: return at the first failing
+    sample (the caller raises on it, so the samples after it need not be scored)."""
     extra = {"timeout_s": timeout_s} if takes_timeout(fn) and timeout_s else {}
-    try:
-        out = fn(**kwargs, **extra)
-    except RewardTimeout as e:
-        stats.timeouts += 1
-        batch_error = str(e)
-    except Exception as e:  # noqa: BLE001 - the samples are retried one by one below
-        stats.errors += 1
-        batch_error = f"{type(e).__name__}: {e}"
-    else:
-        return check(out, list(range(n))), {}
-    values, failures = [], {}
-    for i in range(n):
-        one = {k: (v[i : i + 1] if isinstance(v, list) else v) for k, v in kwargs.items()}
+    values: list = [None] * n
+    failures: dict[int, str] = {}
+
+    def attempt(samples: list[int]) -> str | None:
+        """Score `samples` in one call: None when it passed (values stored), else why it failed."""
+        part = kwargs if len(samples) == n else {k: ([v[i] for i in samples] if isinstance(v, list) else v)
+                                                 for k, v in kwargs.items()}
         try:
-            out = fn(**one, **extra)
+            out = fn(**part, **extra)
         except RewardTimeout as e:
             stats.timeouts += 1
-            failures[i] = str(e)
-        except Exception as e:  # noqa: BLE001 - this sample is a culprit
+            return str(e)
+        except Exception as e:  # noqa: BLE001 - the culprits are searched for below
             stats.errors += 1
-            failures[i] = f"{type(e).__name__}: {e}"
+            return f"{type(e).__name__}: {e}"
+        for i, v in zip(samples, check(out, samples)):
+            values[i] = v
+        return None
+
+    def bisect(samples: list[int], why: str | None) -> None:
+        """`samples` failed together (`why`), or must hold a failure (`why` None: its sibling
+        half passed, so the parent's failure is in here, unless it needs the whole batch)."""
+        if len(samples) == 1:
+            why = why or attempt(samples)
+            if why is not None:
+                failures[samples[0]] = why
+            return
+        half = len(samples) // 2
+        left, right = samples[:half], samples[half:]
+        left_why = attempt(left)
+        if left_why is not None:
+            bisect(left, left_why)
+            if stop_at_first and failures:
+                return
+            right_why = attempt(right)  # the left half failed: the right one is unknown
+            if right_why is not None:
+                bisect(right, right_why)
         else:
-            values += check(out, [i])
-            continue
-        values.append(None)
-        if stop_at_first:
-            return values + [None] * (n - len(values)), failures
+            bisect(right, None)
+
+    batch_error = attempt(list(range(n)))
+    if batch_error is None:
+        return values, {}
+    bisect(list(range(n)), batch_error)
     if not failures:
-        raise RuntimeError(f"reward function {getattr(fn, '__name__', fn)!r} failed on the batch of {n} "
-                           f"({batch_error}), but every sample alone passes")
+        raise RewardFunctionError(f"reward function {getattr(fn, '__name__', fn)!r} failed on the batch of {n} "
+                                  f"({batch_error}), but no sample fails alone")
     return values, failures

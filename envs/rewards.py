@@ -23,11 +23,14 @@ from functools import partial
 
 import numpy as np
 
-from envs.reward_guard import GuardStats, IsolatedReward, RemoteReward, check_on_error, guarded_call
-
-
-class RewardFunctionError(RuntimeError):
-    """A reward function raised, or returned something that is not one finite float per sample."""
+from envs.reward_guard import (
+    GuardStats,
+    IsolatedReward,
+    RemoteReward,
+    RewardFunctionError,
+    check_on_error,
+    guarded_call,
+)
 
 
 @dataclass

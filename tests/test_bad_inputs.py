@@ -43,6 +43,47 @@ def test_other_options_name_the_culprit():
             .validate()
 
 
+@pytest.mark.parametrize("option, expected", [
+    ("lr", "a finite number > 0"), ("kl_coef", "a finite number >= 0"), ("num_epochs", "an integer >= 1"),
+    ("max_rollout_staleness", "an integer >= 0"), ("reward_scale", "a finite number > 0"),
+    ("greedy_eval_interval", "an integer >= 0"),
+])
+def test_minus_one_reaches_validation_through_build_algo(option, expected):
+    # RLlib's config round trip in Algorithm.__init__ used to turn -1 (its "deprecated" marker) into
+    # the default: lr=-1 trained with lr=1e-6.
+    config = small_config()
+    (config.evaluation if option == "greedy_eval_interval" else config.training)(**{option: -1})
+    with pytest.raises(ValueError, match=rf"{option}=-1 is invalid: expected {expected}"):
+        config.build_algo()
+
+
+def test_a_legal_minus_one_survives_the_config_round_trip():
+    from rllib_rpp import ReinforcePPConfig
+    from rllib_rpp.presets import tiny_arith
+
+    config = small_config(entropy_coef=-1, truncated_response="penalize", truncated_reward=-1).rewards(
+        on_reward_error=-1)
+    config.kl_horizon = 5  # not -1: what RLlib keeps stays as it was
+    rebuilt = ReinforcePPConfig().from_state(config.get_state())
+    assert (rebuilt.entropy_coef, rebuilt.truncated_reward, rebuilt.on_reward_error) == (-1, -1, -1)
+    assert rebuilt.kl_horizon == 5
+    rebuilt.validate()
+    with pytest.raises(ValueError, match=r"lr=-1.0 is invalid"):
+        tiny_arith(lr=-1.0).build_algo()
+
+
+def test_risky_options_warn_and_unsupported_dtypes_are_refused(caplog):
+    with pytest.raises(ValueError, match=r"model_config\['param_dtype'\]='float16' is invalid: expected None, "
+                                         r"'float32' or 'bfloat16' \(float16 master weights need loss scaling"):
+        small_config().rl_module(model_config={"model": "tiny-arith", "param_dtype": "float16"}).validate()
+    small_config().rl_module(model_config={"model": "tiny-arith", "dtype": "float16"}).validate()  # compute: fine
+    with caplog.at_level("WARNING"):
+        small_config(num_epochs=16).validate()
+        assert "num_epochs" not in caplog.text
+        small_config(num_epochs=1000).validate()
+    assert "num_epochs=1000: every epoch is one more full pass" in caplog.text and "off-policy" in caplog.text
+
+
 def test_an_update_that_leaves_a_weight_nonfinite_is_refused():
     params = [torch.nn.Parameter(torch.ones(3)), torch.nn.Parameter(torch.tensor([1.0, math.nan]))]
     with pytest.raises(FloatingPointError, match="made some weights NaN/inf; they were not sent"):

@@ -84,6 +84,13 @@ def test_relative_paths_and_overwrites_work(tmp_path, monkeypatch):
     assert same(restored.get_policy_state_dict(), algo.get_policy_state_dict())
     restored.restore_from_path("ckpt")
     assert not same(restored.get_policy_state_dict(), first)
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match=r"notes: it holds files that are not a checkpoint's \(notes.txt\)"):
+        algo.save_to_path("notes")  # never deleted, never moved aside
+    with pytest.raises(FileExistsError, match="it is the working directory"):
+        algo.save_to_path(".")
+    assert (tmp_path / "notes" / "notes.txt").is_file() and not list(tmp_path.glob("*.previous"))
     algo.stop()
     restored.stop()
 

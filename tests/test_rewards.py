@@ -66,6 +66,45 @@ def test_raising_reward_function_names_the_sample():
         RewardStep([picky])(["p"] * 3, ["a", "b", "boom"])
 
 
+@pytest.mark.parametrize("on_error", ["skip", "raise"])
+def test_a_failing_sample_is_found_by_bisection_and_no_sample_is_scored_twice(on_error):
+    calls = []
+
+    def scored_once(completions, **kw):  # e.g. a paid scoring service: every call costs
+        calls.append(list(completions))
+        if "bad" in completions:
+            raise ValueError("cannot score 'bad'")
+        return [1.0] * len(completions)
+
+    completions = [f"c{i}" for i in range(256)]
+    completions[173] = "bad"
+    step = RewardStep([scored_once], timeout_s=None, on_error=on_error)
+    if on_error == "raise":
+        with pytest.raises(RewardFunctionError, match=r"'scored_once' raised ValueError: cannot score 'bad' — on "
+                                                      r"sample 173 "):
+            step(["p"] * 256, completions)
+    else:
+        assert np.flatnonzero(step(["p"] * 256, completions).skipped).tolist() == [173]
+    # The batch, then per halving (log2 256 = 8) the left half and, where the culprit is in it and the
+    # other half must still be scored, the right one: not one call per sample (1 + 256 before).
+    assert len(calls) <= (2 + 8 if on_error == "raise" else 1 + 2 * 8)
+    passed = [c for call in calls if "bad" not in call for c in call]
+    assert len(passed) == len(set(passed))  # nothing scored successfully is scored again
+    if on_error == "skip":
+        assert sorted(passed) == sorted(c for c in completions if c != "bad")
+
+
+def test_a_batch_failure_no_sample_reproduces_alone_is_an_error():
+    def batch_only(completions, **kw):
+        if len(completions) > 2:
+            raise MemoryError("batch too big")
+        return [0.0] * len(completions)
+
+    with pytest.raises(RewardFunctionError, match=r"failed on the batch of 8 \(MemoryError: batch too big\), but "
+                                                  r"no sample fails alone"):
+        RewardStep([batch_only], timeout_s=None, on_error="skip")(["p"] * 8, ["c"] * 8)
+
+
 def test_bad_weights_and_names():
     with pytest.raises(ValueError, match="2 entries for 1 reward functions"):
         RewardStep(["exact_match"], [1.0, 2.0])

@@ -3,6 +3,7 @@ user-facing workflows (CLI, TensorBoard metrics, Tune search)."""
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ from helpers import small_config
 from ray import tune
 
 from envs.models import ModelNotFoundError
+from envs.rewards import RewardFunctionError
 from rllib_rpp import ReinforcePP
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,6 +66,29 @@ def test_raising_reward_function_fails_the_step_and_checkpoint_stays_loadable(tm
     restored = ReinforcePP.from_checkpoint(path)
     assert np.isfinite(restored.train()["learners"]["default_policy"]["policy_loss"])
     restored.stop()
+
+
+@pytest.mark.parametrize("staleness", [0, 1])  # synchronous sampling, and async rollouts
+def test_a_reward_error_in_a_remote_runner_reaches_the_driver_as_itself_at_once(staleness):
+    # restart_failed_env_runners=True (the default) used to hide it: "no env runner is sampling" after ~73 s.
+    def broken(completions, **kwargs):  # nested: sent to the runner by value
+        return [1 / 0 for _ in completions]
+
+    config = small_config().environment(env_config={"prompts": "arithmetic", "reward_funcs": [broken]}).rewards(
+        reward_timeout_s=None).env_runners(num_env_runners=1).training(max_rollout_staleness=staleness)
+    assert config.restart_failed_env_runners
+    algo = config.build_algo()
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(RewardFunctionError, match=r"reward function 'broken' raised ZeroDivisionError: division "
+                                                      r"by zero — on sample 0 ") as caught:
+            algo.train()
+        assert time.monotonic() - t0 < 30
+        assert type(caught.value) is RewardFunctionError  # itself, not a RayTaskError
+        assert "raised in env runner 1" in "".join(getattr(caught.value, "__notes__", []))
+        assert algo.env_runner_group.num_healthy_remote_workers() == 1  # not taken for dead, not restarted
+    finally:
+        algo.stop()
 
 
 def _poison_sampler(algo):

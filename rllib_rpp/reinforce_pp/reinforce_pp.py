@@ -51,7 +51,7 @@ from rllib_rpp.core.balance import balanced_order
 from rllib_rpp.core.scoring import score_batch
 from rllib_rpp.env_runners.reward_workers import start_reward_workers, stop_reward_workers
 from rllib_rpp.reinforce_pp.dynamic_sampling import fill_batch, trim_for_update
-from rllib_rpp.reinforce_pp.errors import LearnersTimedOut
+from rllib_rpp.reinforce_pp.errors import LearnersTimedOut, raise_user_errors, returning_user_errors
 from rllib_rpp.reinforce_pp.reinforce_pp_config import ReinforcePPConfig
 from rllib_rpp.reinforce_pp.rollouts import AsyncRollouts, sample_sync
 from rllib_rpp.reinforce_pp.weight_sync import EngineWeightSync
@@ -210,10 +210,12 @@ class ReinforcePP(Algorithm):
         group = self.env_runner_group
         total = group.num_remote_env_runners()
         if total and (group.num_healthy_remote_workers() == 0 or self._empty_iterations >= 10):
+            hint = ("they failed again after being restarted: see the env runners' logs"
+                    if self.config.restart_failed_env_runners else "with ignore_env_runner_failures failed runners "
+                    "stay down; set .fault_tolerance(restart_failed_env_runners=True) to restart them")
             raise RuntimeError(
                 f"no env runner is sampling: {total - group.num_healthy_remote_workers()} of {total} failed and "
-                f"{self._empty_iterations} iteration(s) in a row sampled nothing. With ignore_env_runner_failures "
-                f"failed runners stay down; set .fault_tolerance(restart_failed_env_runners=True) to restart them")
+                f"{self._empty_iterations} iteration(s) in a row sampled nothing; {hint}")
 
     def _sync_weights(self) -> None:
         """New weights to every env runner before the next sample."""
@@ -266,9 +268,9 @@ class ReinforcePP(Algorithm):
         rows = load_prompt_rows(source, prompt_key=self.config.env_config.get("prompt_key", "prompt"))
         group = self.env_runner_group
         remote = group.healthy_env_runner_ids()
-        out = group.foreach_env_runner(lambda runner: runner.evaluate_greedy(rows),
+        out = group.foreach_env_runner(returning_user_errors(lambda runner: runner.evaluate_greedy(rows)),
                                        remote_worker_ids=remote[:1], local_env_runner=not remote)
-        return out[0]
+        return raise_user_errors(out)[0]
 
     def _on_learners(self, fn, timeout_s: float | None = None):
         """fn(learner) on every learner at once (state may be spread over them); the answer of the

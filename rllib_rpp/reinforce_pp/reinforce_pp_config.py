@@ -15,6 +15,7 @@ from rllib_rpp.estimators import get_estimator
 from rllib_rpp.memory import estimate_config_memory, memory_warning, reward_memory_warning
 from rllib_rpp.registry import import_path
 from rllib_rpp.reinforce_pp import validation
+from rllib_rpp.reinforce_pp.config_state import KeepsSetValues
 from rllib_rpp.reinforce_pp.reward_options import RewardOptions
 from rllib_rpp.reinforce_pp.torch.causal_lm_rl_module import CausalLMTorchRLModule
 from rllib_rpp.reinforce_pp.torch.reinforce_pp_torch_learner import ReinforcePPTorchLearner
@@ -25,7 +26,7 @@ logger = logging.getLogger(__name__)
 ALGORITHM_CLASS = "rllib_rpp.reinforce_pp.reinforce_pp:ReinforcePP"
 
 
-class ReinforcePPConfig(RewardOptions, AlgorithmConfig):
+class ReinforcePPConfig(KeepsSetValues, RewardOptions, AlgorithmConfig):
     """Configuration for REINFORCE++.
 
     .. code-block:: python
@@ -376,24 +377,11 @@ class ReinforcePPConfig(RewardOptions, AlgorithmConfig):
     @override(AlgorithmConfig)
     def validate(self) -> None:
         # Ours first: RLlib's own checks misreport some bad values (e.g. lr="1e-4").
-        errors = validation.violations(self, validation.RULES)
-        mc = self._model_config if isinstance(self._model_config, dict) else {}
-        model_errors = validation.violations(mc, validation.MODEL_RULES,
-                                             get=lambda d, k, _: d.get(k, "float32" if k == "dtype" else None))
-        errors += [f"model_config[{m.split('=', 1)[0]!r}]={m.split('=', 1)[1]}" for m in model_errors]
-        model = mc.get("model")
-        if not isinstance(model, str) or not model:
-            errors.append(f"model_config['model'] must name the policy (HF id, path or 'tiny-arith'), got {model!r}")
-        if not errors:  # the cross-option rules assume each option is well-formed
-            errors = validation.cross_option_errors(self)
-        if errors:
+        if errors := validation.config_errors(self):
             self._value_error("; ".join(errors))
         total = self.num_prompts_per_iteration * self.num_samples_per_prompt
         self.train_batch_size_per_learner = total // max(1, self.num_learners)
         super().validate()
-        for warning in validation.option_warnings(self):
-            logger.warning(warning)
-        if (warning := reward_memory_warning(self)) is not None:
-            logger.warning(warning)
-        if (warning := memory_warning(self)) is not None:
-            logger.warning(warning)
+        for warning in [*validation.option_warnings(self), reward_memory_warning(self), memory_warning(self)]:
+            if warning is not None:
+                logger.warning(warning)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 
 from rllib_rpp import schema as S
+from rllib_rpp.reinforce_pp.errors import raise_user_errors, returning_user_errors
 
 
 def shares(n: int, runners: int) -> list[int]:
@@ -28,15 +29,18 @@ def sample_sync(algo, num_prompts: int | None = None, new_weights_next: bool = T
     group = algo.env_runner_group
     n = num_prompts or algo.config.num_prompts_per_iteration
     ids = group.healthy_env_runner_ids() if group.num_remote_env_runners() else []
+    # User errors (a raising reward function) come back as results and are raised here, as themselves.
     if not ids:
-        out = group.foreach_env_runner(lambda runner: (runner.sample(num_prompts=n, new_weights_next=new_weights_next),
-                                                       runner.get_metrics()), local_env_runner=True)
+        out = group.foreach_env_runner(returning_user_errors(
+            lambda runner: (runner.sample(num_prompts=n, new_weights_next=new_weights_next), runner.get_metrics())),
+            local_env_runner=True)
     else:
         out = group.foreach_env_runner(
-            [lambda runner, k=k: (runner.sample(num_prompts=k, new_weights_next=new_weights_next),
-                                  runner.get_metrics())
+            [returning_user_errors(lambda runner, k=k: (runner.sample(num_prompts=k, new_weights_next=new_weights_next),
+                                                        runner.get_metrics()))
              for k in shares(n, len(ids)) if k],
             remote_worker_ids=ids[: min(n, len(ids))], local_env_runner=False)
+    out = raise_user_errors(out)
     return [e for eps, _ in out for e in eps], [m for _, m in out]
 
 
@@ -60,7 +64,7 @@ class AsyncRollouts:
         ids = group.healthy_env_runner_ids()
         if not ids:
             return
-        funcs = [lambda runner, k=k: (runner.sample(num_prompts=k), runner.get_metrics())
+        funcs = [returning_user_errors(lambda runner, k=k: (runner.sample(num_prompts=k), runner.get_metrics()))
                  for k in shares(self.algo.config.num_prompts_per_iteration, len(ids))]
         group.foreach_env_runner_async(funcs, tag=self.TAG, remote_worker_ids=ids)
         self.pending, self.issued_at = set(ids), time.perf_counter()
@@ -74,6 +78,7 @@ class AsyncRollouts:
                 results.append(result)
                 self.pending.discard(worker_id)
             self.pending &= set(group.healthy_env_runner_ids())
+        raise_user_errors(results)  # once nothing is in flight: the next wait starts clean
         episodes = [e for eps, _ in results for e in eps]
         return episodes, [m for _, m in results], time.perf_counter() - t0
 

@@ -26,6 +26,7 @@ Rule = tuple[Callable[[Any], bool], str]
 TRUNCATION_POLICIES = ("keep", "penalize", "mask")
 REWARD_NORMALIZATIONS = (None, "batch", "running")
 DTYPES = ("float32", "bfloat16", "float16")
+MANY_EPOCHS = 16  # option_warnings: more passes over one batch than any recipe uses
 
 
 def is_real(v) -> bool:
@@ -165,7 +166,10 @@ RULES: dict[str, Rule] = {
 
 MODEL_RULES: dict[str, Rule] = {
     "dtype": one_of(DTYPES),
-    "param_dtype": one_of((None, *DTYPES)),
+    # fp16 master weights would need loss scaling, which the learner does not do: the first update fails.
+    "param_dtype": (lambda v: v in (None, "float32", "bfloat16"),
+                    "None, 'float32' or 'bfloat16' (float16 master weights need loss scaling; use float16 as the "
+                    "compute 'dtype' instead)"),
     "ref_dtype": one_of((None, *DTYPES)),
     "gradient_checkpointing": boolean(optional=True),
     "lora": (lambda v: v is None or (isinstance(v, dict) and isinstance(v.get("r"), int) and v["r"] > 0
@@ -182,6 +186,19 @@ def violations(obj, rules: dict[str, Rule], get=getattr) -> list[str]:
         if not check(value):
             out.append(f"{name}={value!r} is invalid: expected {expected}")
     return out
+
+
+def config_errors(config) -> list[str]:
+    """Every rule a ReinforcePPConfig breaks: each option alone, then (when each is well-formed)
+    the rules relating several."""
+    errors = violations(config, RULES)
+    mc = config._model_config if isinstance(config._model_config, dict) else {}
+    model_errors = violations(mc, MODEL_RULES, get=lambda d, k, _: d.get(k, "float32" if k == "dtype" else None))
+    errors += [f"model_config[{m.split('=', 1)[0]!r}]={m.split('=', 1)[1]}" for m in model_errors]
+    model = mc.get("model")
+    if not isinstance(model, str) or not model:
+        errors.append(f"model_config['model'] must name the policy (HF id, path or 'tiny-arith'), got {model!r}")
+    return errors or cross_option_errors(config)
 
 
 def env_config_errors(config) -> list[str]:
@@ -201,6 +218,11 @@ def env_config_errors(config) -> list[str]:
 def option_warnings(config) -> list[str]:
     """Valid but risky combinations: trained as asked, with a warning."""
     warnings = []
+    if config.num_epochs > MANY_EPOCHS:
+        warnings.append(f"num_epochs={config.num_epochs}: every epoch is one more full pass of updates over the "
+                        f"same batch (~{config.num_epochs}x the update time), and the later ones train far off-policy, "
+                        f"where the clip masks most tokens; REINFORCE++ uses 1 (PPO-style setups 1-4, rarely > "
+                        f"{MANY_EPOCHS})")
     if config.kl_placement_used == "loss" and config.kl_estimator_used == "k3":
         warnings.append("KL estimator k3 as a loss term gives a biased gradient; k2 is recommended")
     if config.dynamic_sampling and not get_estimator(config.advantage_estimator).needs_groups:
