@@ -24,5 +24,5 @@ if __name__ == "__main__":
     args = parser.parse_args()
     config = general_alignment(model=args.model, reward_model=args.reward_model, prompts=args.prompts,
                                eval_prompts=args.eval_prompts, gpus=args.gpus)
-    run(config, time_budget_s=None, iterations=args.iterations, checkpoint_dir="checkpoints/general",
+    run(config, time_budget_s=None, iterations=args.iterations, checkpoint_dir="checkpoints/general", name="general",
         export_dir="exports/general")

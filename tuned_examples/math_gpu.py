@@ -21,5 +21,5 @@ if __name__ == "__main__":
     parser.add_argument("--iterations", type=int, default=200)
     args = parser.parse_args()
     config = math_reasoning(model=args.model, prompts=args.prompts, eval_prompts=args.eval_prompts, gpus=args.gpus)
-    run(config, time_budget_s=None, iterations=args.iterations, checkpoint_dir="checkpoints/math",
+    run(config, time_budget_s=None, iterations=args.iterations, checkpoint_dir="checkpoints/math", name="math",
         export_dir="exports/math")

@@ -17,4 +17,4 @@ if __name__ == "__main__":
     args = parser.parse_args()
     # Any option of the preset can be refined with the fluent config API.
     config = tiny_arith(lr=2e-4).training(kl_coef=0.01)
-    run(config, time_budget_s=60 * args.minutes)
+    run(config, time_budget_s=60 * args.minutes, name="tiny-arith")
