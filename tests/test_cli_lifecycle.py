@@ -78,7 +78,8 @@ def test_sigterm_to_the_process_group_exits_143_promptly_and_a_second_one_withou
     rc, seconds, out, err = _start_and_signal(tmp_path / "twice", 2)
     assert rc == 128 + signal.SIGTERM and seconds < 30, (rc, seconds, err[-3000:])
     assert "Traceback" not in err and ("SIGTERM again: stopping now" in err or "failed with it" in err)
-    # The iteration in progress may fail with Ray gone: then the last periodic checkpoint stands.
+    # The iteration in progress may fail with Ray gone: then the last periodic checkpoint stands
+    # (iteration 2's at least: "iter 3" is printed after it was saved).
     algo = ReinforcePP.from_checkpoint(str(tmp_path / "once" / "ckpt"))
-    assert algo.iteration >= 3
+    assert algo.iteration >= 2
     algo.stop()
