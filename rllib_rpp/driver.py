@@ -12,6 +12,7 @@ from datetime import datetime
 from pathlib import Path
 
 from rllib_rpp import overrides
+from rllib_rpp.checkpoints import LATEST
 from rllib_rpp.console import Console, status_line, time_left
 from rllib_rpp.run_control import Checkpointer, StopRequest, check_writable, exit_after_signal, init_ray
 from rllib_rpp.run_record import RunRecord
@@ -44,6 +45,8 @@ def run(config, *, time_budget_s: float | None = 300.0, iterations: int | None =
     check_writable(checkpoint_dir, export_dir, run_dir)
     checkpointer = Checkpointer(checkpoint_dir, checkpoint_every, keep_checkpoints)
     checkpointer.claim(resume)
+    # A new run's directory is checked before anything is built; a resumed run's is in its checkpoint.
+    record = None if resume else RunRecord(run_dir or default_run_dir(name))
     init_ray(log)
     t0 = time.time()
     if resume:
@@ -66,8 +69,12 @@ def run(config, *, time_budget_s: float | None = 300.0, iterations: int | None =
         raise ValueError(f"--resume {resume} is a checkpoint of a {info['preset']!r} run, not {name!r}: "
                          f"resume it with `train {info['preset']} --resume ...`")
     start_it, train_s = algo.iteration, float(info.get("train_s", 0.0))
-    record = RunRecord(run_dir or info.get("run_dir") or default_run_dir(name),
-                       resume_at=start_it if resume else None)
+    if record is None:
+        try:
+            record = RunRecord(run_dir or info.get("run_dir") or default_run_dir(name), resume_at=start_it)
+        except (OSError, ValueError):
+            algo.stop()
+            raise
     sections = overrides.resolved(config)
     record.write_config(sections)
     trackers, stop = Trackers([]), StopRequest()
@@ -95,7 +102,6 @@ def run(config, *, time_budget_s: float | None = 300.0, iterations: int | None =
                   f"{_latest(checkpointer)}", file=sys.stderr, flush=True)
             exit_after_signal(128 + signum)
         raise
-    stop = summary.pop("_stop")
     if export_dir:
         summary["export"] = str(algo.export_policy(export_dir))
         log(f"exported policy (transformers / vLLM loadable): {summary['export']}")
@@ -104,19 +110,19 @@ def run(config, *, time_budget_s: float | None = 300.0, iterations: int | None =
     if curves:
         summary["curves"] = str(curves)
     record.write_summary(summary)
-    trackers.finish(ok=stop is None)
+    trackers.finish(ok=stop.signum is None)
     print("SUMMARY " + json.dumps(summary), file=sys.stdout, flush=True)
     algo.stop()
-    if stop is not None:
+    if stop.signum is not None:
         where = f"; checkpoint: {summary['checkpoint']}" if checkpoint_dir else " (no --checkpoint-dir: nothing saved)"
-        print(f"stopped by {signal.Signals(stop).name} after {summary['iterations']} iterations{where}",
+        print(f"stopped by {signal.Signals(stop.signum).name} after {summary['iterations']} iterations{where}",
               file=sys.stderr, flush=True)
-        exit_after_signal(128 + stop)
+        exit_after_signal(128 + stop.signum)
     return summary
 
 
 def _latest(checkpointer: Checkpointer) -> str:
-    latest = checkpointer.root / "latest" if checkpointer.root else None
+    latest = checkpointer.root / LATEST if checkpointer.root else None
     return str(checkpointer.root / latest.read_text().strip()) if latest and latest.is_file() else "none"
 
 
@@ -204,5 +210,4 @@ def _train(algo, config, console, record, trackers, checkpointer, stop, *, train
     elif evals:
         console.event(f"held-out greedy reward: {summary['eval_before']:.3f} before; no evaluation after training "
                       f"(stopped before one)")
-    summary["_stop"] = stop.signum
     return summary

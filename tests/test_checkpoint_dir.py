@@ -67,7 +67,10 @@ def test_a_negative_keep_is_refused_and_zero_keeps_all(tmp_path, keep):
 
 def test_bad_cli_numbers_name_their_flag_before_training(tmp_path):
     c = str(tmp_path / "c")
+    (tmp_path / "used").mkdir()
+    (tmp_path / "used" / "metrics.jsonl").write_text("{}\n")
     for argv, message in (
+        (["--run-dir", str(tmp_path / "used")], "already holds a run"),
         (["--iterations", "-1"], "--iterations -1 is invalid: expected a positive number"),
         (["--time-budget", "-5"], "--time-budget -5.0 is invalid"),
         (["--checkpoint-every", "abcs", "--checkpoint-dir", c], "--checkpoint-every 'abcs' is invalid"),
