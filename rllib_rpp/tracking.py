@@ -55,14 +55,11 @@ class WandbTracker:
         self.wandb, self.project, self.dir, self.run_name, self.run = wandb, project, dir, run_name, None
 
     def start(self, hparams: dict[str, Any], run_id: str | None = None) -> str:
-        logged_in = os.environ.get("WANDB_API_KEY") or _netrc_has("api.wandb.ai")
-        mode = os.environ.get("WANDB_MODE") or ("online" if logged_in else "offline")
         Path(self.dir).mkdir(parents=True, exist_ok=True)
         self.run = self.wandb.init(project=self.project, id=run_id, resume="allow" if run_id else None,
-                                   name=self.run_name, dir=self.dir, config=hparams, mode=mode,
+                                   name=self.run_name, dir=self.dir, config=hparams, mode=wandb_mode(),
                                    # no console capture or banners: the status line stays calm
                                    settings=self.wandb.Settings(silent=True, console="off"))
-        self.mode = mode
         return self.run.id
 
     def log(self, metrics: dict[str, float], step: int) -> None:
@@ -143,6 +140,12 @@ def _mlflow_store(uri: str) -> tuple[str, str | None]:
 def _mlflow_key(key: str) -> str:
     # MLflow keys allow alphanumerics, _ - . space : / only.
     return "".join(c if c.isalnum() or c in "_-. :/" else "_" for c in key)
+
+
+def wandb_mode() -> str:
+    """WANDB_MODE if set; else online with a W&B login (WANDB_API_KEY or `wandb login`), offline without."""
+    logged_in = os.environ.get("WANDB_API_KEY") or _netrc_has("api.wandb.ai")
+    return os.environ.get("WANDB_MODE") or ("online" if logged_in else "offline")
 
 
 def _netrc_has(host: str) -> bool:

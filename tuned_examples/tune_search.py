@@ -20,7 +20,7 @@ from ray.tune.schedulers import ASHAScheduler
 
 from rllib_rpp import ReinforcePP
 from rllib_rpp.presets import tiny_arith as build_config
-from rllib_rpp.tracking import mlflow_store_uri
+from rllib_rpp.tracking import mlflow_store_uri, wandb_mode
 
 METRIC = "greedy_eval/reward_mean"  # held-out greedy accuracy, evaluated every `eval_interval`
 SEARCHED = {"kl_coef": "β", "clip_low": "ε_low", "clip_high": "ε_high", "lr": "lr"}
@@ -40,8 +40,7 @@ def tracking_callbacks(wandb_project: str | None = None, mlflow_uri: str | None 
     if wandb_project:
         from ray.air.integrations.wandb import WandbLoggerCallback
 
-        logged_in = os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_MODE") == "online"
-        callbacks.append(WandbLoggerCallback(project=wandb_project, mode=None if logged_in else "offline"))
+        callbacks.append(WandbLoggerCallback(project=wandb_project, mode=wandb_mode()))
     if mlflow_uri is not None:
         from ray.air.integrations.mlflow import MLflowLoggerCallback
 
