@@ -15,6 +15,10 @@ RESULTS = Path(os.environ.get("RLLIB_RPP_RESULTS", Path(__file__).parent / "resu
 # The tiny example's batch shape: 64 prompts x 4 samples, <= 5 new tokens, 2 optimizer steps.
 WORKLOAD = {"num_prompts": 64, "samples_per_prompt": 4, "max_new_tokens": 5, "minibatches": 2,
             "lr": 2e-4, "kl_coef": 0.01}
+# The real shape: the smollm2 preset (SmolLM2-135M-Instruct, reasoning-gym chat prompts), 16 prompts x 4
+# samples x exactly 32 new tokens (EOS ignored, so every contender generates the same amount), 2 steps.
+REAL_WORKLOAD = {"task": "smollm2", "preset": "smollm2", "num_prompts": 16, "samples_per_prompt": 4,
+                 "max_new_tokens": 32, "ignore_eos": True, "minibatches": 2, "lr": 1e-5, "kl_coef": 0.001}
 
 
 def machine() -> dict:

@@ -3,7 +3,9 @@
 Same model (tiny-arith), prompts (arithmetic train split), batch shape (64 prompts x 4
 samples = one generation batch of 256, <= 5 new tokens), 2 optimizer steps per generation
 batch (steps_per_generation=2), a reference model (beta > 0) and the exact-match reward;
-transformers generation on CPU (no vLLM), as rllib-rpp's default sampler."""
+transformers generation on CPU (no vLLM), as rllib-rpp's default sampler. `task="smollm2"`: the
+real shape (the `smollm2` preset's model and reasoning-gym prompts, its verifier as the reward);
+`gradient_checkpointing`: TRL's default is True, False is faster on a CPU."""
 
 from __future__ import annotations
 
@@ -21,7 +23,24 @@ def measure(args: dict) -> dict:
     from envs.models import resolve_model_path
     from envs.tasks.arithmetic import arithmetic_prompts
 
-    path = resolve_model_path(args.get("model", "tiny-arith"))
+    if args.get("task") == "smollm2":
+        from envs.prompts import load_prompt_rows
+        from envs.tasks.reasoning_gym import score
+        from rllib_rpp.presets import smollm2
+
+        preset = smollm2()
+        path = resolve_model_path(preset.model_config["model"])
+        rows = [{"prompt": r["prompt"], "task_entry": json.dumps(r["task_entry"])}
+                for r in load_prompt_rows(preset.env_config["prompts"])]
+
+        def reward(completions, task_entry, **kwargs):
+            return score(completions, [json.loads(e) for e in task_entry])
+    else:
+        path = resolve_model_path(args.get("model", "tiny-arith"))
+        rows = arithmetic_prompts("train")
+
+        def reward(completions, answer, **kwargs):
+            return [float(c.strip() == a) for c, a in zip(completions, answer)]
     per_step = args["num_prompts"] * args["samples_per_prompt"] // args["minibatches"]
     warmup, iters = args.get("warmup", 2), args["iterations"]
     stamps: list[float] = []
@@ -30,9 +49,6 @@ def measure(args: dict) -> dict:
         def on_step_end(self, *a, **k):
             stamps.append(time.perf_counter())
 
-    def exact_match(completions, answer, **kwargs):
-        return [float(c.strip() == a) for c, a in zip(completions, answer)]
-
     matched = {} if args.get("defaults") else {  # else TRL's own defaults (β 0: no reference model)
         "gradient_accumulation_steps": 1, "steps_per_generation": args["minibatches"], "beta": args["kl_coef"],
         "learning_rate": args["lr"], "max_grad_norm": 1.0, "temperature": 1.0}
@@ -40,12 +56,13 @@ def measure(args: dict) -> dict:
         output_dir=tempfile.mkdtemp(), per_device_train_batch_size=per_step, num_generations=args["samples_per_prompt"],
         max_completion_length=args["max_new_tokens"], use_cpu=True, bf16=False, logging_steps=1, save_strategy="no",
         report_to="none", disable_tqdm=True, max_steps=args["minibatches"] * (warmup + iters), seed=0,
+        **({"gradient_checkpointing": args["gradient_checkpointing"]} if "gradient_checkpointing" in args else {}),
         **({"generation_kwargs": {"min_new_tokens": args["max_new_tokens"]}} if args.get("ignore_eos") else {}),
         **matched,
     )
     trainer = GRPOTrainer(
-        model=AutoModelForCausalLM.from_pretrained(path), reward_funcs=exact_match, args=config,
-        train_dataset=datasets.Dataset.from_list(arithmetic_prompts("train")),
+        model=AutoModelForCausalLM.from_pretrained(path), reward_funcs=reward, args=config,
+        train_dataset=datasets.Dataset.from_list(rows),
         processing_class=AutoTokenizer.from_pretrained(path), callbacks=[Clock()],
     )
     trainer.train()
