@@ -81,15 +81,15 @@ def _build_config(args):
 
 def _calm_libraries() -> None:
     """Keep the console for the run: no weight-loading progress bars, no notices a user cannot act on
-    (RLlib's "running on the new API stack", its internal deprecations, Tune's "install gputil")."""
+    (RLlib's "running on the new API stack", its internal deprecations; the algorithm's import drops
+    Tune's, `rllib_rpp.reinforce_pp.library_notices`)."""
     import logging
 
     from ray.util import log_once
 
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     log_once("ReinforcePP_on_new_api_stack")  # ReinforcePP only runs on the new API stack
-    for name in ("ray._common.deprecation", "ray.tune.utils.util"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+    logging.getLogger("ray._common.deprecation").setLevel(logging.ERROR)
 
 
 def _train(args) -> None:
