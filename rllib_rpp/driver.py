@@ -165,7 +165,8 @@ def _train(algo, config, console, record, trackers, checkpointer, stop, *, train
         result = algo.train()
         dt = time.time() - t
         train_s, session_s, it = train_s + dt, session_s + dt, it + 1
-        runners, learner = result["env_runners"], result["learners"]["default_policy"]
+        # (no learner results when no iteration has made an update yet, `reinforce_pp.no_update`)
+        runners, learner = result["env_runners"], result.get("learners", {}).get("default_policy", {})
         sampled = runners.get("num_env_steps_sampled", 0)
         completions += sampled
         reward, kl = runners["episode_return_mean"], learner.get("kl_ref_per_token", 0.0)
