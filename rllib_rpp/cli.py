@@ -120,7 +120,9 @@ def _train(args) -> None:
 def _show_config(args) -> None:
     import yaml
 
-    print(yaml.safe_dump(overrides.resolved(_build_config(args)), sort_keys=False), end="")
+    config = _build_config(args)
+    config.check()  # as `train` checks it: show-config prints only configs that train
+    print(yaml.safe_dump(overrides.resolved(config), sort_keys=False), end="")
 
 
 def _plot(args) -> None:
@@ -213,7 +215,7 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (ValueError, FileNotFoundError) as e:  # bad options, models, layouts, checkpoints: say which
+    except (ValueError, OSError) as e:  # bad options, models, layouts, checkpoints, full or read-only disks: say which
         raise SystemExit(f"rllib-rpp: error: {e}") from None
 
 

@@ -14,9 +14,9 @@ from pathlib import Path
 from rllib_rpp import overrides
 from rllib_rpp.checkpoints import LATEST
 from rllib_rpp.console import Console, status_line, time_left
-from rllib_rpp.run_control import Checkpointer, StopRequest, check_writable, exit_after_signal, init_ray
+from rllib_rpp.run_control import Checkpointer, StopRequest, check_writable, exit_after_signal, init_ray, within
 from rllib_rpp.run_record import RunRecord
-from rllib_rpp.tracking import Trackers, build_trackers, flatten_metrics
+from rllib_rpp.tracking import Trackers, build_trackers, check_tracking, flatten_metrics
 
 __all__ = ["run", "default_run_dir", "Checkpointer", "check_writable", "init_ray"]
 
@@ -42,27 +42,26 @@ def run(config, *, time_budget_s: float | None = 300.0, iterations: int | None =
             raise ValueError(f"{flag} {value!r} is invalid: expected a positive number")
     console = console or Console(mode="quiet" if quiet else "auto")
     log = console.event
-    check_writable(checkpoint_dir, export_dir, run_dir)
+    if config is not None:  # the checks build_algo would make, before anything is made or written
+        config.check()
+    check_tracking(wandb_project=wandb_project, use_mlflow=mlflow, mlflow_uri=mlflow_uri)
+    check_writable(checkpoint_dir, export_dir)
     checkpointer = Checkpointer(checkpoint_dir, checkpoint_every, keep_checkpoints)
     checkpointer.claim(resume)
     # A new run's directory is checked before anything is built; a resumed run's is in its checkpoint.
     record = None if resume else RunRecord(run_dir or default_run_dir(name))
-    init_ray(log)
     t0 = time.time()
-    if resume:
-        from rllib_rpp import ReinforcePP
-
-        log(f"resuming from {resume} ...")
-        algo = ReinforcePP.from_checkpoint(resume)
-        config = algo.config
-    else:
-        est = config.memory_estimate()
-        if est is not None:
-            parts = ", ".join(f"{k} {v:.2f}" for k, v in est.gib().items() if k != "total")
-            log(f"learner memory estimate: {est.total / (1 << 30):.2f} GiB per learner ({parts} GiB)")
-        log("building the algorithm (first run: builds and caches the tiny model) ...")
-        algo = config.build_algo()
+    try:
+        if record is not None:
+            check_writable(str(record.dir))
+        init_ray(log)
+        algo = _build(config, resume, log)
+    except BaseException:
+        if record is not None:  # a run that never started leaves no empty run directory behind
+            record.discard_if_empty()
+        raise
     log(f"built in {time.time() - t0:.1f} s")
+    config = algo.config if resume else config
     info = dict(algo.run_info)  # what the checkpoint remembers of the run (empty for a new run)
     if resume and info.get("preset") not in (None, name):
         algo.stop()
@@ -80,7 +79,8 @@ def run(config, *, time_budget_s: float | None = 300.0, iterations: int | None =
     trackers, stop = Trackers([]), StopRequest()
     try:
         trackers = build_trackers(wandb_project=wandb_project, mlflow_uri=mlflow_uri, use_mlflow=mlflow,
-                                  run_dir=str(record.dir), run_name=record.dir.name, experiment=f"rllib-rpp-{name}")
+                                  run_dir=str(record.dir), run_name=record.dir.name, experiment=f"rllib-rpp-{name}",
+                                  warn=log)
         trackers.start({"preset": name, **overrides.flat(sections)}, ids=info.get("trackers") if resume else None)
         for where in trackers.describe():
             log(f"tracking: {where}")
@@ -92,7 +92,7 @@ def run(config, *, time_budget_s: float | None = 300.0, iterations: int | None =
         trackers.finish(ok=False)
         console.close()
         _plot(record, log)
-        algo.stop()
+        _stop(algo, stop)
         if isinstance(e, SystemExit) and isinstance(e.code, int) and e.code > 128:  # a second signal
             exit_after_signal(e.code)
         signum = stop.signum
@@ -112,13 +112,36 @@ def run(config, *, time_budget_s: float | None = 300.0, iterations: int | None =
     record.write_summary(summary)
     trackers.finish(ok=stop.signum is None)
     print("SUMMARY " + json.dumps(summary), file=sys.stdout, flush=True)
-    algo.stop()
+    _stop(algo, stop)
     if stop.signum is not None:
         where = f"; checkpoint: {summary['checkpoint']}" if checkpoint_dir else " (no --checkpoint-dir: nothing saved)"
         print(f"stopped by {signal.Signals(stop.signum).name} after {summary['iterations']} iterations{where}",
               file=sys.stderr, flush=True)
         exit_after_signal(128 + stop.signum)
     return summary
+
+
+def _build(config, resume: str | None, log):
+    if resume:
+        from rllib_rpp import ReinforcePP
+
+        log(f"resuming from {resume} ...")
+        return ReinforcePP.from_checkpoint(resume)
+    est = config.memory_estimate()
+    if est is not None:
+        parts = ", ".join(f"{k} {v:.2f}" for k, v in est.gib().items() if k != "total")
+        log(f"learner memory estimate: {est.total / (1 << 30):.2f} GiB per learner ({parts} GiB)")
+    log("building the algorithm (first run: builds and caches the tiny model) ...")
+    return config.build_algo()
+
+
+def _stop(algo, stop: StopRequest) -> None:
+    """algo.stop(); after a signal, waited for 10 s at most: a SIGTERM to the process group may have
+    ended the Ray head, and stopping its actors would wait 60 s for it (the process exits next)."""
+    if stop.signum is None:
+        algo.stop()
+    elif not within(algo.stop, 10.0):
+        print("(Ray did not answer the stop within 10 s: its head went with the signal)", file=sys.stderr, flush=True)
 
 
 def _latest(checkpointer: Checkpointer) -> str:

@@ -3,6 +3,7 @@ training, the checkpoint directory's rules, and signals that stop cleanly."""
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -117,18 +118,25 @@ def check_writable(*dirs: str | None) -> None:
             raise SystemExit(f"cannot write to {path}: {e.strerror or e}") from e
 
 
-def exit_after_signal(code: int, wait_s: float = 5.0):
-    """Exit with `code` (128 + the signal) once Ray is shut down, or at once if it cannot be: a
-    SIGTERM to the process group (`timeout`, schedulers) also ends the local Ray head, and Ray
-    would wait 60 s for it and then exit with status 1."""
-    done = threading.Thread(target=ray.shutdown, daemon=True)
+def within(fn, wait_s: float) -> bool:
+    """fn() on a daemon thread, waited for at most `wait_s` seconds; False if it is still running
+    (a Ray call whose head is gone blocks for 60 s, then ends the process with status 1)."""
+    done = threading.Thread(target=fn, daemon=True)
     done.start()
     done.join(wait_s)
-    if done.is_alive():
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-    raise SystemExit(code)
+    return not done.is_alive()
+
+
+def exit_after_signal(code: int, wait_s: float = 5.0):
+    """Exit with `code` (128 + the signal) once Ray is shut down or `wait_s` has passed, without
+    the interpreter's own exit: a SIGTERM to the process group (`timeout`, schedulers) also ends
+    the local Ray head, and Ray's exit hooks would wait 60 s for it and then exit with status 1.
+    Everything the run keeps (checkpoint, summary, trackers) is written before this is called."""
+    within(ray.shutdown, wait_s)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 class StopRequest:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 METRICS = "metrics.jsonl"
@@ -43,7 +44,11 @@ class RunRecord:
 
     def __init__(self, run_dir, resume_at: int | None = None):
         self.dir = Path(run_dir).absolute()
-        self.dir.mkdir(parents=True, exist_ok=True)
+        self.created = not self.dir.exists()  # made by this run: `discard_if_empty` may remove it
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ValueError(f"cannot write to {self.dir}: {e.strerror or e}") from None
         self.path = self.dir / METRICS
         if resume_at is not None and self.path.exists():
             kept = [r for r in read_records(self.dir) if r.get("iteration", 0) <= resume_at]
@@ -51,6 +56,15 @@ class RunRecord:
         elif resume_at is None and self.path.exists():
             raise ValueError(f"run directory {self.dir} already holds a run ({METRICS}): give another --run-dir, "
                              f"or --resume its checkpoint to continue it")
+
+    def discard_if_empty(self) -> None:
+        """Remove the directory if this run made it and nothing was written in it (a run that
+        failed before it started leaves no empty run directory behind)."""
+        if self.created:
+            try:
+                self.dir.rmdir()  # only an empty directory
+            except OSError:
+                pass
 
     def add(self, kind: str, **fields) -> None:
         with open(self.path, "a") as f:
@@ -72,18 +86,38 @@ class RunRecord:
         return plot_runs([self.dir], self.dir / CURVES)
 
 
-def read_records(run_dir) -> list[dict]:
-    """A run directory's records; a torn last line (a killed process) is skipped."""
+def read_records(run_dir, warn=None) -> list[dict]:
+    """A run directory's records. A line that is not a record is skipped and reported through
+    `warn` (default: a line on stderr) with the file and line number: a torn last line is a run
+    killed (or still writing) mid-line, anything else a damaged file."""
+    warn = warn or _warn
     path = Path(run_dir) / METRICS
     if not path.exists():
+        if (Path(run_dir) / CONFIG).exists():
+            raise FileNotFoundError(f"{run_dir} has no records yet: no {METRICS} (its run has not finished an "
+                                    f"iteration)")
         raise FileNotFoundError(f"{run_dir} is not a run directory: no {METRICS} in it")
-    records = []
-    for line in path.read_text().splitlines():
+    records, lines = [], path.read_text().splitlines()
+    for n, line in enumerate(lines, 1):
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except ValueError:
-            continue
+            record = None
+        if isinstance(record, dict) and isinstance(record.get("kind"), str):
+            records.append(record)
+        elif n == len(lines) and record is None:
+            warn(f"{path}:{n}: the last line is cut short (the run was killed, or is writing it): skipped")
+        elif line.strip():
+            warn(f"{path}:{n}: not a record ({line[:80]!r}): skipped")
     return records
+
+
+def _number(v) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
 def running_mean(values, window: int) -> list[float]:
@@ -108,7 +142,8 @@ def plot_runs(run_dirs, out, labels=None) -> Path:
         records = read_records(run_dir)
         color = f"C{i % 10}"
         for ax, (_, kind, field) in zip(axes.flat, PANELS):
-            points = [(r["train_s"], r[field]) for r in records if r["kind"] == kind and r.get(field) is not None]
+            points = [(r["train_s"], r[field]) for r in records  # (a record without the numbers is left out)
+                      if r["kind"] == kind and _number(r.get(field)) and _number(r.get("train_s"))]
             if not points:
                 continue
             xs, ys = zip(*points)
