@@ -48,10 +48,10 @@ def run(config, *, time_budget_s: float | None = 300.0, iterations: int | None =
     check_writable(checkpoint_dir, export_dir)
     checkpointer = Checkpointer(checkpoint_dir, checkpoint_every, keep_checkpoints)
     checkpointer.claim(resume)
-    # A new run's directory is checked before anything is built; a resumed run's is in its checkpoint.
-    record = None if resume else RunRecord(run_dir or default_run_dir(name))
-    t0 = time.time()
+    record, t0 = None, time.time()
     try:
+        # A new run's directory is checked before anything is built; a resumed run's is in its checkpoint.
+        record = None if resume else RunRecord(run_dir or default_run_dir(name), unique=not run_dir)
         if record is not None:
             check_writable(str(record.dir))
         init_ray(log)
@@ -59,12 +59,14 @@ def run(config, *, time_budget_s: float | None = 300.0, iterations: int | None =
     except BaseException:
         if record is not None:  # a run that never started leaves no empty run directory behind
             record.discard_if_empty()
+        checkpointer.release()
         raise
     log(f"built in {time.time() - t0:.1f} s")
     config = algo.config if resume else config
     info = dict(algo.run_info)  # what the checkpoint remembers of the run (empty for a new run)
     if resume and info.get("preset") not in (None, name):
         algo.stop()
+        checkpointer.release()
         raise ValueError(f"--resume {resume} is a checkpoint of a {info['preset']!r} run, not {name!r}: "
                          f"resume it with `train {info['preset']} --resume ...`")
     start_it, train_s = algo.iteration, float(info.get("train_s", 0.0))
@@ -73,6 +75,7 @@ def run(config, *, time_budget_s: float | None = 300.0, iterations: int | None =
             record = RunRecord(run_dir or info.get("run_dir") or default_run_dir(name), resume_at=start_it)
         except (OSError, ValueError):
             algo.stop()
+            checkpointer.release()
             raise
     sections = overrides.resolved(config)
     record.write_config(sections)
@@ -93,6 +96,8 @@ def run(config, *, time_budget_s: float | None = 300.0, iterations: int | None =
         console.close()
         _plot(record, log)
         _stop(algo, stop)
+        record.release()
+        checkpointer.release()
         if isinstance(e, SystemExit) and isinstance(e.code, int) and e.code > 128:  # a second signal
             exit_after_signal(e.code)
         signum = stop.signum
@@ -113,6 +118,8 @@ def run(config, *, time_budget_s: float | None = 300.0, iterations: int | None =
     trackers.finish(ok=stop.signum is None)
     print("SUMMARY " + json.dumps(summary), file=sys.stdout, flush=True)
     _stop(algo, stop)
+    record.release()
+    checkpointer.release()
     if stop.signum is not None:
         where = f"; checkpoint: {summary['checkpoint']}" if checkpoint_dir else " (no --checkpoint-dir: nothing saved)"
         print(f"stopped by {signal.Signals(stop.signum).name} after {summary['iterations']} iterations{where}",

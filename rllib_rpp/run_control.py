@@ -16,6 +16,7 @@ from pathlib import Path
 import ray
 
 from rllib_rpp.checkpoints import LATEST
+from rllib_rpp.run_record import claim, release
 
 
 def init_ray(log=print) -> None:
@@ -62,8 +63,20 @@ class Checkpointer:
         self.keep, self.last_t = keep, time.time()
 
     def claim(self, resumed_from: str | None) -> None:
-        """Refuse a directory holding another run's checkpoints (see the class docstring)."""
-        if self.root is None or not self.root.is_dir():
+        """Refuse a directory holding another run's checkpoints (see the class docstring), or one
+        that another live run is writing in (two runs at once, `run_record.claim`); else claim it."""
+        if self.root is None:
+            return
+        self._refuse_other_runs(resumed_from)
+        self.root.mkdir(parents=True, exist_ok=True)
+        claim(self.root, "--checkpoint-dir")
+
+    def release(self) -> None:
+        if self.root is not None:
+            release(self.root)
+
+    def _refuse_other_runs(self, resumed_from: str | None) -> None:
+        if not self.root.is_dir():
             return
         held = sorted(p.name for p in self.root.iterdir() if _ITER.match(p.name))
         if not held and not (self.root / LATEST).exists():

@@ -120,3 +120,25 @@ def test_a_full_disk_mid_run_stops_the_run_with_the_error_and_its_last_checkpoin
     algo = ReinforcePP.from_checkpoint(str(tmp_path / "ckpt"))
     assert algo.iteration == 1
     algo.stop()
+
+
+def test_after_a_signal_the_run_leaves_without_the_interpreters_exit_hooks_even_when_ray_shut_down(monkeypatch):
+    """A quick ray.shutdown() used to be followed by a plain SystemExit, whose exit hooks could
+    wait 60 s for a Ray head the signal had ended ("Failed to connect to GCS", issue 30): the run
+    now always leaves with os._exit(128 + signal), everything it keeps being written before."""
+    import pytest
+
+    from rllib_rpp import run_control
+
+    class Left(Exception):
+        pass
+
+    def leave(code):
+        raise Left(code)
+
+    monkeypatch.setattr(run_control.ray, "shutdown", lambda: None)
+    monkeypatch.setattr(run_control.logging, "shutdown", lambda: None)  # (pytest's handlers stay open)
+    monkeypatch.setattr(run_control.os, "_exit", leave)
+    with pytest.raises(Left) as left:
+        run_control.exit_after_signal(143)
+    assert left.value.args == (143,)
