@@ -61,7 +61,7 @@ class _StderrTail:
                 try:
                     sys.stderr.write(line)
                     sys.stderr.flush()
-                except (OSError, ValueError):  # our stderr is closed: keep the tail only
+                except (OSError, ValueError, AttributeError):  # our stderr is closed or None: keep the tail only
                     pass
 
     def text(self, wait_s: float = 2.0) -> str:
