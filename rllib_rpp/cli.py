@@ -121,7 +121,7 @@ def _show_config(args) -> None:
     import yaml
 
     config = _build_config(args)
-    config.check()  # as `train` checks it: show-config prints only configs that train
+    config.validate(warn=False)  # as `train` checks it: show-config prints only configs that train
     print(yaml.safe_dump(overrides.resolved(config), sort_keys=False), end="")
 
 

@@ -43,7 +43,7 @@ def run(config, *, time_budget_s: float | None = 300.0, iterations: int | None =
     console = console or Console(mode="quiet" if quiet else "auto")
     log = console.event
     if config is not None:  # the checks build_algo would make, before anything is made or written
-        config.check()
+        config.validate(warn=False)
     check_tracking(wandb_project=wandb_project, use_mlflow=mlflow, mlflow_uri=mlflow_uri)
     check_writable(checkpoint_dir, export_dir)
     checkpointer = Checkpointer(checkpoint_dir, checkpoint_every, keep_checkpoints)

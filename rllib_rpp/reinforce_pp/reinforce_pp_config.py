@@ -374,19 +374,15 @@ class ReinforcePPConfig(KeepsSetValues, RewardOptions, AlgorithmConfig):
         return group
 
     # -- validation ----------------------------------------------------------------------
-    def check(self) -> None:
-        """`validate()` without its warnings: every error a build would raise, raised now (the CLI
-        checks a config before it makes a run directory or starts Ray; show-config before printing)."""
+    @override(AlgorithmConfig)
+    def validate(self, warn: bool = True) -> None:
+        # warn=False: the errors alone (the CLI checks a config before it builds anything).
         # Ours first: RLlib's own checks misreport some bad values (e.g. lr="1e-4").
         if errors := validation.config_errors(self):
             self._value_error("; ".join(errors))
         total = self.num_prompts_per_iteration * self.num_samples_per_prompt
         self.train_batch_size_per_learner = total // max(1, self.num_learners)
         super().validate()
-
-    @override(AlgorithmConfig)
-    def validate(self) -> None:
-        self.check()
         for warning in [*validation.option_warnings(self), reward_memory_warning(self), memory_warning(self)]:
-            if warning is not None:
+            if warning is not None and warn:
                 logger.warning(warning)
