@@ -4,13 +4,17 @@ PY := $(VENV)/bin/python
 export VLLM_ENABLE_V1_MULTIPROCESSING ?= 0
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup train test lint tiny-model bench-throughput bench-breakdown bench-estimators bench-paper
+.PHONY: setup train train-real test lint tiny-model bench-throughput bench-breakdown bench-estimators bench-paper
 
 setup:
 	@bash scripts/setup.sh
 
 train: setup
 	$(PY) -m rllib_rpp train tiny-arith
+
+# The real model: SmolLM2-135M-Instruct on reasoning-gym's one-digit sums, 20 minutes of training.
+train-real: setup
+	$(PY) -m rllib_rpp train smollm2
 
 test: setup
 	$(PY) -m pytest -x -q tests
@@ -23,7 +27,7 @@ tiny-model: setup
 
 # Benchmarks (one command each; numbers and plots land in benchmarks/results/).
 bench-throughput:
-	@bash scripts/setup.sh cpu,dev,track,bench
+	@bash scripts/setup.sh cpu,dev,track,real,bench
 	$(PY) -m benchmarks.throughput
 
 bench-breakdown: setup

@@ -18,7 +18,15 @@ def measure(args: dict) -> dict:
 
     ray.init(num_cpus=max(2, args.get("num_env_runners", 0) + 2), include_dashboard=False, log_to_driver=False,
              configure_logging=False)
-    if args.get("defaults"):  # the config's own defaults: only the task and the batch shape set
+    if args.get("preset") == "smollm2":  # the real shape: SmolLM2-135M-Instruct on reasoning-gym chain_sum
+        from rllib_rpp.presets import smollm2
+
+        config = smollm2(sampler=args["sampler"], num_prompts=args["num_prompts"],
+                         samples_per_prompt=args["samples_per_prompt"], lr=args["lr"], kl_coef=args["kl_coef"])
+        config.training(minibatch_size=args["num_prompts"] * args["samples_per_prompt"] // args["minibatches"])
+        if args.get("dtype"):
+            config.rl_module(model_config={"model": "smollm2-135m-instruct", "dtype": args["dtype"]})
+    elif args.get("defaults"):  # the config's own defaults: only the task and the batch shape set
         from rllib_rpp import ReinforcePPConfig
 
         config = (ReinforcePPConfig().environment(env_config={"prompts": "arithmetic", "reward_funcs": ["exact_match"]})

@@ -3,7 +3,7 @@
 `$RLLIB_RPP_CACHE` (default `~/.cache/rllib_rpp`). Concurrent first use is safe: one process
 builds under a file lock into a temporary directory and renames it into place; the others wait
 for the lock and then find it built. A directory counts as built once its `build_info.json`
-exists, so a killed build is simply redone.
+exists, so a killed build is simply redone (and the half it left in `.<name>-*` is removed).
 """
 
 from __future__ import annotations
@@ -37,8 +37,11 @@ def ensure_built(final: Path, build: Callable[[Path], dict], *, rebuild: bool = 
         if rebuild and final.exists():
             shutil.rmtree(final)
         if not (final / "build_info.json").exists():
+            for stale in final.parent.glob(f".{final.name}-*"):  # killed builds' halves (we hold the lock)
+                shutil.rmtree(stale, ignore_errors=True)
             tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
             try:
+                os.chmod(tmp, 0o755)  # mkdtemp's 0700 would hide a shared cache from other users
                 report = build(tmp)
                 (tmp / "build_info.json").write_text(json.dumps(report, indent=2))
                 if final.exists():  # leftovers of a killed build

@@ -1,8 +1,9 @@
 """Where models and tokenizers come from: a local directory, a Hugging Face id, or a built-in name.
 
 Built-in names (`tiny-arith`, `tiny-arith-rm`, `tiny-arith-verbose`, `tiny-arith-length-rm`,
-`random:<shape>` of `envs.synthetic.SHAPES`) are built on first use and cached; every API in this project that
-takes a model name goes through `resolve_model_path`, so they work everywhere a path does.
+`smollm2-135m-instruct`, `random:<shape>` of `envs.synthetic.SHAPES`) are built on first use and
+cached; every API in this project that takes a model name goes through `resolve_model_path`, so
+they work everywhere a path does.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ BUILTIN_MODELS: dict[str, str] = {
     "tiny-arith-rm": "envs.reward_model:ensure_tiny_arith_rm",
     "tiny-arith-verbose": "envs.tiny_arith:ensure_tiny_arith_verbose",
     "tiny-arith-length-rm": "envs.reward_model:ensure_length_biased_rm",
+    "smollm2-135m-instruct": "envs.smollm2:ensure_smollm2",  # a real model, from a PyPI package's GGUF
 }
 # Built-in families: prefix -> "module:function" taking the rest of the name.
 BUILTIN_PREFIXES: dict[str, str] = {
@@ -36,6 +38,21 @@ def import_path(target: str) -> Any:
     return getattr(importlib.import_module(module), name)
 
 
+def ensure_builtin(name: str, rebuild: bool = False) -> str:
+    """The directory of a built-in model (any name `resolve_model_path` knows), built if missing or `rebuild`."""
+    if name in BUILTIN_MODELS:
+        return str(import_path(BUILTIN_MODELS[name])(rebuild=rebuild))
+    for prefix, builder in BUILTIN_PREFIXES.items():
+        if name.startswith(prefix):
+            return str(import_path(builder)(name[len(prefix):], rebuild=rebuild))
+    raise ModelNotFoundError(f"{name!r} is not a built-in model; built-in names: {', '.join(BUILTIN_MODELS)} "
+                             f"and {', '.join(p + '<shape>' for p in BUILTIN_PREFIXES)}")
+
+
+def is_builtin(name) -> bool:
+    return isinstance(name, str) and (name in BUILTIN_MODELS or name.startswith(tuple(BUILTIN_PREFIXES)))
+
+
 def resolve_model_path(name_or_path: str) -> str:
     """Local directory for a built-in name; the argument itself for a path or a hub id."""
     if not isinstance(name_or_path, (str, os.PathLike)) or not str(name_or_path).strip():
@@ -44,12 +61,7 @@ def resolve_model_path(name_or_path: str) -> str:
             f"built-in names: {', '.join(BUILTIN_MODELS)}"
         )
     name = str(name_or_path)
-    if name in BUILTIN_MODELS:
-        return str(import_path(BUILTIN_MODELS[name])())
-    for prefix, builder in BUILTIN_PREFIXES.items():
-        if name.startswith(prefix):
-            return str(import_path(builder)(name[len(prefix):]))
-    return name
+    return ensure_builtin(name) if is_builtin(name) else name
 
 
 # What a Hugging Face model directory holds: config.json for configs and models, and at least

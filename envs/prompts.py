@@ -1,8 +1,9 @@
 """Prompt sources, their tokenisation, and the seeded order in which an environment draws them.
 
 A source is a list of strings, a list of dicts (`prompt` plus any extra columns such as
-`answer`), a `.jsonl` file, a Hugging Face `datasets.Dataset`, or a built-in name
-(`arithmetic`, `arithmetic-eval`). A `prompt` is either text or a chat (a list of
+`answer`), a `.jsonl` file, a Hugging Face `datasets.Dataset`, a built-in name
+(`arithmetic`, `arithmetic-eval`), or a task source's spec, a dict `{"source": name, ...}` of
+`TASK_SOURCES` (`reasoning_gym`: see `envs.tasks.reasoning_gym`). A `prompt` is either text or a chat (a list of
 {"role", "content"} messages with string values, TRL's conversational format); any other shape is
 refused with an error naming the row. Characters the tokenizer cannot encode are reported by a
 warning (they reach the model as its unknown token).
@@ -20,6 +21,10 @@ from typing import Any
 import numpy as np
 
 BUILTIN_PROMPT_SOURCES = ("arithmetic", "arithmetic-eval")
+# Task sources, given as a dict {"source": name, **its options}: name -> "module:function(**options) -> rows".
+TASK_SOURCES: dict[str, str] = {
+    "reasoning_gym": "envs.tasks.reasoning_gym:rows",
+}
 
 
 @dataclass(frozen=True)
@@ -38,6 +43,8 @@ def load_prompt_rows(source: Any, *, prompt_key: str = "prompt") -> list[dict]:
         from envs.tasks.arithmetic import arithmetic_prompts
 
         rows = arithmetic_prompts("eval" if source.endswith("-eval") else "train")
+    elif isinstance(source, Mapping):
+        rows = task_source_rows(source)
     elif isinstance(source, (str, Path)):
         path = Path(source)
         if path.suffix != ".jsonl" or not path.is_file():
@@ -70,6 +77,25 @@ def load_prompt_rows(source: Any, *, prompt_key: str = "prompt") -> list[dict]:
             raise KeyError(f"prompt row {i} has no {prompt_key!r} column (columns: {sorted(row)})")
         check_prompt(row[prompt_key], i, prompt_key)
     return rows
+
+
+def task_source_rows(spec: Mapping) -> list[dict]:
+    """The rows of a task source's spec `{"source": name, **options}`, errors naming the bad name or option."""
+    import inspect
+
+    from envs.models import import_path
+
+    name = spec.get("source")
+    if name not in TASK_SOURCES:
+        raise ValueError(f"prompt source {dict(spec)!r}: a dict names a task source with its 'source' key, one of "
+                         f"{sorted(TASK_SOURCES)}; got source={name!r}")
+    fn = import_path(TASK_SOURCES[name])
+    options = {k: v for k, v in spec.items() if k != "source"}
+    accepted = [p for p in inspect.signature(fn).parameters if p != "self"]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ValueError(f"unknown option(s) {unknown} for the {name!r} task source; its options: {accepted}")
+    return fn(**options)
 
 
 CHAT_FORMAT = 'a chat is a list of {"role": str, "content": str} messages'

@@ -31,6 +31,7 @@ from envs.reward_guard import (
     check_on_error,
     guarded_call,
 )
+from envs.tasks import reasoning_gym
 
 
 @dataclass
@@ -105,6 +106,9 @@ BUILTIN_REWARDS: dict[str, Callable] = {
     "math_verify": math_verify_reward,
     "digits_format": format_reward(r"-?\d+", "digits_format"),
     "boxed_format": format_reward(r".*\\boxed\{.+\}.*", "boxed_format"),
+    # reasoning-gym's own verifiers on rows of its task source (they read the `task_entry` column)
+    "reasoning_gym": reasoning_gym.reasoning_gym_reward,
+    "reasoning_gym_partial": reasoning_gym.reasoning_gym_partial_reward,
 }
 
 

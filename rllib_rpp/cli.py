@@ -6,7 +6,9 @@
   rllib-rpp train tiny-arith --set training.lr=1e-4 --set generation.max_new_tokens=8
   rllib-rpp show-config tiny-arith [--set ...] [--config run.yaml]    the resolved config (YAML)
   rllib-rpp plot RUN_DIR [RUN_DIR ...] [--out curves.png]              overlay runs' curves
-  rllib-rpp tiny-model [--rebuild]      where the built-in model is (built on first use)
+  rllib-rpp train smollm2               a real model (SmolLM2-135M-Instruct) on reasoning-gym (CPU, 20 min)
+  rllib-rpp model NAME [--rebuild]      where a built-in model is (built on first use)
+  rllib-rpp tiny-model [--rebuild]      where the built-in tiny-arith model is
 
 Also `python -m rllib_rpp ...`.
 """
@@ -14,16 +16,30 @@ Also `python -m rllib_rpp ...`.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import sys
+from pathlib import Path
 
+from envs.models import BUILTIN_MODELS
 from rllib_rpp import overrides
 from rllib_rpp.estimators import ESTIMATORS
-from rllib_rpp.presets import PRESETS
+from rllib_rpp.presets import CPU_PRESETS, PRESETS
 from rllib_rpp.samplers.base import SAMPLERS
 
 _COMMON = ("lr", "kl_coef", "estimator", "seed", "num_prompts", "samples_per_prompt")
+
+
+def _model(args) -> None:
+    from envs.cache import build_info
+    from envs.models import ensure_builtin
+
+    path = ensure_builtin(args.name, rebuild=args.rebuild)
+    info = build_info(Path(path))
+    info.pop("recipe", None)
+    print(path)
+    print(json.dumps(info), file=sys.stderr)
 
 
 def _tiny_model(args) -> None:
@@ -50,11 +66,14 @@ def _given(args, names) -> list[str]:
 def _build_config(args):
     """The preset with the flags, then `--config FILE`, then every `--set` in order."""
     options = {k: v for k, v in vars(args).items() if k in _COMMON and v is not None}
-    if args.example == "tiny-arith":
-        if ignored := _given(args, _GPU_FLAGS):
-            raise ValueError(f"{', '.join(ignored)}: options of the math/general presets, not of tiny-arith")
+    if args.example in CPU_PRESETS:
+        takes_model = "model" in inspect.signature(PRESETS[args.example]).parameters and args.example != "tiny-arith"
+        if ignored := _given(args, [f for f in _GPU_FLAGS if not (takes_model and f == "model")]):
+            raise ValueError(f"{', '.join(ignored)}: options of the math/general presets, not of {args.example}")
         if getattr(args, "sampler", None):
             options["sampler"] = args.sampler
+        if takes_model and args.model:
+            options["model"] = args.model
     else:
         if not args.model or not args.prompts:
             raise ValueError(f"`{args.example}` needs --model and --prompts")
@@ -107,7 +126,7 @@ def _train(args) -> None:
         config = None
     else:
         config = _build_config(args)
-    budget = args.time_budget if args.time_budget is not None else (300.0 if args.example == "tiny-arith" else None)
+    budget = args.time_budget if args.time_budget is not None else CPU_PRESETS.get(args.example)
     if budget is None and args.iterations is None:
         raise ValueError("give --time-budget or --iterations")
     console = Console(mode="quiet" if args.quiet else "auto", every_s=args.log_every)
@@ -149,7 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "printing progress and held-out greedy evaluations before, during and after.")
     t.add_argument("example", choices=tuple(PRESETS), help="which preset (rllib_rpp.presets)")
     t.add_argument("--time-budget", type=float, default=None,
-                   help="seconds of training, evaluations excluded (default: 300 for tiny-arith, none otherwise)")
+                   help="seconds of training, evaluations excluded (default: 300 for tiny-arith, 1200 for smollm2, "
+                        "none otherwise)")
     t.add_argument("--iterations", type=int, default=None, help="stop after this many iterations")
     t.add_argument("--eval-every", type=float, default=30.0, help="seconds of training between evaluations")
     t.add_argument("--sampler", choices=tuple(SAMPLERS), help="generation backend of the env runners")
@@ -159,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--num-prompts", type=int, help="prompts per iteration")
     t.add_argument("--samples-per-prompt", type=int, help="completions per prompt")
     t.add_argument("--seed", type=int, help="random seed")
-    t.add_argument("--model", help="math/general: policy model (HF id or local path)")
+    t.add_argument("--model", help="smollm2/math/general: policy model (HF id, local path or built-in name)")
     t.add_argument("--prompts", help="math/general: prompt source (.jsonl with prompt [+ answer] columns)")
     t.add_argument("--eval-prompts", help="math/general: held-out prompt source for greedy evaluations")
     t.add_argument("--reward-model", help="general: Bradley-Terry reward model (HF id or local path)")
@@ -203,6 +223,11 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--out", help="the picture to write (default: RUN_DIR/curves.png for one run, else ./curves.png)")
     pl.add_argument("--labels", nargs="+", help="one label per run (default: the directories' names)")
     pl.set_defaults(func=_plot)
+
+    m = sub.add_parser("model", help="print where a built-in model is (building it if needed)")
+    m.add_argument("name", help=f"a built-in model: {', '.join(BUILTIN_MODELS)}, or random:<shape>")
+    m.add_argument("--rebuild", action="store_true", help="rebuild it even if it is cached")
+    m.set_defaults(func=_model)
 
     p = sub.add_parser("tiny-model", help="print where the built-in tiny-arith model is (building it if needed)")
     p.add_argument("--rebuild", action="store_true", help="rebuild it even if it is cached")

@@ -138,7 +138,7 @@ def _build(config, resume: str | None, log):
     if est is not None:
         parts = ", ".join(f"{k} {v:.2f}" for k, v in est.gib().items() if k != "total")
         log(f"learner memory estimate: {est.total / (1 << 30):.2f} GiB per learner ({parts} GiB)")
-    log("building the algorithm (first run: builds and caches the tiny model) ...")
+    log("building the algorithm (a built-in model is built and cached on its first use) ...")
     return config.build_algo()
 
 

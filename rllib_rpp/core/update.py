@@ -19,13 +19,13 @@ from rllib_rpp.core.microbatch import row_lengths, split_by_tokens, take_rows
 from rllib_rpp.core.options import ALONE, Collectives, UpdateOptions
 
 # How the per-micro-batch metrics combine: token-weighted means, maxima, sums.
-_MEAN = ("clip_fraction", "dual_clip_fraction", "ratio_mean", "approx_kl_old", "logprob_mismatch_mean")
+_MEAN = ("clip_fraction", "dual_clip_fraction", "ratio_mean", "approx_kl_old", "logprob_mismatch_mean", "entropy")
 _MAX = ("ratio_max", "logprob_mismatch_max")
 
 
 def accumulate_gradients(forward: Callable[[dict], dict], batch: dict, opts: UpdateOptions, *, kl_coef: float,
                          max_tokens: int, collectives: Collectives = ALONE, autocast=nullcontext,
-                         sampler_gap: bool = False) -> tuple[torch.Tensor, dict[str, float]]:
+                         sampler_gap: bool = False, entropy: bool = False) -> tuple[torch.Tensor, dict[str, float]]:
     """Forward + loss + backward for every micro-batch of `batch` (gradients accumulate).
 
     forward(micro_batch) -> {"logprobs": [b, r], "entropy": [b, r] or None}. With several
@@ -33,6 +33,7 @@ def accumulate_gradients(forward: Callable[[dict], dict], batch: dict, opts: Upd
     of any learner (all run that many), and defers DDP's gradient all-reduce to the last
     micro-batch (`no_sync`). `sampler_gap`: also measure |log π_θ - log π_sampler| (on the first
     mini-batch of an update π_θ is π_old: the sampler mismatch, when π_old is not recomputed).
+    `entropy`: report H(π_θ) of the forward passes (no π_old pass measured it).
     Returns the mini-batch loss (detached) and its metrics."""
     mask = batch[S.LOSS_MASK]
     counts = collectives.all_reduce(torch.stack([mask.sum(), mask.new_tensor(float(mask.shape[0]))]))
@@ -58,6 +59,9 @@ def accumulate_gradients(forward: Callable[[dict], dict], batch: dict, opts: Upd
             loss.backward()
         total = total + loss.detach()
         share = float(micro[S.LOSS_MASK].sum()) / local_tokens
+        if entropy:  # H(π_θ) over this step's tokens (a metric; the loss has its own term)
+            ent = out["entropy"].detach() * micro[S.LOSS_MASK]
+            metrics = {**metrics, "entropy": ent.sum() / max(float(micro[S.LOSS_MASK].sum()), 1.0)}
         if sampler_gap:
             gap = (out["logprobs"].detach() - micro[S.SAMPLER_LOGPROBS]).abs() * micro[S.LOSS_MASK]
             metrics = {**metrics, "logprob_mismatch_mean": gap.sum() / max(float(micro[S.LOSS_MASK].sum()), 1.0),

@@ -159,8 +159,11 @@ class ReinforcePP(Algorithm):
         self._empty_iterations = 0
         t1 = time.perf_counter()
         self._score(episodes)
-        if cfg.shuffle_batch_per_epoch:  # RLlib reshuffles between epochs; shuffle the first too
-            episodes = [episodes[i] for i in self._shuffle_rng.permutation(len(episodes))]
+        if cfg.shuffle_batch_per_epoch:  # RLlib reshuffles rows between epochs; the first epoch is shuffled here,
+            # a prompt's samples kept together so that a mini-batch computes each prompt once (`core.logprobs`).
+            groups = [e.custom_data[S.GROUP_ID] for e in episodes]
+            rank = dict(zip(dict.fromkeys(groups), self._shuffle_rng.permutation(len(set(groups))).tolist()))
+            episodes = [episodes[i] for i in sorted(range(len(episodes)), key=lambda i: (rank[groups[i]], i))]
         if cfg.num_learners > 1:  # equal completions and about equal tokens per learner
             episodes = [episodes[i] for i in balanced_order([_tokens(e) for e in episodes], cfg.num_learners)]
         t2 = time.perf_counter()

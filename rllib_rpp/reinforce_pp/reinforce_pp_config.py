@@ -89,7 +89,7 @@ class ReinforcePPConfig(KeepsSetValues, RewardOptions, AlgorithmConfig):
         self.entropy_coef = 0.0
         self.tis_cap = None
         self.nonfinite_logprobs = "error"
-        self.old_logprobs = "recompute"
+        self.old_logprobs = "auto"
         # Batch shape.
         self.num_samples_per_prompt = 4
         self.num_prompts_per_iteration = 64
@@ -204,12 +204,17 @@ class ReinforcePPConfig(KeepsSetValues, RewardOptions, AlgorithmConfig):
             tis_cap: Truncated importance-sampling cap for sampler/learner mismatch; None off.
             nonfinite_logprobs: NaN/inf in a response's log-probs: "error" (default, nothing is
                 updated) or "mask" (the response is left out and counted).
-            old_logprobs: Where π_old comes from: "recompute" (default: a no-grad pass of the
-                learner's weights, as the paper's PPO-clip needs whatever the sampler did) or
-                "sampler" (the sampler's own log-probs: exact, and one forward pass cheaper, when
-                the sampler runs the learner's weights in the learner's dtype, e.g. the
-                transformers sampler in fp32). Either way the sampler/learner gap is logged
-                (with "sampler", from the first update step, where π_θ = π_old); no entropy metric (NaN).
+            old_logprobs: Where π_old comes from: "auto" (default: "sampler" where that is exact,
+                else "recompute"; the choice is `config.old_logprobs_used`), "recompute" (a no-grad
+                pass of the learner's weights, as the paper's PPO-clip needs whatever the sampler
+                did) or "sampler" (the sampler's own log-probs, one forward pass cheaper). "auto"
+                takes the sampler's when they are the learner's numbers: a sampler that runs the
+                learner's model code (transformers) in fp32 compute on the weights just sent
+                (max_rollout_staleness 0, no LoRA merge), with no sampler-gap correction asked for
+                (tis_cap, is_mask_range) and no entropy bonus; then they equal a recompute up to
+                float rounding (the KV-cached decode against one forward). Without the π_old pass
+                the entropy metric comes from the training forward; the sampler/learner gap is
+                logged from the first update step, where π_θ = π_old.
             num_samples_per_prompt: Completions per prompt (group size).
             num_prompts_per_iteration: Prompts per iteration, over all env runners.
             dynamic_sampling: DAPO: drop prompt groups whose samples all got the same reward (no
@@ -346,6 +351,16 @@ class ReinforcePPConfig(KeepsSetValues, RewardOptions, AlgorithmConfig):
         return estimate_config_memory(self)
 
     @property
+    def old_logprobs_used(self) -> str:
+        """Where π_old comes from, decided once: "recompute" | "sampler" (see `training(old_logprobs=)`)."""
+        if self.old_logprobs != "auto":
+            return self.old_logprobs
+        exact = (sampler_class(self.sampler).runs_learner_code and self.dtypes["compute"] == "float32"
+                 and not self.max_rollout_staleness and not (self._model_config or {}).get("lora")
+                 and self.tis_cap is None and self.is_mask_range is None and not self.entropy_coef)
+        return "sampler" if exact else "recompute"
+
+    @property
     def kl_estimator_used(self) -> str:
         return self.kl_estimator or ("k2" if self.kl_placement_used == "loss" else "k1")
 
@@ -353,6 +368,8 @@ class ReinforcePPConfig(KeepsSetValues, RewardOptions, AlgorithmConfig):
     @override(AlgorithmConfig)
     def _model_config_auto_includes(self) -> dict[str, Any]:
         return {"temperature": self.temperature, "entropy_coef": self.entropy_coef,
+                # No π_old pass: the training forward measures the entropy instead.
+                "entropy_in_forward": self.old_logprobs_used == "sampler",
                 "logprob_chunk_tokens": self.logprob_chunk_tokens, "learner_strategy": self.learner_strategy}
 
     @override(AlgorithmConfig)

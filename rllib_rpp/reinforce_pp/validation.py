@@ -128,7 +128,7 @@ RULES: dict[str, Rule] = {
     "entropy_coef": number(),
     "tis_cap": number(0, lo_open=True, optional=True),
     "nonfinite_logprobs": one_of(("error", "mask")),
-    "old_logprobs": one_of(("recompute", "sampler")),
+    "old_logprobs": one_of(("auto", "recompute", "sampler")),
     # Batch shape.
     "num_samples_per_prompt": POSITIVE_INT,
     "num_prompts_per_iteration": POSITIVE_INT,

@@ -60,28 +60,31 @@ class TransformersSampler(Sampler):
             return self._generate_all(prompts, params)
 
     def _generate_all(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> Generation:
-        rows = [p for p in prompts for _ in range(params.n)]
-        step = self.batch_size or len(rows)
+        step = max(1, (self.batch_size or len(prompts) * params.n) // params.n)  # prompts per decode batch
         out = Generation([], [], [])
-        for i in range(0, len(rows), step):
-            part = self._generate(rows[i : i + step], params)
+        for i in range(0, len(prompts), step):
+            part = self._generate(prompts[i : i + step], params)
             out.token_ids += part.token_ids
             out.logprobs += part.logprobs
             out.finished += part.finished
         return out
 
-    def _generate(self, rows, params: SamplingParams) -> Generation:
-        ids, mask = (t.to(self.device) for t in left_pad(rows, self.pad_token_id))
-        B, T = ids.shape[0], params.max_new_tokens
+    def _generate(self, prompts, params: SamplingParams) -> Generation:
+        """params.n samples of each prompt, rows in prompt order; each prompt is prefilled once and its
+        KV cache repeated for its n rows (the numbers of n prefills, n times less work)."""
+        ids, mask = (t.to(self.device) for t in left_pad(prompts, self.pad_token_id))
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
-        cache, next_pos = out.past_key_values, pos[:, -1:] + 1
+        cache, logits = out.past_key_values, out.logits[:, -1]
+        if params.n > 1:
+            cache.batch_repeat_interleave(params.n)
+            logits, mask, pos = (x.repeat_interleave(params.n, dim=0) for x in (logits, mask, pos))
+        B, T, next_pos = logits.shape[0], params.max_new_tokens, pos[:, -1:] + 1
         seqs = torch.full((B, T), self.pad_token_id, dtype=torch.long, device=self.device)
         lps = torch.zeros(B, T, device=self.device)
         live = torch.arange(B, device=self.device)  # the rows still in the decode batch
         ended = torch.zeros(B, dtype=torch.bool, device=self.device)  # of those rows
         for t in range(T):
-            logits = out.logits[:, -1]
             if params.ignore_eos:  # as generate's min_new_tokens: EOS is never drawn
                 logits[:, self.eos_token_id] = float("-inf")
             token, logprob = sample_tokens(logits, params)
@@ -96,8 +99,8 @@ class TransformersSampler(Sampler):
                 cache.batch_select_indices(keep)
                 live, mask, next_pos, token, ended = live[keep], mask[keep], next_pos[keep], token[keep], ended[keep]
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-            out = self.model(input_ids=token[:, None], attention_mask=mask, position_ids=next_pos,
-                             past_key_values=cache, use_cache=True)
+            logits = self.model(input_ids=token[:, None], attention_mask=mask, position_ids=next_pos,
+                                past_key_values=cache, use_cache=True).logits[:, -1]
             next_pos = next_pos + 1
         seqs, lps = seqs[:, : t + 1].cpu(), lps[:, : t + 1].cpu()
         is_eos = seqs == self.eos_token_id

@@ -8,7 +8,9 @@ model_config:
     gradient_checkpointing: recompute each decoder layer in backward (default False)
     lora: {"r", "alpha", "target_modules", "dropout"}: train peft LoRA adapters (param_dtype)
         on a frozen base (dtype); the base with adapters disabled is the reference policy
-    temperature, entropy_coef, logprob_chunk_tokens, learner_strategy: filled in by the config
+    temperature, entropy_coef, entropy_in_forward, logprob_chunk_tokens, learner_strategy: filled in
+        by the config (entropy_in_forward: the training forward measures the entropy, as there is
+        no π_old pass to do it)
 
 With learner_strategy="fsdp" and several learners, only rank 0 reads the weights (the others
 build the model on the meta device and receive their shards once the learner has sharded it), and
@@ -53,7 +55,7 @@ class CausalLMTorchRLModule(TorchRLModule):
         if cfg.get("gradient_checkpointing"):
             self.lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.temperature = float(cfg.get("temperature", 1.0))
-        self.with_entropy = bool(cfg.get("entropy_coef", 0.0))
+        self.with_entropy = bool(cfg.get("entropy_coef", 0.0)) or bool(cfg.get("entropy_in_forward", False))
         self.chunk_tokens = int(cfg.get("logprob_chunk_tokens", DEFAULT_CHUNK_TOKENS))
 
     @override(RLModule)

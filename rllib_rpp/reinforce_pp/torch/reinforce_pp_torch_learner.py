@@ -236,8 +236,8 @@ class ReinforcePPTorchLearner(ReinforcePPLearner, TorchLearner):
         self._num_seqs = int(stats["num_seqs"])
         self.last_batch = batch  # this shard's token batch with Â and π_old (inspection and tests)
         self._measure_sampler_gap = self.options.old_logprobs == "sampler"
-        if self._measure_sampler_gap:  # π_old = the sampler's: its gap is measured in the first update step
-            stats = {k: v for k, v in stats.items() if not k.startswith("logprob_mismatch")}
+        if self._measure_sampler_gap:  # π_old = the sampler's: its gap and the entropy come from the update steps
+            stats = {k: v for k, v in stats.items() if not k.startswith("logprob_mismatch") and k != "entropy"}
         for k in ("old_logprobs_s", "ref_logprobs_s", "advantages_s"):
             self.metrics.log_value((DEFAULT_MODULE_ID, "timers", k), stats.pop(k), window=1)
         self.metrics.log_value((DEFAULT_MODULE_ID, "nonfinite_responses"), stats.pop("nonfinite_responses"),
@@ -267,7 +267,7 @@ class ReinforcePPTorchLearner(ReinforcePPLearner, TorchLearner):
             max_tokens=self.options.max_tokens_per_microbatch,
             collectives=self._collectives(no_sync=getattr(module, "no_sync", nullcontext)),
             autocast=lambda: self.options.autocast(self._device.type),
-            sampler_gap=getattr(self, "_measure_sampler_gap", False))
+            sampler_gap=getattr(self, "_measure_sampler_gap", False), entropy=self.options.old_logprobs == "sampler")
         self._measure_sampler_gap = False
         params = list(self._params.values())
         norm = clip_and_check(params, self.config.grad_clip)
