@@ -392,8 +392,7 @@ class ReinforcePPConfig(KeepsSetValues, RewardOptions, AlgorithmConfig):
 
     # -- validation ----------------------------------------------------------------------
     @override(AlgorithmConfig)
-    def validate(self, warn: bool = True) -> None:
-        # warn=False: the errors alone (the CLI checks a config before it builds anything).
+    def validate(self, warn: bool = True) -> None:  # warn=False: errors only (the CLI, before any build)
         # Ours first: RLlib's own checks misreport some bad values (e.g. lr="1e-4").
         if errors := validation.config_errors(self):
             self._value_error("; ".join(errors))
