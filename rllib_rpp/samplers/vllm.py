@@ -113,7 +113,7 @@ class VLLMSampler(Sampler):
         if required_len and max_model_len and max_model_len < required_len:
             raise ValueError(f"vLLM max_model_len={max_model_len} is shorter than the longest prompt plus "
                              f"max_new_tokens ({required_len} tokens)")
-        on_cpu = self._on_cpu = current_platform.is_cpu()
+        on_cpu = current_platform.is_cpu()
         kwargs = dict(model=path, dtype=dtype, seed=seed, max_model_len=max_model_len,
                       logprobs_mode="processed_logprobs",
                       enforce_eager=on_cpu if enforce_eager is None else enforce_eager,
@@ -180,7 +180,7 @@ class VLLMSampler(Sampler):
         sp = dict(n=params.n, temperature=0.0 if params.greedy else params.temperature,
                   top_p=1.0 if params.greedy else params.top_p, max_tokens=params.max_new_tokens,
                   logprobs=None if params.greedy else 0, detokenize=False, ignore_eos=params.ignore_eos)
-        per_request, whole_call = seeded_requests(vllm, sp, len(prompts), params.seed, self._on_cpu)
+        per_request, whole_call = seeded_requests(vllm, sp, len(prompts), params.seed, _on_cpu())
         with whole_call:
             outs = self.llm.generate([TokensPrompt(prompt_token_ids=list(p)) for p in prompts], per_request,
                                      use_tqdm=False)
@@ -308,6 +308,12 @@ def seeded_requests(vllm, sp: dict, n_prompts: int, seed: int | None, on_cpu: bo
     if not in_process:
         return vllm.SamplingParams(**sp), contextlib.nullcontext()
     return vllm.SamplingParams(**sp), _torch_seeded(seed)
+
+
+def _on_cpu() -> bool:
+    from vllm.platforms import current_platform
+
+    return current_platform.is_cpu()
 
 
 @contextlib.contextmanager
