@@ -38,7 +38,18 @@ def run_metrics(run: dict) -> dict:
 
 
 def load_runs(out: Path) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted((out / "runs").glob("*.json"))]
+    """The runs of the plan (plan.json's keys: not those of an earlier, larger plan in the same
+    folder), or every finished run when there is no plan yet."""
+    runs = out / "runs"
+    plan = out / "plan.json"
+    if not plan.exists():
+        return [json.loads(p.read_text()) for p in sorted(runs.glob("[!.]*.json"))]
+    keys = json.loads(plan.read_text())["keys"]
+    missing = [k for k in keys if not (runs / f"{k}.json").exists()]
+    if missing:
+        raise SystemExit(f"{len(missing)} run(s) of {plan} are not in {runs} (e.g. {missing[0]}): rerun the "
+                         f"benchmark, which runs only those")
+    return [json.loads((runs / f"{k}.json").read_text()) for k in keys]
 
 
 def groups(runs: list[dict]) -> dict[tuple, list[dict]]:

@@ -159,7 +159,7 @@ def main(argv=None) -> Path:
     runs_dir = out / "runs"
     runs_dir.mkdir(parents=True, exist_ok=True)
     specs = plan(args)
-    todo = [s for s in specs if not (runs_dir / f"{run_key(s)}.json").exists()]
+    todo = pending(specs, runs_dir)
     print(f"{len(specs)} runs, {len(specs) - len(todo)} already in {runs_dir}", flush=True)
     t0 = time.time()
     _build_models()
@@ -174,6 +174,29 @@ def main(argv=None) -> Path:
 
     report(out)
     return out
+
+
+def pending(specs: list[dict], runs_dir: Path) -> list[dict]:
+    """The planned runs not yet in `runs_dir`: a rerun continues an interrupted one. A run found
+    there with other options (another --iterations, --quick into a full run's folder) is refused,
+    not silently mixed in; a half-written file of a run killed mid-write is removed (it is rerun)."""
+    for torn in runs_dir.glob(".*.json"):
+        torn.unlink()
+    todo = []
+    for spec in specs:
+        path = runs_dir / f"{run_key(spec)}.json"
+        if not path.exists():
+            todo.append(spec)
+            continue
+        try:
+            done = json.loads(path.read_text())
+        except ValueError:
+            raise SystemExit(f"{path} is not a finished run (not JSON): delete it to run it again") from None
+        differ = [f"{k}={done.get(k)!r} (this plan: {v!r})" for k, v in spec.items() if done.get(k) != v]
+        if differ:
+            raise SystemExit(f"{path} was run with other options: {', '.join(differ)}; give another --out, or delete "
+                             f"it to run it again")
+    return todo
 
 
 def _build_models() -> None:

@@ -100,15 +100,15 @@ def _build_config(args):
 
 def _calm_libraries() -> None:
     """Keep the console for the run: no weight-loading progress bars, no notices a user cannot act on
-    (RLlib's "running on the new API stack", its internal deprecations, Tune's "install gputil")."""
+    (RLlib's "running on the new API stack", its internal deprecations; the algorithm's import drops
+    Tune's, `rllib_rpp.reinforce_pp.library_notices`)."""
     import logging
 
     from ray.util import log_once
 
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     log_once("ReinforcePP_on_new_api_stack")  # ReinforcePP only runs on the new API stack
-    for name in ("ray._common.deprecation", "ray.tune.utils.util"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+    logging.getLogger("ray._common.deprecation").setLevel(logging.ERROR)
 
 
 def _train(args) -> None:
@@ -139,7 +139,9 @@ def _train(args) -> None:
 def _show_config(args) -> None:
     import yaml
 
-    print(yaml.safe_dump(overrides.resolved(_build_config(args)), sort_keys=False), end="")
+    config = _build_config(args)
+    config.validate(warn=False)  # as `train` checks it: show-config prints only configs that train
+    print(yaml.safe_dump(overrides.resolved(config), sort_keys=False), end="")
 
 
 def _plot(args) -> None:
@@ -238,7 +240,7 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (ValueError, FileNotFoundError) as e:  # bad options, models, layouts, checkpoints: say which
+    except (ValueError, OSError) as e:  # bad options, models, layouts, checkpoints, full or read-only disks: say which
         raise SystemExit(f"rllib-rpp: error: {e}") from None
 
 

@@ -14,9 +14,9 @@ from pathlib import Path
 from rllib_rpp import overrides
 from rllib_rpp.checkpoints import LATEST
 from rllib_rpp.console import Console, status_line, time_left
-from rllib_rpp.run_control import Checkpointer, StopRequest, check_writable, exit_after_signal, init_ray
+from rllib_rpp.run_control import Checkpointer, StopRequest, check_writable, exit_after_signal, init_ray, within
 from rllib_rpp.run_record import RunRecord
-from rllib_rpp.tracking import Trackers, build_trackers, flatten_metrics
+from rllib_rpp.tracking import Trackers, build_trackers, check_tracking, flatten_metrics
 
 __all__ = ["run", "default_run_dir", "Checkpointer", "check_writable", "init_ray"]
 
@@ -42,30 +42,31 @@ def run(config, *, time_budget_s: float | None = 300.0, iterations: int | None =
             raise ValueError(f"{flag} {value!r} is invalid: expected a positive number")
     console = console or Console(mode="quiet" if quiet else "auto")
     log = console.event
-    check_writable(checkpoint_dir, export_dir, run_dir)
+    if config is not None:  # the checks build_algo would make, before anything is made or written
+        config.validate(warn=False)
+    check_tracking(wandb_project=wandb_project, use_mlflow=mlflow, mlflow_uri=mlflow_uri)
+    check_writable(checkpoint_dir, export_dir)
     checkpointer = Checkpointer(checkpoint_dir, checkpoint_every, keep_checkpoints)
     checkpointer.claim(resume)
-    # A new run's directory is checked before anything is built; a resumed run's is in its checkpoint.
-    record = None if resume else RunRecord(run_dir or default_run_dir(name))
-    init_ray(log)
-    t0 = time.time()
-    if resume:
-        from rllib_rpp import ReinforcePP
-
-        log(f"resuming from {resume} ...")
-        algo = ReinforcePP.from_checkpoint(resume)
-        config = algo.config
-    else:
-        est = config.memory_estimate()
-        if est is not None:
-            parts = ", ".join(f"{k} {v:.2f}" for k, v in est.gib().items() if k != "total")
-            log(f"learner memory estimate: {est.total / (1 << 30):.2f} GiB per learner ({parts} GiB)")
-        log("building the algorithm (a built-in model is built and cached on its first use) ...")
-        algo = config.build_algo()
+    record, t0 = None, time.time()
+    try:
+        # A new run's directory is checked before anything is built; a resumed run's is in its checkpoint.
+        record = None if resume else RunRecord(run_dir or default_run_dir(name), unique=not run_dir)
+        if record is not None:
+            check_writable(str(record.dir))
+        init_ray(log)
+        algo = _build(config, resume, log)
+    except BaseException:
+        if record is not None:  # a run that never started leaves no empty run directory behind
+            record.discard_if_empty()
+        checkpointer.release()
+        raise
     log(f"built in {time.time() - t0:.1f} s")
+    config = algo.config if resume else config
     info = dict(algo.run_info)  # what the checkpoint remembers of the run (empty for a new run)
     if resume and info.get("preset") not in (None, name):
         algo.stop()
+        checkpointer.release()
         raise ValueError(f"--resume {resume} is a checkpoint of a {info['preset']!r} run, not {name!r}: "
                          f"resume it with `train {info['preset']} --resume ...`")
     start_it, train_s = algo.iteration, float(info.get("train_s", 0.0))
@@ -74,13 +75,15 @@ def run(config, *, time_budget_s: float | None = 300.0, iterations: int | None =
             record = RunRecord(run_dir or info.get("run_dir") or default_run_dir(name), resume_at=start_it)
         except (OSError, ValueError):
             algo.stop()
+            checkpointer.release()
             raise
     sections = overrides.resolved(config)
     record.write_config(sections)
     trackers, stop = Trackers([]), StopRequest()
     try:
         trackers = build_trackers(wandb_project=wandb_project, mlflow_uri=mlflow_uri, use_mlflow=mlflow,
-                                  run_dir=str(record.dir), run_name=record.dir.name, experiment=f"rllib-rpp-{name}")
+                                  run_dir=str(record.dir), run_name=record.dir.name, experiment=f"rllib-rpp-{name}",
+                                  warn=log)
         trackers.start({"preset": name, **overrides.flat(sections)}, ids=info.get("trackers") if resume else None)
         for where in trackers.describe():
             log(f"tracking: {where}")
@@ -92,7 +95,9 @@ def run(config, *, time_budget_s: float | None = 300.0, iterations: int | None =
         trackers.finish(ok=False)
         console.close()
         _plot(record, log)
-        algo.stop()
+        _stop(algo, stop)
+        record.release()
+        checkpointer.release()
         if isinstance(e, SystemExit) and isinstance(e.code, int) and e.code > 128:  # a second signal
             exit_after_signal(e.code)
         signum = stop.signum
@@ -112,13 +117,38 @@ def run(config, *, time_budget_s: float | None = 300.0, iterations: int | None =
     record.write_summary(summary)
     trackers.finish(ok=stop.signum is None)
     print("SUMMARY " + json.dumps(summary), file=sys.stdout, flush=True)
-    algo.stop()
+    _stop(algo, stop)
+    record.release()
+    checkpointer.release()
     if stop.signum is not None:
         where = f"; checkpoint: {summary['checkpoint']}" if checkpoint_dir else " (no --checkpoint-dir: nothing saved)"
         print(f"stopped by {signal.Signals(stop.signum).name} after {summary['iterations']} iterations{where}",
               file=sys.stderr, flush=True)
         exit_after_signal(128 + stop.signum)
     return summary
+
+
+def _build(config, resume: str | None, log):
+    if resume:
+        from rllib_rpp import ReinforcePP
+
+        log(f"resuming from {resume} ...")
+        return ReinforcePP.from_checkpoint(resume)
+    est = config.memory_estimate()
+    if est is not None:
+        parts = ", ".join(f"{k} {v:.2f}" for k, v in est.gib().items() if k != "total")
+        log(f"learner memory estimate: {est.total / (1 << 30):.2f} GiB per learner ({parts} GiB)")
+    log("building the algorithm (a built-in model is built and cached on its first use) ...")
+    return config.build_algo()
+
+
+def _stop(algo, stop: StopRequest) -> None:
+    """algo.stop(); after a signal, waited for 10 s at most: a SIGTERM to the process group may have
+    ended the Ray head, and stopping its actors would wait 60 s for it (the process exits next)."""
+    if stop.signum is None:
+        algo.stop()
+    elif not within(algo.stop, 10.0):
+        print("(Ray did not answer the stop within 10 s: its head went with the signal)", file=sys.stderr, flush=True)
 
 
 def _latest(checkpointer: Checkpointer) -> str:
@@ -165,7 +195,8 @@ def _train(algo, config, console, record, trackers, checkpointer, stop, *, train
         result = algo.train()
         dt = time.time() - t
         train_s, session_s, it = train_s + dt, session_s + dt, it + 1
-        runners, learner = result["env_runners"], result["learners"]["default_policy"]
+        # (no learner results when no iteration has made an update yet, `reinforce_pp.no_update`)
+        runners, learner = result["env_runners"], result.get("learners", {}).get("default_policy", {})
         sampled = runners.get("num_env_steps_sampled", 0)
         completions += sampled
         reward, kl = runners["episode_return_mean"], learner.get("kl_ref_per_token", 0.0)

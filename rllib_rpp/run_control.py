@@ -3,6 +3,7 @@ training, the checkpoint directory's rules, and signals that stop cleanly."""
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -15,6 +16,7 @@ from pathlib import Path
 import ray
 
 from rllib_rpp.checkpoints import LATEST
+from rllib_rpp.run_record import claim, release
 
 
 def init_ray(log=print) -> None:
@@ -61,8 +63,20 @@ class Checkpointer:
         self.keep, self.last_t = keep, time.time()
 
     def claim(self, resumed_from: str | None) -> None:
-        """Refuse a directory holding another run's checkpoints (see the class docstring)."""
-        if self.root is None or not self.root.is_dir():
+        """Refuse a directory holding another run's checkpoints (see the class docstring), or one
+        that another live run is writing in (two runs at once, `run_record.claim`); else claim it."""
+        if self.root is None:
+            return
+        self._refuse_other_runs(resumed_from)
+        self.root.mkdir(parents=True, exist_ok=True)
+        claim(self.root, "--checkpoint-dir")
+
+    def release(self) -> None:
+        if self.root is not None:
+            release(self.root)
+
+    def _refuse_other_runs(self, resumed_from: str | None) -> None:
+        if not self.root.is_dir():
             return
         held = sorted(p.name for p in self.root.iterdir() if _ITER.match(p.name))
         if not held and not (self.root / LATEST).exists():
@@ -117,18 +131,25 @@ def check_writable(*dirs: str | None) -> None:
             raise SystemExit(f"cannot write to {path}: {e.strerror or e}") from e
 
 
-def exit_after_signal(code: int, wait_s: float = 5.0):
-    """Exit with `code` (128 + the signal) once Ray is shut down, or at once if it cannot be: a
-    SIGTERM to the process group (`timeout`, schedulers) also ends the local Ray head, and Ray
-    would wait 60 s for it and then exit with status 1."""
-    done = threading.Thread(target=ray.shutdown, daemon=True)
+def within(fn, wait_s: float) -> bool:
+    """fn() on a daemon thread, waited for at most `wait_s` seconds; False if it is still running
+    (a Ray call whose head is gone blocks for 60 s, then ends the process with status 1)."""
+    done = threading.Thread(target=fn, daemon=True)
     done.start()
     done.join(wait_s)
-    if done.is_alive():
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-    raise SystemExit(code)
+    return not done.is_alive()
+
+
+def exit_after_signal(code: int, wait_s: float = 5.0):
+    """Exit with `code` (128 + the signal) once Ray is shut down or `wait_s` has passed, without
+    the interpreter's own exit: a SIGTERM to the process group (`timeout`, schedulers) also ends
+    the local Ray head, and Ray's exit hooks would wait 60 s for it and then exit with status 1.
+    Everything the run keeps (checkpoint, summary, trackers) is written before this is called."""
+    within(ray.shutdown, wait_s)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 class StopRequest:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 METRICS = "metrics.jsonl"
@@ -37,20 +38,87 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+OWNER = ".owner"  # the pid of the run writing in a directory (run or checkpoint directory)
+
+
+def claim(directory: Path, what: str) -> None:
+    """Mark `directory` as this process's (its OWNER file, created atomically), or refuse it if a
+    live process holds it: two runs at once would interleave their records or checkpoints. A file
+    left by a run that is gone (killed) is taken over. (Pids are this machine's: a directory shared
+    by several machines is not guarded.)"""
+    from rllib_rpp.checkpoints import _alive
+
+    path = directory / OWNER
+    for _ in range(3):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                pid = int(path.read_text().strip() or 0)
+            except (OSError, ValueError):
+                pid = 0
+            if pid and pid != os.getpid() and _alive(pid):
+                raise ValueError(f"{what} {directory} is in use by another run (pid {pid}): give another one, or "
+                                 f"let that run end first") from None
+            path.unlink(missing_ok=True)
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        return
+    raise ValueError(f"{what} {directory}: could not claim it ({path} keeps coming back)")
+
+
+def release(directory: Path) -> None:
+    """Remove this process's OWNER file from `directory` (another run's stays)."""
+    path = directory / OWNER
+    try:
+        if int(path.read_text().strip() or 0) == os.getpid():
+            path.unlink()
+    except (OSError, ValueError):
+        pass
+
+
 class RunRecord:
     """Appends a run's records to RUN_DIR/metrics.jsonl. `resume_at`: on `--resume`, records past
-    the restored iteration (written after that checkpoint) are dropped, so the file tells one story."""
+    the restored iteration (written after that checkpoint) are dropped, so the file tells one story.
+    The directory is claimed (`claim`) while the run writes in it. `unique`: a default name,
+    suffixed -2, -3, ... when another run (started in the same second) holds it."""
 
-    def __init__(self, run_dir, resume_at: int | None = None):
-        self.dir = Path(run_dir).absolute()
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.path = self.dir / METRICS
+    def __init__(self, run_dir, resume_at: int | None = None, unique: bool = False):
+        base = Path(run_dir).absolute()
+        for n in range(1, 100 if unique else 2):
+            self.dir = base if n == 1 else base.with_name(f"{base.name}-{n}")
+            self.created = not self.dir.exists()  # made by this run: `discard_if_empty` may remove it
+            try:
+                self.dir.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise ValueError(f"cannot write to {self.dir}: {e.strerror or e}") from None
+            self.path = self.dir / METRICS
+            try:
+                if resume_at is None and self.path.exists():
+                    raise ValueError(f"run directory {self.dir} already holds a run ({METRICS}): give another "
+                                     f"--run-dir, or --resume its checkpoint to continue it")
+                claim(self.dir, "run directory")
+                break
+            except ValueError:
+                if not unique or n == 99:
+                    raise
         if resume_at is not None and self.path.exists():
             kept = [r for r in read_records(self.dir) if r.get("iteration", 0) <= resume_at]
             _write_atomic(self.path, "".join(json.dumps(r) + "\n" for r in kept))
-        elif resume_at is None and self.path.exists():
-            raise ValueError(f"run directory {self.dir} already holds a run ({METRICS}): give another --run-dir, "
-                             f"or --resume its checkpoint to continue it")
+
+    def release(self) -> None:
+        release(self.dir)
+
+    def discard_if_empty(self) -> None:
+        """Release the directory, and remove it if this run made it and nothing was written in it
+        (a run that failed before it started leaves no empty run directory behind)."""
+        self.release()
+        if self.created:
+            try:
+                self.dir.rmdir()  # only an empty directory
+            except OSError:
+                pass
 
     def add(self, kind: str, **fields) -> None:
         with open(self.path, "a") as f:
@@ -72,18 +140,38 @@ class RunRecord:
         return plot_runs([self.dir], self.dir / CURVES)
 
 
-def read_records(run_dir) -> list[dict]:
-    """A run directory's records; a torn last line (a killed process) is skipped."""
+def read_records(run_dir, warn=None) -> list[dict]:
+    """A run directory's records. A line that is not a record is skipped and reported through
+    `warn` (default: a line on stderr) with the file and line number: a torn last line is a run
+    killed (or still writing) mid-line, anything else a damaged file."""
+    warn = warn or _warn
     path = Path(run_dir) / METRICS
     if not path.exists():
+        if (Path(run_dir) / CONFIG).exists():
+            raise FileNotFoundError(f"{run_dir} has no records yet: no {METRICS} (its run has not finished an "
+                                    f"iteration)")
         raise FileNotFoundError(f"{run_dir} is not a run directory: no {METRICS} in it")
-    records = []
-    for line in path.read_text().splitlines():
+    records, lines = [], path.read_text().splitlines()
+    for n, line in enumerate(lines, 1):
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except ValueError:
-            continue
+            record = None
+        if isinstance(record, dict) and isinstance(record.get("kind"), str):
+            records.append(record)
+        elif n == len(lines) and record is None:
+            warn(f"{path}:{n}: the last line is cut short (the run was killed, or is writing it): skipped")
+        elif line.strip():
+            warn(f"{path}:{n}: not a record ({line[:80]!r}): skipped")
     return records
+
+
+def _number(v) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
 def running_mean(values, window: int) -> list[float]:
@@ -108,7 +196,8 @@ def plot_runs(run_dirs, out, labels=None) -> Path:
         records = read_records(run_dir)
         color = f"C{i % 10}"
         for ax, (_, kind, field) in zip(axes.flat, PANELS):
-            points = [(r["train_s"], r[field]) for r in records if r["kind"] == kind and r.get(field) is not None]
+            points = [(r["train_s"], r[field]) for r in records  # (a record without the numbers is left out)
+                      if r["kind"] == kind and _number(r.get(field)) and _number(r.get("train_s"))]
             if not points:
                 continue
             xs, ys = zip(*points)

@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import math
 import os
+import socket
 import time
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
 DEFAULT_MLFLOW_URI = "mlruns"  # a folder: an SQLite store `mlruns/mlflow.db` with artifacts beside it
 EXTRA = "pip install -e '.[track]'"
+PROBE_S = 5.0  # how long check_tracking waits for a tracking server to accept a connection
 
 
 _NOT_METRICS = ("config", "pid", "timestamp", "date", "hostname", "node_ip", "trial_id")  # as Tune's loggers
@@ -88,6 +91,10 @@ class MlflowTracker:
         import logging
 
         logging.getLogger("mlflow").setLevel(logging.WARNING)  # not its database set-up chatter
+        # MLflow's client retries a failing server 7 times with doubling waits (minutes of a stalled
+        # run); a server that goes away mid-run costs ~15 s here, then tracking stops (Trackers.log).
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
         self.uri, self.artifacts = _mlflow_store(uri or DEFAULT_MLFLOW_URI)
         self.client, self.experiment, self.run_name, self.run_id = MlflowClient(self.uri), experiment, run_name, None
 
@@ -158,10 +165,12 @@ def _netrc_has(host: str) -> bool:
 
 
 class Trackers:
-    """The trackers of one run, started and logged together. `ids()` is what a checkpoint keeps."""
+    """The trackers of one run, started and logged together. `ids()` is what a checkpoint keeps.
+    A tracker that fails to log (its server went away mid-run) is reported through `warn` once and
+    dropped: training goes on, and RUN_DIR/metrics.jsonl still has every metric."""
 
-    def __init__(self, trackers: list):
-        self.trackers = trackers
+    def __init__(self, trackers: list, warn=print):
+        self.trackers, self.warn = trackers, warn
 
     def start(self, hparams: dict[str, Any], ids: dict[str, str] | None = None) -> dict[str, str]:
         ids = ids or {}
@@ -172,22 +181,77 @@ class Trackers:
         return dict(getattr(self, "run_ids", {}))
 
     def log(self, metrics: dict[str, float], step: int) -> None:
-        for t in self.trackers:
-            t.log(metrics, step)
+        for t in list(self.trackers):
+            try:
+                t.log(metrics, step)
+            except Exception as e:  # noqa: BLE001 - a tracking outage must not end the training
+                self.trackers.remove(t)
+                self.warn(f"{t.name}: logging failed at step {step} ({type(e).__name__}: {str(e)[:300]}); no more "
+                          f"{t.name} tracking in this run (the run directory's metrics.jsonl has every metric)")
 
     def finish(self, ok: bool = True) -> None:
         for t in self.trackers:
-            t.finish(ok)
+            try:
+                t.finish(ok)
+            except Exception as e:  # noqa: BLE001 - the run's own results are already written
+                self.warn(f"{t.name}: closing its run failed ({type(e).__name__}: {str(e)[:300]})")
 
     def describe(self) -> list[str]:
         return [f"{t.name}: run {self.run_ids.get(t.name)} at {t.where()}" for t in self.trackers]
 
 
+def check_tracking(*, wandb_project: str | None, use_mlflow: bool, mlflow_uri: str | None) -> None:
+    """Refuse tracking options that would fail later, before Ray or a model is built: a W&B
+    project name W&B refuses (or an empty one), a missing package, a tracking server that does
+    not accept a connection within PROBE_S seconds, a local MLflow folder that cannot be written."""
+    if wandb_project is not None:
+        if not str(wandb_project).strip():
+            raise ValueError("--wandb '': expected a W&B project name (leave --wandb out for no W&B tracking)")
+        try:
+            import wandb
+        except ImportError:
+            raise ValueError(f"--wandb needs the wandb package: {EXTRA}") from None
+        try:
+            wandb.Settings(project=wandb_project)  # W&B's own rule for project names
+        except Exception as e:  # noqa: BLE001 - wandb.errors.UsageError and pydantic's errors
+            raise ValueError(f"--wandb {wandb_project!r}: {e}") from None
+        if wandb_mode() == "online":
+            _probe(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai"), "--wandb (online: W&B's server)",
+                   "or set WANDB_MODE=offline to log under RUN_DIR/wandb and `wandb sync` later")
+    if use_mlflow:
+        try:
+            import mlflow  # noqa: F401
+        except ImportError:
+            raise ValueError(f"--mlflow needs the mlflow package: {EXTRA}") from None
+        uri = mlflow_uri or DEFAULT_MLFLOW_URI
+        if uri.startswith(("http://", "https://")):
+            _probe(uri, f"--mlflow {uri}", "start it, or give --mlflow without a URI to track in ./mlruns")
+        elif "://" not in uri and not uri.startswith(("file:", "databricks")):
+            folder = Path(uri).expanduser().absolute()
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+                probe = folder / f".write-test-{os.getpid()}"
+                probe.write_text("")
+                probe.unlink()
+            except OSError as e:
+                raise ValueError(f"--mlflow {uri}: cannot write the tracking store there ({e.strerror or e}); give "
+                                 f"a writable folder or a tracking server's URI") from None
+
+
+def _probe(url: str, what: str, advice: str) -> None:
+    parts = urllib.parse.urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        socket.create_connection((parts.hostname, port), timeout=PROBE_S).close()
+    except OSError as e:
+        raise ValueError(f"{what}: cannot connect to {parts.hostname}:{port} ({e.strerror or e}); {advice}") from None
+
+
 def build_trackers(*, wandb_project: str | None, mlflow_uri: str | None, use_mlflow: bool, run_dir: str,
-                   run_name: str, experiment: str) -> Trackers:
+                   run_name: str, experiment: str, warn=print) -> Trackers:
     trackers = []
     if wandb_project:
         trackers.append(WandbTracker(wandb_project, dir=run_dir, run_name=run_name))
     if use_mlflow:
         trackers.append(MlflowTracker(mlflow_uri, experiment=experiment, run_name=run_name))
-    return Trackers(trackers)
+    return Trackers(trackers, warn=warn)

@@ -1,6 +1,7 @@
 """The CLI's checkpoint directory holds one run: a new run never overwrites or prunes another run's
 checkpoints, `latest` always names a checkpoint that exists, bad numbers are refused. No Ray."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -79,3 +80,36 @@ def test_bad_cli_numbers_name_their_flag_before_training(tmp_path):
     ):
         with pytest.raises(SystemExit, match=message):
             main(["train", "tiny-arith", *argv])
+
+
+def test_two_runs_at_once_never_share_a_checkpoint_or_run_directory(tmp_path):
+    """A directory another live run writes in is refused (two runs would interleave checkpoints or
+    records); a default run directory taken by a run started in the same second gets a suffix; the
+    mark of a run that is gone (killed) is taken over, and a run's own is removed at its end."""
+    import subprocess
+    import sys
+
+    from rllib_rpp.run_record import OWNER, RunRecord
+
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        for d in ("ckpt", "run"):
+            (tmp_path / d).mkdir()
+            (tmp_path / d / OWNER).write_text(str(other.pid))
+        with pytest.raises(ValueError, match=rf"--checkpoint-dir {tmp_path / 'ckpt'} is in use by another run "
+                                             rf"\(pid {other.pid}\)"):
+            Checkpointer(str(tmp_path / "ckpt")).claim(None)
+        with pytest.raises(ValueError, match=rf"run directory {tmp_path / 'run'} is in use by another run"):
+            RunRecord(tmp_path / "run")
+        second = RunRecord(tmp_path / "run", unique=True)  # a default name: the next one free
+        assert second.dir == tmp_path / "run-2" and (second.dir / OWNER).read_text() == str(os.getpid())
+        second.release()
+        assert not (second.dir / OWNER).exists() and (tmp_path / "run" / OWNER).read_text() == str(other.pid)
+    finally:
+        other.kill()
+        other.wait()
+    ckpt = Checkpointer(str(tmp_path / "ckpt"))
+    ckpt.claim(None)  # its owner is gone: taken over
+    assert (tmp_path / "ckpt" / OWNER).read_text() == str(os.getpid())
+    ckpt.release()
+    assert not (tmp_path / "ckpt" / OWNER).exists()

@@ -83,3 +83,24 @@ def test_a_file_changed_after_a_verified_restore_is_caught_and_a_damaged_manifes
     with pytest.warns(UserWarning, match=r"no rllib_rpp_manifest.json, so it cannot be verified \(it was written by "
                                          r"a version before manifests, or the manifest was removed\)"):
         assert resolve_for_restore(path) == str(path)
+
+
+def test_a_save_onto_a_full_disk_fails_with_the_error_and_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
+    """A full disk (ENOSPC, here raised by the manifest's write) half-way through a save: the error
+    names it, the previous checkpoint still restores, and no temporary directory is left to fill it."""
+    import errno
+
+    from rllib_rpp import checkpoints
+
+    target = tmp_path / "ckpt"
+    save_atomically(target, rllib_files)
+    before = (target / MANIFEST).read_text()
+
+    def full(root):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(root / MANIFEST))
+
+    monkeypatch.setattr(checkpoints, "write_manifest", full)
+    with pytest.raises(OSError, match="No space left on device"):
+        save_atomically(target, rllib_files)
+    assert sorted(os.listdir(tmp_path)) == ["ckpt"] and (target / MANIFEST).read_text() == before
+    assert resolve_for_restore(target) == str(target)  # verified: every file as the manifest says

@@ -83,3 +83,62 @@ def test_sigterm_to_the_process_group_exits_143_promptly_and_a_second_one_withou
     algo = ReinforcePP.from_checkpoint(str(tmp_path / "once" / "ckpt"))
     assert algo.iteration >= 2
     algo.stop()
+
+
+def test_a_full_disk_mid_run_stops_the_run_with_the_error_and_its_last_checkpoint_loads(tmp_path, monkeypatch,
+                                                                                       ray_local):
+    """metrics.jsonl cannot be appended (ENOSPC) at iteration 2: the run stops with that error (the
+    CLI prints it as `rllib-rpp: error: [Errno 28] No space left on device: ...`), and the checkpoint
+    of iteration 1 restores."""
+    import errno
+
+    import pytest
+
+    from rllib_rpp import driver
+    from rllib_rpp.console import Console
+    from rllib_rpp.presets import tiny_arith
+    from rllib_rpp.run_record import RunRecord
+
+    real_add, calls = RunRecord.add, []
+
+    def add(self, kind, **fields):  # the evaluation before training, iteration 1, then a full disk
+        calls.append(kind)
+        if len(calls) >= 3:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.path))
+        real_add(self, kind, **fields)
+
+    monkeypatch.setattr(RunRecord, "add", add)
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}  # the run installs its own
+    try:
+        with pytest.raises(OSError, match=r"No space left on device: '.*metrics.jsonl'"):
+            driver.run(tiny_arith(num_prompts=8), iterations=5, eval_every_s=1e9, checkpoint_dir=str(tmp_path / "ckpt"),
+                       checkpoint_every=1, run_dir=str(tmp_path / "run"), name="tiny-arith",
+                       console=Console(mode="quiet"))
+    finally:
+        for s, h in handlers.items():
+            signal.signal(s, h)
+    algo = ReinforcePP.from_checkpoint(str(tmp_path / "ckpt"))
+    assert algo.iteration == 1
+    algo.stop()
+
+
+def test_after_a_signal_the_run_leaves_without_the_interpreters_exit_hooks_even_when_ray_shut_down(monkeypatch):
+    """A quick ray.shutdown() used to be followed by a plain SystemExit, whose exit hooks could
+    wait 60 s for a Ray head the signal had ended ("Failed to connect to GCS", issue 30): the run
+    now always leaves with os._exit(128 + signal), everything it keeps being written before."""
+    import pytest
+
+    from rllib_rpp import run_control
+
+    class Left(Exception):
+        pass
+
+    def leave(code):
+        raise Left(code)
+
+    monkeypatch.setattr(run_control.ray, "shutdown", lambda: None)
+    monkeypatch.setattr(run_control.logging, "shutdown", lambda: None)  # (pytest's handlers stay open)
+    monkeypatch.setattr(run_control.os, "_exit", leave)
+    with pytest.raises(Left) as left:
+        run_control.exit_after_signal(143)
+    assert left.value.args == (143,)

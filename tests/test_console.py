@@ -82,3 +82,38 @@ def test_bad_console_settings_are_named():
         Console(Stream(False), every_s=-1)
     with pytest.raises(ValueError, match="mode 'loud'"):
         Console(Stream(False), mode="loud")
+
+
+def test_tunes_notices_a_user_cannot_act_on_are_dropped_at_their_loggers_and_nothing_else(monkeypatch):
+    """`build_algo()` printed "Trainable.setup took ... reuse_actors=True" and "Install gputil for GPU
+    system monitoring." (issue 30): both are dropped where Tune logs them, its other notices are kept."""
+    import logging
+
+    from ray.tune import Trainable
+    from ray.tune.trainable import trainable
+    from ray.tune.utils import util
+
+    import rllib_rpp.reinforce_pp  # noqa: F401 - installs the filters
+
+    class Quick(Trainable):
+        def setup(self, config):
+            pass
+
+        def step(self):
+            return {}
+
+    monkeypatch.setattr(trainable, "SETUP_TIME_THRESHOLD", -1.0)  # every setup counts as slow
+    monkeypatch.setattr(util, "_import_gputil", lambda: None)  # as on a machine without gputil
+    monkeypatch.setattr(util, "psutil", None)  # a notice that stays: psutil is what measures CPU and RAM
+    said = []
+    heard = logging.Handler(logging.INFO)
+    heard.emit = lambda record: said.append(record.getMessage())
+    tune_logger = logging.getLogger("ray.tune")  # Ray's loggers do not propagate to the root (caplog)
+    tune_logger.addHandler(heard)
+    monkeypatch.setattr(tune_logger, "level", logging.INFO)
+    try:
+        Quick({"log_sys_usage": True})  # (no monitor thread is started: stop() would fail)
+    finally:
+        tune_logger.removeHandler(heard)
+    assert not [m for m in said if "Trainable.setup took" in m or "gputil" in m], said
+    assert "Install psutil to monitor system performance." in said

@@ -4,6 +4,7 @@ mini-batches; then through the public API with remote runners and with async rol
 from __future__ import annotations
 
 import pytest
+import torch
 
 from rllib_rpp import schema as S
 from rllib_rpp.reinforce_pp.dynamic_sampling import fill_batch, is_informative, trim_for_update
@@ -67,6 +68,56 @@ def test_trim_drops_whole_trailing_groups_until_the_minibatches_are_equal():
     kept, minibatch = trim_for_update(eps3, learners=2, steps=2)
     assert len(kept) == 12 and minibatch == 3
     assert trim_for_update(groups([[0, 1, 1]]), learners=2, steps=2) == ([], 0)
+
+
+def test_an_iteration_without_an_update_says_why_at_most_every_30_s(caplog):
+    from rllib_rpp.reinforce_pp.no_update import NoUpdateNotice, no_informative_group
+
+    clock = Clock()
+    notice = NoUpdateNotice(every_s=30.0, clock=clock)
+    why = no_informative_group({"rounds": 3.0, "prompts_drawn": 48.0, "informative_groups": 0.0})
+    with caplog.at_level("WARNING", logger="rllib_rpp"):
+        for it in range(1, 5):  # one iteration every 10 s
+            notice(it, why)
+            clock.t += 10.0
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 2 and said[0].startswith("iteration 1: dynamic sampling drew 48 prompt groups in 3 round(s) "
+                                                 "and none was informative")
+    assert said[1].startswith("iteration 4:") and "(4 iterations without an update so far)" in said[1]
+    trimmed = no_informative_group({"rounds": 1.0, "prompts_drawn": 4.0, "informative_groups": 1.0})
+    assert "1 informative group(s) held too few completions for one equal mini-batch" in trimmed
+
+
+class Clock:
+    t = 0.0
+
+    def __call__(self):
+        return self.t
+
+
+def same_for_all(completions, **kwargs):  # every group uninformative
+    return [1.0] * len(completions)
+
+
+def test_dynamic_sampling_that_finds_no_informative_group_warns_and_trains_on_nothing(ray_local, caplog):
+    from rllib_rpp.presets import tiny_arith
+
+    config = (tiny_arith(estimator="grpo", num_prompts=8, samples_per_prompt=2)
+              .training(dynamic_sampling=True, max_sampling_rounds=2, minibatch_size=16)
+              .environment(env_config={"prompts": "arithmetic", "reward_funcs": [same_for_all]})
+              .rewards(reward_timeout_s=None).evaluation(greedy_eval_prompts=None, greedy_eval_interval=0))
+    algo = config.build_algo()
+    try:
+        before = algo.get_policy_state_dict()
+        with caplog.at_level("WARNING", logger="rllib_rpp"):
+            r = algo.train()
+        assert r["reinforce_pp"]["dynamic_sampling"]["informative_groups"] == 0.0
+        assert r["reinforce_pp"]["iteration"]["updated"] == 0.0
+        assert "iteration 1: dynamic sampling drew 16 prompt groups in 2 round(s) and none was" in caplog.text
+        after = algo.get_policy_state_dict()
+        assert all(torch.equal(before[k], after[k]) for k in before)
+    finally:
+        algo.stop()
 
 
 def test_dynamic_sampling_options_are_checked(caplog):

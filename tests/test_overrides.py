@@ -98,3 +98,44 @@ def test_train_flags_that_a_preset_or_resume_would_ignore_are_refused():
             main(argv)
     assert build_parser().parse_args(["train", "tiny-arith", "--set", "a.b=1", "--set", "c.d=2"]).set == ["a.b=1",
                                                                                                          "c.d=2"]
+
+
+@pytest.mark.parametrize("item, message", [
+    ("training.lr=abc", "lr='abc' is invalid: expected a finite number > 0"),
+    ("training.num_epochs=1.5", "num_epochs=1.5 is invalid: expected an integer >= 1"),
+    ("generation.max_new_tokens=abc", "max_new_tokens='abc' is invalid: expected an integer >= 1"),
+    ("rewards.on_reward_error=sometimes", "on_reward_error='sometimes' is invalid: expected 'raise', 'skip' or"),
+])
+def test_show_config_and_train_refuse_a_wrong_type_before_anything_is_made(item, message, tmp_path, monkeypatch):
+    """show-config printed `lr: abc` as valid YAML, and train left an empty runs/<preset>-<time>/
+    behind (issue 30): both check the config as build_algo does, train before Ray or a directory."""
+    from rllib_rpp import driver
+    from rllib_rpp.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(driver, "init_ray", lambda log: pytest.fail("Ray was started for a refused config"))
+    for command in ("show-config", "train"):
+        with pytest.raises(SystemExit, match=message.replace("(", r"\(").replace("?", r"\?")):
+            main([command, "tiny-arith", "--set", item])
+    run = tmp_path / "run.yaml"
+    section, rest = item.split(".", 1)
+    key, value = rest.split("=")
+    run.write_text(f"{section}:\n  {key}: {value}\n")
+    with pytest.raises(SystemExit, match=message.replace("(", r"\(")):
+        main(["show-config", "tiny-arith", "--config", str(run)])
+    assert not list(tmp_path.glob("runs/*"))
+
+
+def test_a_config_file_with_an_unknown_key_or_a_bad_shape_is_named(tmp_path):
+    from rllib_rpp.cli import main
+
+    run = tmp_path / "run.yaml"
+    for text, message in (("training:\n  lrr: 1.0e-5\n", "unknown key 'lrr' in section 'training'.*did you mean 'lr'"),
+                          ("trainng:\n  lr: 1.0e-5\n", "unknown config section 'trainng'.*did you mean 'training'"),
+                          ("training: [1, 2]\n", "expected sections of options"),
+                          ("training:\n  lr: [1\n", "not valid YAML")):
+        run.write_text(text)
+        with pytest.raises(SystemExit, match=message):
+            main(["show-config", "tiny-arith", "--config", str(run)])
+    with pytest.raises(SystemExit, match="no-such.yaml"):
+        main(["show-config", "tiny-arith", "--config", str(tmp_path / "no-such.yaml")])

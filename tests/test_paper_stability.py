@@ -106,6 +106,33 @@ def test_length_biased_pairs_carry_the_bias_and_the_gold_reward_refuses_padding(
     assert "verbose_share" not in tiny_arith_recipe() and "base" not in RECIPE  # tiny-arith itself unchanged
 
 
+def test_a_rerun_continues_an_interrupted_one_and_refuses_runs_made_with_other_options(tmp_path):
+    """An interrupted benchmark leaves finished runs (each file written atomically) and perhaps a
+    half-written temporary: the rerun does the rest only, removes the torn file, and refuses a
+    finished run of the same name made with other options rather than mixing it in."""
+    from benchmarks.paper_report import load_runs
+    from benchmarks.paper_stability import QUICK, pending, run_key
+
+    specs = [{"setting": "A", "estimator": "grpo", "kl_placement": None, "kl_coef": 0.01, **QUICK, "seed": s}
+             for s in range(3)]
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    (runs / f"{run_key(specs[0])}.json").write_text(json.dumps({**specs[0], "curve": []}))
+    (runs / f".{run_key(specs[1])}.json").write_text('{"setting": "A", "cur')  # killed mid-write
+    assert pending(specs, runs) == specs[1:] and not list(runs.glob(".*"))
+    (runs / f"{run_key(specs[1])}.json").write_text(json.dumps({**specs[1], "iterations": 40}))
+    with pytest.raises(SystemExit, match=r"seed1\.json was run with other options: iterations=40 \(this plan: 3\)"):
+        pending(specs, runs)
+    # The report reads the plan's runs only (not an earlier, larger plan's), and names a missing one.
+    (runs / f"{run_key(specs[1])}.json").write_text(json.dumps({**specs[1], "curve": []}))
+    (tmp_path / "plan.json").write_text(json.dumps({"keys": [run_key(s) for s in specs[:2]]}))
+    (runs / "A-grpo-default-beta0.01-seed9.json").write_text(json.dumps({**specs[0], "seed": 9}))
+    assert [r["seed"] for r in load_runs(tmp_path)] == [0, 1]
+    (tmp_path / "plan.json").write_text(json.dumps({"keys": [run_key(s) for s in specs]}))
+    with pytest.raises(SystemExit, match=r"1 run\(s\) of .*plan.json are not in .*seed2\): rerun the benchmark"):
+        load_runs(tmp_path)
+
+
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory):
     out = tmp_path_factory.mktemp("paper_stability_quick")
@@ -159,3 +186,14 @@ def test_quick_mode_summary_is_recomputed_from_the_per_seed_files(quick):
     for c in claims.values():
         assert c["verdict"] in VERDICTS or c["verdict"].startswith("not reproduced")
     assert "| claim |" in stdout and (out / "summary.md").read_text().count("\n") > len(summary["contenders"])
+
+
+def test_a_rerun_of_a_finished_quick_benchmark_runs_nothing_again(quick):
+    out, _ = quick
+    before = {p.name: p.stat().st_mtime_ns for p in (out / "runs").glob("*.json")}
+    env = {**os.environ, "RLLIB_RPP_RESULTS": str(out / "results")}
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.paper_stability", "--quick", "--out", str(out)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"{len(before)} runs, {len(before)} already in" in proc.stdout
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "runs").glob("*.json")} == before

@@ -68,6 +68,33 @@ def test_raising_reward_function_fails_the_step_and_checkpoint_stays_loadable(tm
     restored.stop()
 
 
+def never_scores(prompts, completions, **kwargs):
+    raise ConnectionError("the scoring service is down")
+
+
+def test_an_iteration_whose_every_sample_was_skipped_says_so_and_trains_on_nothing(caplog):
+    """on_reward_error="skip" with every reward call failing (issue 30: a normal-looking iteration with
+    reward 0.0 and no word): a warning says why, and the weights do not move."""
+    algo = small_config().environment(env_config={"prompts": "arithmetic", "reward_funcs": [never_scores]}).rewards(
+        reward_timeout_s=None, on_reward_error="skip").build_algo()
+    try:
+        before = algo.get_policy_state_dict()
+        with caplog.at_level("WARNING", logger="rllib_rpp"):
+            result = algo.train()
+            algo.train()
+        said = [r.getMessage() for r in caplog.records if r.name.startswith("rllib_rpp")]
+        assert len(said) == 1 and said[0].startswith("iteration 1: every one of the 64 samples' reward calls failed "
+                                                     "and on_reward_error='skip' left them all out"), said
+        assert "No update this iteration" in said[0]  # the second one is counted, not repeated within 30 s
+        assert result["reinforce_pp"]["iteration"]["updated"] == 0.0
+        assert result["env_runners"]["reward_calls"]["skipped"] == 64
+        after = algo.get_policy_state_dict()
+        assert all(torch.equal(before[k], after[k]) for k in before)
+        assert algo._no_update.count == 2
+    finally:
+        algo.stop()
+
+
 @pytest.mark.parametrize("staleness", [0, 1])  # synchronous sampling, and async rollouts
 def test_a_reward_error_in_a_remote_runner_reaches_the_driver_as_itself_at_once(staleness):
     # restart_failed_env_runners=True (the default) used to hide it: "no env runner is sampling" after ~73 s.

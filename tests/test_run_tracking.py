@@ -126,3 +126,102 @@ def test_plot_overlays_runs_and_the_cli_plot_command(tmp_path):
     assert proc.returncode == 0 and Path(proc.stdout.strip()) == tmp_path / "c.png", proc.stderr[-2000:]
     proc = subprocess.run([*plot, str(tmp_path / "nothing")], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert proc.returncode != 0 and "is not a run directory: no metrics.jsonl" in proc.stderr
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:  # bound, then closed: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_tracking_options_that_would_fail_later_are_refused_before_anything_is_built(tmp_path, monkeypatch):
+    """`--wandb a/b` failed with a traceback after Ray and the model were built, `--wandb ''` trained
+    untracked, `--mlflow http://127.0.0.1:9` hung (issue 30): each is an error naming the value, at once."""
+    import time
+
+    import pytest
+
+    from rllib_rpp import driver
+    from rllib_rpp.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(driver, "init_ray", lambda log: pytest.fail("Ray was started for refused tracking options"))
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    blocked = tmp_path / "file"
+    blocked.write_text("not a directory")
+    port = _free_port()
+    for flags, message in (
+        (["--wandb", "a/b"], r"--wandb 'a/b': Invalid project name 'a/b': cannot contain characters"),
+        (["--wandb", ""], r"--wandb '': expected a W&B project name"),
+        (["--mlflow", f"http://127.0.0.1:{port}"], rf"--mlflow http://127.0.0.1:{port}: cannot connect to "
+                                                    rf"127.0.0.1:{port} \(Connection refused\); start it"),
+        (["--mlflow", str(blocked / "mlruns")], r"--mlflow .*/file/mlruns: cannot write the tracking store there"),
+        (["--run-dir", str(blocked / "run")], r"cannot write to .*/file/run"),
+    ):
+        t0 = time.monotonic()
+        with pytest.raises(SystemExit, match=message):
+            main(["train", "tiny-arith", "--iterations", "1", *flags])
+        assert time.monotonic() - t0 < 15, flags
+    monkeypatch.delenv("WANDB_MODE")  # logged in (a key), so online: W&B's server must answer
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{port}")
+    with pytest.raises(SystemExit, match=rf"--wandb \(online: W&B's server\): cannot connect to 127.0.0.1:{port}.*"
+                                         r"WANDB_MODE=offline"):
+        main(["train", "tiny-arith", "--iterations", "1", "--wandb", "proj"])
+    assert not list(tmp_path.glob("runs/*"))  # no run directory left behind
+
+
+def test_a_tracker_that_fails_mid_run_is_dropped_with_a_warning_and_training_goes_on():
+    from rllib_rpp.tracking import Trackers
+
+    class Fake:
+        def __init__(self, name, fail):
+            self.name, self.fail, self.logged = name, fail, []
+
+        def start(self, hparams, run_id=None):
+            return f"{self.name}-run"
+
+        def log(self, metrics, step):
+            if self.fail and step >= 2:
+                raise ConnectionError("the tracking server went away")
+            self.logged.append(step)
+
+        def finish(self, ok=True):
+            if self.fail:
+                raise ConnectionError("still away")
+
+    said = []
+    mlflow, wandb = Fake("mlflow", fail=True), Fake("wandb", fail=False)
+    trackers = Trackers([mlflow, wandb], warn=said.append)
+    trackers.start({})
+    for step in (1, 2, 3):
+        trackers.log({"x": 1.0}, step)
+    trackers.finish()
+    assert mlflow.logged == [1] and wandb.logged == [1, 2, 3]
+    assert said == ["mlflow: logging failed at step 2 (ConnectionError: the tracking server went away); no more "
+                    "mlflow tracking in this run (the run directory's metrics.jsonl has every metric)"]
+
+
+def test_plot_names_a_damaged_line_and_a_run_still_writing_its_first_iteration(tmp_path, capsys):
+    import pytest
+
+    from rllib_rpp.cli import main
+
+    run = tmp_path / "run"
+    run.mkdir()
+    good = {"kind": "train", "iteration": 1, "train_s": 1.0, "reward": 0.5}
+    (run / "metrics.jsonl").write_text(json.dumps(good) + "\n\x00\x00garbage\n[1, 2]\n"
+                                       + json.dumps({**good, "iteration": 2, "train_s": "soon"}) + '\n{"kind": "tr')
+    main(["plot", str(run)])
+    err = capsys.readouterr().err
+    assert f"{run / 'metrics.jsonl'}:2: not a record" in err and f"{run / 'metrics.jsonl'}:3: not a record" in err
+    assert f"{run / 'metrics.jsonl'}:5: the last line is cut short (the run was killed, or is writing it)" in err
+    assert (run / "curves.png").exists()  # the good records are drawn; the one without a number left out
+    starting = tmp_path / "starting"
+    starting.mkdir()
+    (starting / "config.yaml").write_text("training: {}\n")  # a run that has not finished an iteration
+    with pytest.raises(SystemExit, match="has no records yet: no metrics.jsonl"):
+        main(["plot", str(starting)])

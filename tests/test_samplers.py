@@ -46,3 +46,21 @@ def test_a_third_backend_is_one_registry_line(scripted, ray_local):
     assert r["env_runners"]["num_env_steps_sampled"] == 64
     algo.stop()
     small_config().generation(sampler="helpers:ScriptedSampler").validate()  # a path needs no registration
+
+
+def test_a_seeded_transformers_call_repeats_and_leaves_the_callers_stream():
+    import torch
+
+    from rllib_rpp.samplers import SamplingParams
+    from rllib_rpp.samplers.hf import TransformersSampler
+
+    sampler = TransformersSampler("tiny-arith", eos_token_id=2, pad_token_id=0)
+    prompts = [[1, 21, 15, 22, 33], [1, 22, 23, 15, 21, 30]]
+    torch.manual_seed(5)
+    expected = torch.rand(2)
+    torch.manual_seed(5)
+    first, again, other = (sampler.generate(prompts, SamplingParams(n=8, max_new_tokens=6, seed=seed))
+                           for seed in (3, 3, 4))
+    assert first.token_ids == again.token_ids and first.logprobs == again.logprobs
+    assert first.token_ids != other.token_ids
+    assert torch.equal(torch.rand(2), expected)

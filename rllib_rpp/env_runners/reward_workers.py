@@ -13,6 +13,7 @@ from envs.reward_model import RewardModelReward
 from envs.rewards import RewardResult
 from envs.text_env import TextEnvConfig
 
+RETRIES = 2  # of a scoring call whose reward worker died
 REWARD_KEYS = ("reward_funcs", "reward_weights", "reward_device", "reward_batch_size", "reward_dtype",
                "reward_timeout_s", "on_reward_error", "reward_backend")
 
@@ -55,8 +56,11 @@ class RewardWorker:
 def start_reward_workers(config) -> list:
     """`config.num_reward_workers` actors with the configured CPUs and GPUs."""
     env_config = reward_env_config(config)
+    # A worker that dies (an OOM kill, a crash in native code) is restarted and the calls it had
+    # are retried on it, twice at most: a batch that kills its worker every time fails the sample.
     actor = ray.remote(RewardWorker).options(num_cpus=config.num_cpus_per_reward_worker,
-                                             num_gpus=config.num_gpus_per_reward_worker, max_restarts=-1)
+                                             num_gpus=config.num_gpus_per_reward_worker, max_restarts=-1,
+                                             max_task_retries=RETRIES)
     workers = [actor.remote(env_config) for _ in range(config.num_reward_workers)]
     ray.get([w.__ray_ready__.remote() for w in workers])
     return workers
@@ -82,7 +86,11 @@ def submit_scoring(workers: list, inputs: dict, n: int, offset: int = 0) -> list
 
 def collect_scores(pending: list[tuple]) -> RewardResult:
     """Wait for the parts of `submit_scoring` calls and join them in order."""
-    results = ray.get([ref for ref, _ in pending])
+    try:
+        results = ray.get([ref for ref, _ in pending])
+    except ray.exceptions.RayActorError as e:
+        raise RuntimeError(f"a reward worker died scoring this batch {RETRIES + 1} times (it was restarted and the "
+                           f"batch retried each time): {str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
     stats = GuardStats()
     for r, (_, start) in zip(results, pending):
         for key in GuardStats.COUNTS:

@@ -52,6 +52,7 @@ from rllib_rpp.core.scoring import score_batch
 from rllib_rpp.env_runners.reward_workers import start_reward_workers, stop_reward_workers
 from rllib_rpp.reinforce_pp.dynamic_sampling import fill_batch, trim_for_update
 from rllib_rpp.reinforce_pp.errors import LearnersTimedOut, raise_user_errors, returning_user_errors
+from rllib_rpp.reinforce_pp.no_update import NoUpdateNotice, all_skipped, no_informative_group
 from rllib_rpp.reinforce_pp.reinforce_pp_config import ReinforcePPConfig
 from rllib_rpp.reinforce_pp.rollouts import AsyncRollouts, sample_sync
 from rllib_rpp.reinforce_pp.weight_sync import EngineWeightSync
@@ -106,6 +107,7 @@ class ReinforcePP(Algorithm):
         self._shuffle_rng = np.random.default_rng(self.config.seed)
         self.run_info: dict[str, Any] = {}  # the driver's: run dir, tracker run ids, training time
         self._last_eval = None
+        self._no_update = NoUpdateNotice()  # iterations with nothing to learn from say so
         self.reward_workers = start_reward_workers(self.config) if self.config.num_reward_workers else []
         if self.reward_workers:
             self._give_reward_workers()
@@ -149,10 +151,11 @@ class ReinforcePP(Algorithm):
             full = cfg.num_prompts_per_iteration * cfg.num_samples_per_prompt // max(1, cfg.num_learners)
             steps = full // (cfg.minibatch_size or full)
             episodes, minibatch_size = trim_for_update(episodes, learners=max(1, cfg.num_learners), steps=steps)
-        if not episodes:
-            if not cfg.dynamic_sampling or not runner_metrics:
-                self._fail_without_runners()
-            return  # dynamic sampling found no informative group: no update this iteration
+        if not episodes and (not cfg.dynamic_sampling or not runner_metrics):
+            return self._fail_without_runners()
+        if why := (all_skipped(episodes) if episodes else no_informative_group(stats)):
+            self.metrics.log_value(("reinforce_pp", "iteration", "updated"), 0.0, window=1)
+            return self._no_update(self.iteration + 1, why)
         self._empty_iterations = 0
         t1 = time.perf_counter()
         self._score(episodes)
@@ -182,7 +185,7 @@ class ReinforcePP(Algorithm):
         t4 = time.perf_counter()
         # This iteration's phases (RLlib's own timers are smoothed averages).
         self.metrics.log_dict({"sample_s": t1 - t0, "score_s": t2 - t1, "update_s": t3 - t2, "sync_s": t4 - t3,
-                               "completions_per_s": len(episodes) / (t4 - t0)},
+                               "completions_per_s": len(episodes) / (t4 - t0), "updated": 1.0},
                               key=("reinforce_pp", "iteration"), window=1)
         if cfg.greedy_eval_interval:
             # Evaluate on the first iteration and every `greedy_eval_interval`; report the latest

@@ -392,7 +392,7 @@ class ReinforcePPConfig(KeepsSetValues, RewardOptions, AlgorithmConfig):
 
     # -- validation ----------------------------------------------------------------------
     @override(AlgorithmConfig)
-    def validate(self) -> None:
+    def validate(self, warn: bool = True) -> None:  # warn=False: errors only (the CLI, before any build)
         # Ours first: RLlib's own checks misreport some bad values (e.g. lr="1e-4").
         if errors := validation.config_errors(self):
             self._value_error("; ".join(errors))
@@ -400,5 +400,5 @@ class ReinforcePPConfig(KeepsSetValues, RewardOptions, AlgorithmConfig):
         self.train_batch_size_per_learner = total // max(1, self.num_learners)
         super().validate()
         for warning in [*validation.option_warnings(self), reward_memory_warning(self), memory_warning(self)]:
-            if warning is not None:
+            if warning is not None and warn:
                 logger.warning(warning)

