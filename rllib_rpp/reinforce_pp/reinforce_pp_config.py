@@ -204,17 +204,12 @@ class ReinforcePPConfig(KeepsSetValues, RewardOptions, AlgorithmConfig):
             tis_cap: Truncated importance-sampling cap for sampler/learner mismatch; None off.
             nonfinite_logprobs: NaN/inf in a response's log-probs: "error" (default, nothing is
                 updated) or "mask" (the response is left out and counted).
-            old_logprobs: Where π_old comes from: "auto" (default: "sampler" where that is exact,
-                else "recompute"; the choice is `config.old_logprobs_used`), "recompute" (a no-grad
-                pass of the learner's weights, as the paper's PPO-clip needs whatever the sampler
-                did) or "sampler" (the sampler's own log-probs, one forward pass cheaper). "auto"
-                takes the sampler's when they are the learner's numbers: a sampler that runs the
-                learner's model code (transformers) in fp32 compute on the weights just sent
-                (max_rollout_staleness 0, no LoRA merge), with no sampler-gap correction asked for
-                (tis_cap, is_mask_range) and no entropy bonus; then they equal a recompute up to
-                float rounding (the KV-cached decode against one forward). Without the π_old pass
-                the entropy metric comes from the training forward; the sampler/learner gap is
-                logged from the first update step, where π_θ = π_old.
+            old_logprobs: Where π_old comes from: "recompute" (a no-grad pass of the learner's
+                weights), "sampler" (the sampler's log-probs: one pass cheaper) or "auto" (default:
+                "sampler" where it is exact: the transformers sampler, fp32, on-policy, no LoRA,
+                tis_cap, is_mask_range or entropy bonus; equal to a recompute up to rounding; else
+                "recompute"; the choice is `config.old_logprobs_used`). Without the π_old pass the
+                entropy comes from the training forward, the sampler gap from the first step.
             num_samples_per_prompt: Completions per prompt (group size).
             num_prompts_per_iteration: Prompts per iteration, over all env runners.
             dynamic_sampling: DAPO: drop prompt groups whose samples all got the same reward (no
