@@ -137,7 +137,8 @@ def _build(config, resume: str | None, log):
     est = config.memory_estimate()
     if est is not None:
         parts = ", ".join(f"{k} {v:.2f}" for k, v in est.gib().items() if k != "total")
-        log(f"learner memory estimate: {est.total / (1 << 30):.2f} GiB per learner ({parts} GiB)")
+        log(f"learner memory estimate: at most {est.total / (1 << 30):.2f} GiB per learner ({parts} GiB; activations "
+            f"for full micro-batches of {config.max_tokens_per_microbatch} tokens)")
     log("building the algorithm (a built-in model is built and cached on its first use) ...")
     return config.build_algo()
 
