@@ -280,6 +280,7 @@ class TextEnvRunner(EnvRunner, Checkpointable):
         tasks = [r.columns.get("task") for r in records]
         if any(t is not None for t in tasks):  # a held-out evaluation per task
             out["tasks"] = task_summary(tasks, res.rewards, [len(t) for t in gen.token_ids], correct_at(env))
+            out["task_accuracy_mean"] = float(np.nanmean([t["accuracy"] for t in out["tasks"].values()]))
         return out
 
     def set_task_levels(self, levels: dict[str, int]) -> None:
