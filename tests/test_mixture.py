@@ -161,3 +161,21 @@ def test_a_resumed_run_has_the_uninterrupted_runs_curriculum_and_prompts(tmp_pat
     assert set(ev["tasks"]) == {"chain_sum", "scheduled"} and ev["num_prompts"] == 16
     straight.stop()
     resumed.stop()
+
+
+def test_reward_workers_get_each_tasks_reward_functions():
+    from rllib_rpp import ReinforcePPConfig
+    from rllib_rpp.env_runners.reward_workers import RewardWorker, reward_env_config
+
+    tasks = [{"name": "sums", "prompts": _rg()},
+             {"name": "add", "prompts": "arithmetic", "reward_funcs": ["digits_format"]}]
+    config = ReinforcePPConfig().environment(env_config={"prompts": mixture.spec(tasks),
+                                                         "reward_funcs": ["exact_match"]})
+    options = reward_env_config(config)
+    assert options["task_rewards"] == {"sums": {"reward_funcs": ["reasoning_gym"], "reward_weights": None},
+                                       "add": {"reward_funcs": ["digits_format"], "reward_weights": None}}
+    worker = RewardWorker(options)  # (the actor's class, built here in process)
+    res = worker.score({"prompts": ["1+1=", "x"], "completions": ["2", "ab"], "task": ["add", None],
+                        "answer": [None, "ab"]})
+    assert res.rewards.tolist() == [1.0, 1.0] and set(res.components) == {"digits_format", "exact_match"}
+    worker.stop()
