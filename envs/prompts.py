@@ -3,7 +3,8 @@
 A source is a list of strings, a list of dicts (`prompt` plus any extra columns such as
 `answer`), a `.jsonl` file, a Hugging Face `datasets.Dataset`, a built-in name
 (`arithmetic`, `arithmetic-eval`), or a task source's spec, a dict `{"source": name, ...}` of
-`TASK_SOURCES` (`reasoning_gym`: see `envs.tasks.reasoning_gym`). A `prompt` is either text or a chat (a list of
+`TASK_SOURCES` (`reasoning_gym`: see `envs.tasks.reasoning_gym`; `openenv`: `envs.tasks.openenv_adapter`;
+`mixture`, several sources with weights: `envs.tasks.mixture`). A `prompt` is either text or a chat (a list of
 {"role", "content"} messages with string values, TRL's conversational format); any other shape is
 refused with an error naming the row. Characters the tokenizer cannot encode are reported by a
 warning (they reach the model as its unknown token).
@@ -24,6 +25,8 @@ BUILTIN_PROMPT_SOURCES = ("arithmetic", "arithmetic-eval")
 # Task sources, given as a dict {"source": name, **its options}: name -> "module:function(**options) -> rows".
 TASK_SOURCES: dict[str, str] = {
     "reasoning_gym": "envs.tasks.reasoning_gym:rows",
+    "openenv": "envs.tasks.openenv_adapter:rows",
+    "mixture": "envs.tasks.mixture:rows",
 }
 
 

@@ -138,7 +138,8 @@ _UNAVAILABLE = ("HTTP 502", "HTTP 503", "HTTP 504")  # a gateway or an overloade
 
 
 def takes_timeout(fn) -> bool:
-    return isinstance(fn, (IsolatedReward, RemoteReward))
+    """Called with the call's `timeout_s`, which it enforces itself (a child process, a server's deadline)."""
+    return isinstance(fn, (IsolatedReward, RemoteReward)) or getattr(fn, "guards_itself", False)
 
 
 def guarded_call(fn, kwargs: dict, n: int, *, timeout_s: float | None, check: Callable[..., list],

@@ -32,6 +32,7 @@ from envs.reward_guard import (
     guarded_call,
 )
 from envs.tasks import reasoning_gym
+from envs.tasks.openenv_adapter import OpenEnvReward
 
 
 @dataclass
@@ -109,6 +110,8 @@ BUILTIN_REWARDS: dict[str, Callable] = {
     # reasoning-gym's own verifiers on rows of its task source (they read the `task_entry` column)
     "reasoning_gym": reasoning_gym.reasoning_gym_reward,
     "reasoning_gym_partial": reasoning_gym.reasoning_gym_partial_reward,
+    # an OpenEnv environment's own reward for the step (rows of its task source; a class: one per reward step)
+    "openenv": OpenEnvReward,
 }
 
 
@@ -121,7 +124,8 @@ def resolve_reward_func(spec, *, device: str = "cpu", batch_size: int = 64, dtyp
     if not isinstance(spec, str) or not spec:
         raise TypeError(f"a reward function must be a callable or a name, got {spec!r}")
     if spec in BUILTIN_REWARDS:
-        return spec, BUILTIN_REWARDS[spec]
+        fn = BUILTIN_REWARDS[spec]
+        return spec, fn() if isinstance(fn, type) else fn
     if spec.startswith(("http://", "https://")):
         return spec, RemoteReward(spec)
     if re.fullmatch(r"[\w.]+:\w+", spec):
@@ -278,10 +282,12 @@ class RewardStep:
 
 
 def _isolatable(name: str, fn) -> bool:
-    """A rule function that may hang: not a built-in known to be safe, not a reward model or server."""
+    """A rule function that may hang: not a built-in known to be safe, not a reward model or server, not
+    one that enforces the timeout itself (`guards_itself`, e.g. OpenEnv's reward)."""
     from envs.reward_model import RewardModelReward
 
-    return not (name in SAFE_IN_PROCESS or isinstance(fn, (RewardModelReward, RemoteReward)))
+    return not (name in SAFE_IN_PROCESS or isinstance(fn, (RewardModelReward, RemoteReward))
+                or getattr(fn, "guards_itself", False))
 
 
 def _checked(name: str, completions: Sequence, out, samples: list[int]) -> list:

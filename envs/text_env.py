@@ -31,6 +31,8 @@ import numpy as np
 from envs.models import load_tokenizer, model_max_length
 from envs.prompts import PromptOrder, PromptRecord, encode_prompts, load_prompt_rows
 from envs.rewards import RewardResult, RewardStep
+from envs.task_rewards import TaskRewardStep
+from envs.tasks import mixture
 
 
 @dataclass
@@ -55,12 +57,19 @@ class TextEnvConfig:
     reward_timeout_s: float | None = 60.0  # per reward call; rule functions run in a killable process
     on_reward_error: Any = "raise"  # a sample whose call timed out or raised: "raise" | "skip" | a reward
     reward_backend: str = "transformers"  # a reward model served by transformers or vLLM's pooling runner
+    # {task: {"reward_funcs", "reward_weights"}}: a task's samples scored by its own functions only (a
+    # mixture's prompts set it from its tasks); other samples by `reward_funcs`
+    task_rewards: Mapping[str, Mapping] | None = None
 
-    def reward_step(self) -> RewardStep:
+    def reward_step(self) -> RewardStep | TaskRewardStep:
         """The reward step these options describe (the env's own, or a reward worker's)."""
-        return RewardStep(self.reward_funcs, self.reward_weights, device=self.reward_device,
-                          batch_size=self.reward_batch_size, dtype=self.reward_dtype, timeout_s=self.reward_timeout_s,
-                          on_error=self.on_reward_error, backend=self.reward_backend)
+        options = dict(device=self.reward_device, batch_size=self.reward_batch_size, dtype=self.reward_dtype,
+                       timeout_s=self.reward_timeout_s, on_error=self.on_reward_error, backend=self.reward_backend)
+        if not self.task_rewards:
+            return RewardStep(self.reward_funcs, self.reward_weights, **options)
+        steps = {t: RewardStep(o["reward_funcs"], o.get("reward_weights"), **options)
+                 for t, o in self.task_rewards.items()}
+        return TaskRewardStep(steps, lambda: RewardStep(self.reward_funcs, self.reward_weights, **options))
 
     @classmethod
     def from_dict(cls, d: Mapping) -> TextEnvConfig:
@@ -83,7 +92,15 @@ class SingleTurnTextEnv(gym.Env):
         cfg = TextEnvConfig.from_dict({**dict(config or {}), **kwargs})
         self.env_config = cfg
         self.tokenizer = load_tokenizer(cfg.model, pad_token=cfg.pad_token)
-        rows = load_prompt_rows(cfg.prompts, prompt_key=cfg.prompt_key)
+        # A task mixture: every level of every task is loaded (and tokenised) now; TaskOrder draws from them.
+        self.tasks = mixture.tasks_of(cfg.prompts)
+        if self.tasks is not None:
+            pools = mixture.pools(self.tasks)
+            rows = [r for _, _, pool in pools for r in pool]
+            if cfg.task_rewards is None:
+                cfg.task_rewards = mixture.task_rewards(self.tasks)
+        else:
+            rows = load_prompt_rows(cfg.prompts, prompt_key=cfg.prompt_key)
         self.prompts: list[PromptRecord] = encode_prompts(
             rows, self.tokenizer, prompt_key=cfg.prompt_key, apply_chat_template=cfg.apply_chat_template,
             max_prompt_tokens=cfg.max_prompt_tokens, truncate=cfg.truncate_prompts,
@@ -99,8 +116,13 @@ class SingleTurnTextEnv(gym.Env):
             )
         self.reward_step = cfg.reward_step()
         self.reward_step.check_columns([p.columns for p in self.prompts], [p.index for p in self.prompts])
-        self.order = PromptOrder(len(self.prompts), seed=cfg.seed, shuffle=cfg.shuffle,
-                                 shard_index=cfg.shard_index, num_shards=cfg.num_shards)
+        shards = dict(seed=cfg.seed, shuffle=cfg.shuffle, shard_index=cfg.shard_index, num_shards=cfg.num_shards)
+        if self.tasks is None:
+            self.order: PromptOrder | mixture.TaskOrder = PromptOrder(len(self.prompts), **shards)
+        else:
+            starts = np.cumsum([0] + [len(pool) for _, _, pool in pools])
+            ranges = [(t.name, lvl, range(a, b)) for (t, lvl, _), a, b in zip(pools, starts, starts[1:])]
+            self.order = mixture.TaskOrder(ranges, {t.name: t.weight for t in self.tasks}, **shards)
         self.pad_token_id = self.tokenizer.pad_token_id
         self.eos_token_id = self.tokenizer.eos_token_id
         self.vocab_size = vocab = len(self.tokenizer)
@@ -197,6 +219,12 @@ class SingleTurnTextEnv(gym.Env):
     @staticmethod
     def _info(record: PromptRecord) -> dict:
         return {"prompt": record.prompt, "prompt_index": record.index, "columns": dict(record.columns)}
+
+    def set_levels(self, levels: Mapping[str, int]) -> None:
+        """Curriculum levels of a mixture's tasks: later draws of a task come from its prompts at that level."""
+        if self.tasks is None:
+            raise ValueError("curriculum levels need a task mixture as the prompt source")
+        self.order.set_levels(levels)
 
     # -- checkpointing ----------------------------------------------------------------------
     def get_state(self) -> dict:

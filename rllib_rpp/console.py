@@ -12,7 +12,7 @@ from __future__ import annotations
 import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 
 def status_line(it: int, train_s: float, reward: float, kl: float, completions_per_s: float,
@@ -23,6 +23,23 @@ def status_line(it: int, train_s: float, reward: float, kl: float, completions_p
     if left:
         parts.append(left)
     return " | ".join(parts)
+
+
+def task_fields(tasks: Mapping | None, curriculum: Mapping | None = None) -> dict[str, dict]:
+    """Per-task numbers for the run record and the console: {task: {reward, accuracy, response_length,
+    level}} from the results' `tasks` (and the curriculum's levels)."""
+    keys = {"reward_mean": "reward", "accuracy": "accuracy", "response_length_mean": "response_length"}
+    out = {t: {short: v[k] for k, short in keys.items() if k in v} for t, v in (tasks or {}).items()}
+    for t, c in (curriculum or {}).items():
+        out.setdefault(t, {})["level"] = int(c["level"])
+    return out
+
+
+def task_note(fields: Mapping[str, Mapping], minimum: int = 1) -> str:
+    """` | sums 0.81 (level 1), env 0.30`: accuracy per task (none for fewer than `minimum` tasks)."""
+    parts = [f"{t} {f['accuracy']:.2f}" + (f" (level {f['level']})" if "level" in f else "")
+             for t, f in fields.items() if "accuracy" in f]
+    return " | " + ", ".join(parts) if len(parts) >= minimum else ""
 
 
 def time_left(train_s: float, budget_s: float | None, it: int, iterations: int | None) -> str | None:

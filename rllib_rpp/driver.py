@@ -13,7 +13,7 @@ from pathlib import Path
 
 from rllib_rpp import overrides
 from rllib_rpp.checkpoints import LATEST
-from rllib_rpp.console import Console, status_line, time_left
+from rllib_rpp.console import Console, status_line, task_fields, task_note, time_left
 from rllib_rpp.run_control import Checkpointer, StopRequest, check_writable, exit_after_signal, init_ray, within
 from rllib_rpp.run_record import RunRecord
 from rllib_rpp.tracking import Trackers, build_trackers, check_tracking, flatten_metrics
@@ -177,10 +177,13 @@ def _train(algo, config, console, record, trackers, checkpointer, stop, *, train
             return
         res = algo.evaluate_greedy()
         evals.append({"train_s": round(train_s, 1), **res})
-        record.add("eval", iteration=algo.iteration, train_s=round(train_s, 2), reward=res["reward_mean"])
-        trackers.log({f"greedy_eval/{k}": float(v) for k, v in res.items()}, step=algo.iteration)
+        per_task = task_fields(res.get("tasks"))
+        record.add("eval", iteration=algo.iteration, train_s=round(train_s, 2), reward=res["reward_mean"],
+                   **({"tasks": per_task} if per_task else {}))
+        trackers.log(flatten_metrics({"greedy_eval": res}), step=algo.iteration)
         when = "at resume" if resumed and len(evals) == 1 else f"after {train_s:6.1f} s of training"
-        console.event(f"[eval] {when}: held-out greedy reward {res['reward_mean']:.3f} on {res['num_prompts']} prompts")
+        console.event(f"[eval] {when}: held-out greedy reward {res['reward_mean']:.3f} on {res['num_prompts']} prompts"
+                      + task_note(per_task, minimum=2))
 
     def save():
         algo.run_info["train_s"] = train_s
@@ -201,13 +204,16 @@ def _train(algo, config, console, record, trackers, checkpointer, stop, *, train
         sampled = runners.get("num_env_steps_sampled", 0)
         completions += sampled
         reward, kl = runners["episode_return_mean"], learner.get("kl_ref_per_token", 0.0)
+        per_task = task_fields(runners.get("tasks"), result.get("reinforce_pp", {}).get("curriculum"))
         record.add("train", iteration=algo.iteration, train_s=round(train_s, 2), reward=reward,
                    kl_per_token=kl, response_length=runners.get("response_length_mean"),
-                   completions_per_s=sampled / dt, clip_fraction=learner.get("clip_fraction"))
+                   completions_per_s=sampled / dt, clip_fraction=learner.get("clip_fraction"),
+                   **({"tasks": per_task} if per_task else {}))
         trackers.log({**flatten_metrics(result), "perf/completions_per_s": completions / session_s,
                       "perf/train_seconds": train_s}, step=algo.iteration)
         left = time_left(session_s, time_budget_s, it, iterations)
-        console.status(status_line(algo.iteration, train_s, reward, kl, completions / session_s, left))
+        console.status(status_line(algo.iteration, train_s, reward, kl, completions / session_s, left)
+                       + task_note(per_task, minimum=2))
         if checkpointer.due(algo.iteration) and stop.signum is None:
             save()
         if train_s - last_eval >= eval_every_s and stop.signum is None:

@@ -6,6 +6,10 @@
     RUN_DIR/config.yaml     the resolved config (valid input for `--config`)
     RUN_DIR/curves.png      reward, held-out evaluation, KL, response length and completions/s
                             against training time; written at the end and on an interrupt
+    RUN_DIR/tasks.png       a run whose prompts have tasks (a task mixture): accuracy (training
+                            and held-out), response length and curriculum level per task
+
+Records of such a run carry `tasks`: {task: {"reward", "accuracy", "response_length", "level"}}.
 
 `rllib-rpp plot RUN_DIR [RUN_DIR ...]` overlays several runs (seeds, options) in one picture.
 """
@@ -20,6 +24,7 @@ from pathlib import Path
 METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
 CURVES = "curves.png"
+TASKS = "tasks.png"
 CONFIG = "config.yaml"
 
 # (panel title, record kind, field) for each panel of curves.png.
@@ -137,7 +142,10 @@ class RunRecord:
         return path
 
     def plot(self) -> Path:
-        return plot_runs([self.dir], self.dir / CURVES)
+        """curves.png (and tasks.png for a run with tasks); returns curves.png's path."""
+        path = plot_runs([self.dir], self.dir / CURVES)
+        plot_tasks(self.dir, self.dir / TASKS)
+        return path
 
 
 def read_records(run_dir, warn=None) -> list[dict]:
@@ -218,6 +226,49 @@ def plot_runs(run_dirs, out, labels=None) -> Path:
     legend.legend(handles, names, loc="center", title="runs", frameon=False)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.stem}.tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, out)
+    return out
+
+
+# (panel title, record kind, field) for each panel of tasks.png: one line per task.
+TASK_PANELS = (
+    ("training accuracy per task", "train", "accuracy"),
+    ("held-out greedy accuracy per task", "eval", "accuracy"),
+    ("response length per task (tokens)", "train", "response_length"),
+    ("curriculum level per task", "train", "level"),
+)
+
+
+def plot_tasks(run_dir, out) -> Path | None:
+    """tasks.png of one run: a line per task in each of TASK_PANELS; None (nothing written) for a
+    run whose records have no tasks."""
+    records = [r for r in read_records(run_dir) if isinstance(r.get("tasks"), dict) and _number(r.get("train_s"))]
+    names = list(dict.fromkeys(t for r in records for t in r["tasks"]))
+    if not names:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 2, figsize=(12, 8), constrained_layout=True)
+    for ax, (title, kind, field) in zip(axes.flat, TASK_PANELS):
+        for i, name in enumerate(names):
+            points = [(r["train_s"], r["tasks"][name][field]) for r in records
+                      if r["kind"] == kind and _number(r["tasks"].get(name, {}).get(field))]
+            if points:
+                xs, ys = zip(*points)
+                smooth = kind == "train" and field != "level"
+                ax.plot(xs, running_mean(ys, max(1, len(ys) // 40)) if smooth else ys, color=f"C{i % 10}",
+                        label=name, marker="o" if kind == "eval" else None, markersize=4, linewidth=1.5)
+        ax.set_title(title)
+        ax.set_xlabel("training time (s)")
+        ax.grid(alpha=0.3)
+    axes.flat[0].legend(title="tasks", frameon=False)
+    out = Path(out)
     tmp = out.with_name(f".{out.stem}.tmp.png")
     fig.savefig(tmp, dpi=100)
     plt.close(fig)

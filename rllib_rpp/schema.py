@@ -22,6 +22,8 @@ reward                      ``get_rewards(0)``       float        TextEnvRunner:
 ``REWARD_SKIPPED``          custom_data              bool         TextEnvRunner: its reward call failed
                                                                   (on_reward_error="skip"): not trained on
 ``WEIGHTS_VERSION``         custom_data              int          TextEnvRunner: weights that sampled it
+``TASK``                    custom_data              str | None   TextEnvRunner: its prompt's `task` column
+                                                                  (a mixture's task; the curriculum reads it)
 ``SCORE``                   custom_data              float        driver (``ReinforcePP._score``): s (§6)
 ``LOSS_WEIGHT``             custom_data              float        driver: 0 drops it from the loss
 ==========================  =======================  ===========  =======================================
@@ -66,6 +68,7 @@ GROUP_ID = "group_id"
 TRUNCATED = "truncated_response"
 REWARD_SKIPPED = "reward_skipped"
 WEIGHTS_VERSION = "weights_version"
+TASK = "task"
 SCORE = "score"
 LOSS_WEIGHT = "loss_weight"
 

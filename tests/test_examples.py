@@ -121,3 +121,67 @@ def test_a_policy_loss_named_by_its_path_reaches_remote_learners(ray_local):
     found = algo.learner_group.foreach_learner(lambda learner: get_policy_loss(learner.config.policy_loss).name)
     assert [f.get() for f in found.result_or_errors] == ["truncated_pg", "truncated_pg"]
     algo.stop()
+
+
+def test_task_mixture_example_reports_each_task_everywhere(tmp_path, ray_local, monkeypatch):
+    """Per-task reward/accuracy/length in the results, the console, the run directory (metrics.jsonl,
+    tasks.png), the trackers, and a held-out evaluation per task; chain_sum's level moves by schedule."""
+    import io
+    import json
+
+    from rllib_rpp import driver
+    from rllib_rpp.console import Console
+    from rllib_rpp.tracking import Trackers
+    from tuned_examples.task_mixture import CURRICULUM, build_config
+
+    logged = {}
+
+    class Tracker:
+        name = "fake"
+
+        def start(self, hparams, run_id=None):
+            return "run"
+
+        def log(self, metrics, step):
+            logged.update(metrics)
+
+        def where(self):
+            return "memory"
+
+        def finish(self, ok=True):
+            pass
+
+    monkeypatch.setattr(driver, "build_trackers", lambda **kwargs: Trackers([Tracker()]))
+    out = io.StringIO()
+    config = build_config(num_prompts=8, samples=2, curriculum={**CURRICULUM, "schedule": [1]})
+    run_dir = tmp_path / "run"
+    summary = driver.run(config, iterations=2, time_budget_s=None, run_dir=str(run_dir),
+                         console=Console(out, mode="plain", every_s=0))
+    assert summary["iterations"] == 2
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in records if r["kind"] == "train"]
+    evals = [r for r in records if r["kind"] == "eval"]
+    names = {"add", "chain_sum", "openenv"}
+    assert all(set(r["tasks"]) == names for r in train + evals)
+    assert [r["tasks"]["chain_sum"]["level"] for r in train] == [1, 1]  # up after 1 iteration (schedule)
+    assert all(0.0 <= r["tasks"][t]["accuracy"] <= 1.0 for r in evals for t in names)
+    assert (run_dir / "tasks.png").stat().st_size > 0 and (run_dir / "curves.png").exists()
+    text = out.getvalue()
+    assert "| add " in text and "chain_sum " in text and "(level 1)" in text  # status lines and eval lines
+    assert {"env_runners/tasks/openenv/accuracy", "env_runners/tasks/add/response_length_mean",
+            "greedy_eval/tasks/chain_sum/accuracy", "reinforce_pp/curriculum/chain_sum/level"} <= set(logged)
+
+
+def test_tune_searches_over_task_weights_and_difficulty(tmp_path, ray_local):
+    from tuned_examples.tune_search import TASK_METRIC, search, task_space
+
+    results, best = search(over="tasks", tasks=task_space(size=64, eval_size=8), num_samples=1, max_iterations=1,
+                           eval_interval=1, grace=1, storage_path=str(tmp_path), num_prompts=8)
+    assert not results.errors and len(results) == 2
+    digits = []
+    for r in results:
+        tasks, held_out = r.config["env_config"]["prompts"]["tasks"], r.config["greedy_eval_prompts"]["tasks"]
+        assert tasks[0]["weight"] in (1.0, 3.0) and held_out == tasks  # each trial evaluates its own tasks
+        digits.append(tasks[1]["prompts"]["config"]["max_digits"])
+        assert TASK_METRIC.split("/")[1] in r.metrics["greedy_eval"]
+    assert sorted(digits) == [1, 2]

@@ -11,11 +11,12 @@ import ray
 from envs.reward_guard import GuardStats
 from envs.reward_model import RewardModelReward
 from envs.rewards import RewardResult
+from envs.tasks import mixture
 from envs.text_env import TextEnvConfig
 
 RETRIES = 2  # of a scoring call whose reward worker died
 REWARD_KEYS = ("reward_funcs", "reward_weights", "reward_device", "reward_batch_size", "reward_dtype",
-               "reward_timeout_s", "on_reward_error", "reward_backend")
+               "reward_timeout_s", "on_reward_error", "reward_backend", "task_rewards")
 
 
 def reward_env_config(config) -> dict:
@@ -27,6 +28,9 @@ def reward_env_config(config) -> dict:
     out.setdefault("on_reward_error", config.on_reward_error)
     out.setdefault("reward_dtype", config.reward_dtype)
     out.setdefault("reward_backend", config.reward_backend)
+    tasks = mixture.tasks_of(env.get("prompts"))
+    if tasks is not None and out.get("task_rewards") is None:  # a mixture's tasks scored by their own functions
+        out["task_rewards"] = mixture.task_rewards(tasks)
     if config.num_gpus_per_reward_worker and config.num_reward_workers:
         out.setdefault("reward_device", "cuda")
     return out

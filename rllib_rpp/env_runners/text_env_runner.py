@@ -52,6 +52,7 @@ from rllib_rpp.env_runners.reward_workers import (
     score_remotely,
     submit_scoring,
 )
+from rllib_rpp.env_runners.task_metrics import correct_at, log_task_metrics, task_summary
 from rllib_rpp.samplers import Generation, SamplingParams, make_sampler, sampler_class
 
 logger = logging.getLogger(__name__)
@@ -158,6 +159,10 @@ class TextEnvRunner(EnvRunner, Checkpointable):
         t2 = time.perf_counter()  # with overlap: only the scoring that did not hide behind generation
         episodes = self._episodes(expanded, gen, rewards, n)
         self._log(gen, rewards, len(prompts), sample_s=t1 - t0, reward_s=t2 - t1)
+        tasks = [p.columns.get("task") for p in expanded]
+        if any(t is not None for t in tasks):  # per task: reward, accuracy, response length
+            log_task_metrics(self.metrics, task_summary(tasks, rewards.rewards, [len(t) for t in gen.token_ids],
+                                                        correct_at(self.env)))
         self.metrics.log_value(("timers", "idle_s"), idle_s, reduce="mean")  # since the previous sample
         self._last_sample_end = time.perf_counter()
         return episodes
@@ -202,7 +207,7 @@ class TextEnvRunner(EnvRunner, Checkpointable):
                 observation_space=obs_space, action_space=act_space,
             )
             ep.custom_data.update({S.GROUP_ID: base + i // n, S.TRUNCATED: not gen.finished[i],
-                                   S.REWARD_SKIPPED: bool(skipped[i]),
+                                   S.REWARD_SKIPPED: bool(skipped[i]), S.TASK: prompt.columns.get("task"),
                                    S.WEIGHTS_VERSION: self._weights_seq_no})
             episodes.append(ep)
         return episodes
@@ -272,7 +277,15 @@ class TextEnvRunner(EnvRunner, Checkpointable):
         out = {"reward_mean": float(res.rewards.mean()), "num_prompts": len(records)}
         out.update({f"reward/{k}": float(np.nanmean(v)) for k, v in res.components.items()})
         out["response_length_mean"] = float(np.mean([len(t) for t in gen.token_ids]))
+        tasks = [r.columns.get("task") for r in records]
+        if any(t is not None for t in tasks):  # a held-out evaluation per task
+            out["tasks"] = task_summary(tasks, res.rewards, [len(t) for t in gen.token_ids], correct_at(env))
+            out["task_accuracy_mean"] = float(np.nanmean([t["accuracy"] for t in out["tasks"].values()]))
         return out
+
+    def set_task_levels(self, levels: dict[str, int]) -> None:
+        """The curriculum's levels (the algorithm's): later prompts of a task come from that level."""
+        self.env.set_levels(levels)
 
     # -- RLlib EnvRunner / Checkpointable API ----------------------------------------------
     @override(EnvRunner)

@@ -50,6 +50,7 @@ from rllib_rpp.checkpoints import resolve_for_restore, save_atomically
 from rllib_rpp.core.balance import balanced_order
 from rllib_rpp.core.scoring import score_batch
 from rllib_rpp.env_runners.reward_workers import start_reward_workers, stop_reward_workers
+from rllib_rpp.reinforce_pp.curriculum_driver import CurriculumDriver
 from rllib_rpp.reinforce_pp.dynamic_sampling import fill_batch, trim_for_update
 from rllib_rpp.reinforce_pp.errors import LearnersTimedOut, raise_user_errors, returning_user_errors
 from rllib_rpp.reinforce_pp.no_update import NoUpdateNotice, all_skipped, no_informative_group
@@ -108,6 +109,7 @@ class ReinforcePP(Algorithm):
         self.run_info: dict[str, Any] = {}  # the driver's: run dir, tracker run ids, training time
         self._last_eval = None
         self._no_update = NoUpdateNotice()  # iterations with nothing to learn from say so
+        self.curriculum = CurriculumDriver(self)  # a task mixture's difficulty levels (none: does nothing)
         self.reward_workers = start_reward_workers(self.config) if self.config.num_reward_workers else []
         if self.reward_workers:
             self._give_reward_workers()
@@ -146,6 +148,7 @@ class ReinforcePP(Algorithm):
             else:
                 episodes, runner_metrics = self._draw(cfg.num_prompts_per_iteration, new_weights_next=True)
         self.metrics.aggregate(runner_metrics, key=ENV_RUNNER_RESULTS)
+        self.curriculum.after_sample(episodes, self.iteration + 1)
         minibatch_size = cfg.minibatch_size
         if cfg.dynamic_sampling and episodes:  # fewer groups: smaller mini-batches, the same steps
             full = cfg.num_prompts_per_iteration * cfg.num_samples_per_prompt // max(1, cfg.num_learners)
@@ -255,6 +258,7 @@ class ReinforcePP(Algorithm):
         if restored:
             if self.reward_workers:
                 self._give_reward_workers(restored)
+            self.curriculum.push(restored)
             if self._engine_sync is not None:  # the next sync forms the group again, restored runners in it
                 self._engine_sync.reset()
             self._stage_learner_state(optimizer=False)
@@ -267,7 +271,7 @@ class ReinforcePP(Algorithm):
         """Greedy completions of held-out prompts (default: config.greedy_eval_prompts) with
         the current weights, rewarded by the env's reward step. For an exact-match reward,
         `reward_mean` is the accuracy."""
-        source = prompts if prompts is not None else self.config.greedy_eval_prompts
+        source = self.curriculum.eval_source(prompts if prompts is not None else self.config.greedy_eval_prompts)
         if source is None:
             raise ValueError("no evaluation prompts: pass `prompts` or set "
                              "config.evaluation(greedy_eval_prompts=...)")
@@ -366,7 +370,8 @@ class ReinforcePP(Algorithm):
         state = super().get_state(components, not_components=not_components, **kwargs)
         state["reinforce_pp"] = {"reward_moments": self.reward_moments.get_state(),
                                  "shuffle_rng": self._shuffle_rng.bit_generator.state,
-                                 "learner_version": self._learner_version, "run_info": dict(self.run_info)}
+                                 "learner_version": self._learner_version, "run_info": dict(self.run_info),
+                                 "curriculum": self.curriculum.get_state()}
         return state
 
     @override(Algorithm)
@@ -377,6 +382,7 @@ class ReinforcePP(Algorithm):
             self._shuffle_rng.bit_generator.state = state["reinforce_pp"]["shuffle_rng"]
             self._learner_version = self._pushed_version = state["reinforce_pp"].get("learner_version", 0)
             self.run_info = dict(state["reinforce_pp"].get("run_info", {}))
+            self.curriculum.set_state(state["reinforce_pp"].get("curriculum"))
         if self._async is not None and self._async.pending:  # async: the batch in flight is discarded
             self._async.discard()
         # Runners must sample with the restored weights, not the ones they were built with.
