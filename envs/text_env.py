@@ -42,7 +42,7 @@ class TextEnvConfig:
     prompt_key: str = "prompt"
     reward_funcs: Any = ("exact_match",)  # callables, built-in names, "module:fn", reward model ids
     reward_weights: Sequence[float] | None = None
-    max_new_tokens: int = 8
+    max_new_tokens: int = 16  # the config's generation(max_new_tokens) default
     max_prompt_tokens: int | None = None  # None: the longest prompt of the source
     truncate_prompts: bool = False  # over-long prompts: error (False) or keep their last tokens
     apply_chat_template: bool | None = None  # None: only for chat prompts

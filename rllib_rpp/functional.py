@@ -197,7 +197,7 @@ def token_advantages(scores: torch.Tensor, logprobs: torch.Tensor, ref_logprobs:
     returns = discounted_returns(shape_rewards(scores, kl, mask, kl_coef), mask, gamma)
     if get_estimator(estimator).whitened:
         adv = whiten(returns, mask, scale=std_normalize, all_reduce=all_reduce)
-    else:  # grpo / rloo: already normalised per group, no global whitening
+    else:  # grpo (normalised per group) / rloo (leave-one-out baseline): no global whitening
         adv = returns * mask
     return Advantages(adv, returns, kl)
 

@@ -136,3 +136,40 @@ def test_no_module_is_over_400_lines():
     long = {str(p.relative_to(ROOT)): n for p in sources("rllib_rpp", "envs", "tuned_examples", "benchmarks", "tests")
             if (n := len(p.read_text().splitlines())) > MAX_LINES}
     assert not long
+
+
+def readme_layout() -> str:
+    """The code block of README's "## Layout" section."""
+    text = (ROOT / "README.md").read_text()
+    section = text.split("\n## Layout\n", 1)[1]
+    return section.split("```", 2)[1]
+
+
+def layout_gaps(layout: str, package_dirs: list[Path]) -> tuple[list[str], list[str]]:
+    """(modules and packages the layout leaves out, .py names it lists that do not exist)."""
+    import re
+
+    listed = set(re.findall(r"[\w]+\.py\b", layout))
+    dirs = set(re.findall(r"([\w/]+)/(?=\s)", layout))
+    modules = {p.name for d in package_dirs for p in d.glob("*.py") if p.name != "__init__.py"}
+    missing = sorted(f"{d.relative_to(ROOT)}/{p.name}" for d in package_dirs for p in d.glob("*.py")
+                     if p.name != "__init__.py" and p.name not in listed)
+    missing += sorted(str(d.relative_to(ROOT)) + "/" for d in package_dirs
+                      if not any(str(d.relative_to(ROOT)).endswith(x) for x in dirs))
+    elsewhere = {p.name for d in ("tests", "benchmarks", "tuned_examples") for p in (ROOT / d).glob("*.py")}
+    return missing, sorted(listed - modules - elsewhere)
+
+
+PACKAGE_DIRS = sorted({p.parent for p in sources("rllib_rpp", "envs") if p.name == "__init__.py"})
+
+
+def test_readme_layout_lists_every_module_and_nothing_that_is_not_there():
+    missing, unknown = layout_gaps(readme_layout(), PACKAGE_DIRS)
+    assert not missing, f"README's Layout section leaves out {missing}"
+    assert not unknown, f"README's Layout section lists modules that do not exist: {unknown}"
+
+
+def test_layout_check_sees_a_missing_and_an_invented_module():
+    layout = readme_layout().replace("functional.py", "functionals.py")
+    missing, unknown = layout_gaps(layout, PACKAGE_DIRS)
+    assert missing == ["rllib_rpp/functional.py"] and unknown == ["functionals.py"]

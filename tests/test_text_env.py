@@ -123,7 +123,7 @@ def test_bad_inputs_get_clear_errors(tmp_path, tiny_path):
         SingleTurnTextEnv(model=str(tmp_path / "nopad"))
     env = SingleTurnTextEnv()
     env.reset()
-    with pytest.raises(ValueError, match=r"shape \(8,\)"):
+    with pytest.raises(ValueError, match=r"shape \(16,\)"):
         env.step([1, 2])
 
 
