@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 export VLLM_ENABLE_V1_MULTIPROCESSING ?= 0
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup train train-real test lint tiny-model bench-throughput bench-breakdown bench-estimators bench-paper
+.PHONY: setup train train-real test test-fast lint tiny-model bench-throughput bench-breakdown bench-estimators bench-paper
 
 setup:
 	@bash scripts/setup.sh
@@ -18,6 +18,12 @@ train-real: setup
 
 test: setup
 	$(PY) -m pytest -x -q tests
+
+# A change's first check (about 2 minutes): the math, schema, config, layout and parsing tests.
+FAST_TESTS := tests/test_functional.py tests/test_policy_losses.py tests/test_layout.py tests/test_overrides.py \
+	tests/test_prompts.py tests/test_memory.py tests/test_console.py tests/test_text_env.py tests/test_rewards.py
+test-fast: setup
+	$(PY) -m pytest -x -q $(FAST_TESTS)
 
 lint: setup
 	$(VENV)/bin/ruff check rllib_rpp envs tests tuned_examples benchmarks
