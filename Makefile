@@ -19,9 +19,12 @@ train-real: setup
 test: setup
 	$(PY) -m pytest -x -q tests
 
-# A change's first check (about 2 minutes): the math, schema, config, layout and parsing tests.
-FAST_TESTS := tests/test_functional.py tests/test_policy_losses.py tests/test_layout.py tests/test_overrides.py \
-	tests/test_prompts.py tests/test_memory.py tests/test_console.py tests/test_text_env.py tests/test_rewards.py
+# A change's first check (under 3 minutes): the math and its float64 references, the learner core, config
+# validation, the layout rules, option parsing, prompts, rewards, the env's schema, checkpoint files.
+FAST_TESTS := tests/test_functional.py tests/test_policy_losses.py tests/test_learner_core.py tests/test_layout.py \
+	tests/test_bad_inputs.py tests/test_overrides.py tests/test_prompts.py tests/test_memory.py tests/test_console.py \
+	tests/test_text_env.py tests/test_rewards.py tests/test_overlong.py tests/test_checkpoint_files.py \
+	tests/test_checkpoint_dir.py tests/test_packaging.py
 test-fast: setup
 	$(PY) -m pytest -x -q $(FAST_TESTS)
 

@@ -117,3 +117,43 @@ def test_tunes_notices_a_user_cannot_act_on_are_dropped_at_their_loggers_and_not
         tune_logger.removeHandler(heard)
     assert not [m for m in said if "Trainable.setup took" in m or "gputil" in m], said
     assert "Install psutil to monitor system performance." in said
+
+
+def test_rllib_notices_about_the_api_stack_and_its_own_rlmodule_config_are_dropped_and_nothing_else():
+    """Every build printed RLlib's "You are running ReinforcePP on the new API stack!" and the
+    RLModuleConfig deprecation that RLModule.__init__ triggers itself (ray 2.60): both dropped where
+    they are logged; other deprecations and config warnings are kept."""
+    import logging
+
+    from ray._common.deprecation import deprecation_warning
+
+    import rllib_rpp.reinforce_pp  # noqa: F401 - installs the filters
+
+    said = []
+    heard = logging.Handler(logging.INFO)
+    heard.emit = lambda record: said.append(record.getMessage())
+    loggers = [logging.getLogger("ray._common.deprecation"), logging.getLogger("ray.rllib.algorithms.algorithm_config")]
+    for logger in loggers:
+        logger.addHandler(heard)
+    try:
+        deprecation_warning(old="RLModule(config=[RLModuleConfig object])", new="RLModule(observation_space=..)",
+                            error=False)
+        deprecation_warning(old="something_else()", new="other()", error=False)
+        loggers[1].warning("You are running ReinforcePP on the new API stack! This is the new default behavior.")
+        loggers[1].warning("You are running PPO with a learner on the CPU.")
+    finally:
+        for logger in loggers:
+            logger.removeHandler(heard)
+    assert not [m for m in said if "RLModuleConfig" in m or "ReinforcePP on the new API stack" in m], said
+    assert any("something_else()" in m for m in said) and any("PPO with a learner" in m for m in said), said
+
+
+def test_loading_a_model_prints_no_progress_bar_and_keeps_the_users_setting(capfd):
+    from transformers.utils import logging as hf_logging
+
+    from envs.models import load_causal_lm
+
+    hf_logging.enable_progress_bar()
+    load_causal_lm("tiny-arith")
+    assert "Loading weights" not in capfd.readouterr().err
+    assert hf_logging.is_progress_bar_enabled()

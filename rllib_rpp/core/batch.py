@@ -20,7 +20,9 @@ from rllib_rpp.core.logprobs import response_logprobs
 from rllib_rpp.core.microbatch import row_lengths, scatter_rows, split_by_tokens, take_rows
 from rllib_rpp.core.options import ALONE, Collectives, UpdateOptions
 
-_CHECKED = (S.OLD_LOGPROBS, S.REF_LOGPROBS, S.SAMPLER_LOGPROBS)
+# The sampler's column first: when π_old is its copy (old_logprobs="sampler"/"auto"), a tie in the
+# counts names where the NaN came from.
+_CHECKED = (S.SAMPLER_LOGPROBS, S.OLD_LOGPROBS, S.REF_LOGPROBS)
 
 
 @contextmanager

@@ -15,6 +15,10 @@ NOTICES: dict[str, tuple[str, ...]] = {
     # RLlib's default `log_sys_usage=True` starts Tune's monitor; GPU figures need a package the
     # user never asked for, and CPU/RAM usage is still reported without it.
     "ray.tune.utils.util": ("Install gputil for GPU system monitoring.",),
+    # ReinforcePP exists only on the new API stack: there is nothing to switch.
+    "ray.rllib.algorithms.algorithm_config": ("You are running ReinforcePP on the new API stack!",),
+    # RLModule.__init__ itself builds the deprecated RLModuleConfig (ray 2.60), whatever the caller passes.
+    "ray._common.deprecation": ("DeprecationWarning: `RLModule(config=[RLModuleConfig object])`",),
 }
 
 
