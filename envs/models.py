@@ -9,7 +9,6 @@ they work everywhere a path does.
 from __future__ import annotations
 
 import contextlib
-
 import importlib
 import os
 from pathlib import Path
