@@ -8,7 +8,6 @@ they work everywhere a path does.
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import os
 from pathlib import Path
@@ -140,21 +139,6 @@ def _unknown_model(name: str, reason: str) -> ModelNotFoundError:
     )
 
 
-@contextlib.contextmanager
-def _no_progress_bars():
-    """transformers' per-tensor "Loading weights" bar, off while we load (a model loads several times
-    per run, in every process); the user's own setting is restored after."""
-    from transformers.utils import logging as hf_logging
-
-    enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if enabled:
-            hf_logging.enable_progress_bar()
-
-
 def load_pretrained(loader, name: str, what: str, **kwargs) -> Any:
     """`loader(path)` for a built-in name, a local directory or a hub id.
 
@@ -174,8 +158,7 @@ def load_pretrained(loader, name: str, what: str, **kwargs) -> Any:
         why = "HF_HUB_OFFLINE/TRANSFORMERS_OFFLINE is set" if hub_offline() else "the hub cannot be reached"
         raise _unknown_model(name, f"it is not in the local cache ({constants.HF_HUB_CACHE}) and {why}.")
     try:
-        with _no_progress_bars():
-            return loader(path, **kwargs)
+        return loader(path, **kwargs)
     except (OSError, ValueError) as e:
         if is_dir:
             raise ModelNotFoundError(f"could not load the {what} from directory {path!r}: {e}") from e

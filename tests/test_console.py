@@ -147,13 +147,3 @@ def test_rllib_notices_about_the_api_stack_and_its_own_rlmodule_config_are_dropp
     assert not [m for m in said if "RLModuleConfig" in m or "ReinforcePP on the new API stack" in m], said
     assert any("something_else()" in m for m in said) and any("PPO with a learner" in m for m in said), said
 
-
-def test_loading_a_model_prints_no_progress_bar_and_keeps_the_users_setting(capfd):
-    from transformers.utils import logging as hf_logging
-
-    from envs.models import load_causal_lm
-
-    hf_logging.enable_progress_bar()
-    load_causal_lm("tiny-arith")
-    assert "Loading weights" not in capfd.readouterr().err
-    assert hf_logging.is_progress_bar_enabled()
