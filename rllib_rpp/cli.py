@@ -100,15 +100,9 @@ def _build_config(args):
 
 def _calm_libraries() -> None:
     """Keep the console for the run: no weight-loading progress bars, no notices a user cannot act on
-    (RLlib's "running on the new API stack", its internal deprecations; the algorithm's import drops
-    Tune's, `rllib_rpp.reinforce_pp.library_notices`)."""
-    import logging
-
-    from ray.util import log_once
-
+    (the algorithm's import drops those, where they are logged: `rllib_rpp.reinforce_pp.library_notices`;
+    other deprecations still reach the user)."""
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    log_once("ReinforcePP_on_new_api_stack")  # ReinforcePP only runs on the new API stack
-    logging.getLogger("ray._common.deprecation").setLevel(logging.ERROR)
 
 
 def _train(args) -> None:
