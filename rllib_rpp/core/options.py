@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from rllib_rpp.functional import AllReduce, no_reduce
+from rllib_rpp.options import default
 
 
 @dataclass(frozen=True)
@@ -28,29 +29,32 @@ ALONE = Collectives()
 
 @dataclass(frozen=True)
 class UpdateOptions:
+    """The options a learner's update reads: the option table's defaults, and the config's decisions
+    for the resolved ones (`from_config`)."""
+
     # §1 KL against π_ref: where it goes ("reward" | "loss" | "none") and how it is estimated.
     kl_placement: str = "reward"
     kl_estimator: str = "k1"
     # §2 advantages.
-    advantage_estimator: str = "reinforce_pp"
-    advantage_std_norm: bool = True
-    gamma: float = 1.0
+    advantage_estimator: str = default("advantage_estimator")
+    advantage_std_norm: bool = default("advantage_std_norm")
+    gamma: float = default("gamma")
     # §3 loss.
-    policy_loss: str = "ppo_clip"  # an entry of rllib_rpp.policy_losses
-    clip_low: float = 0.2
-    clip_high: float = 0.2
-    dual_clip: float | None = None
-    loss_agg_mode: str = "token-mean"
-    max_new_tokens: int = 16  # the response budget: seq-mean-token-sum-norm's constant normaliser
-    entropy_coef: float = 0.0
-    tis_cap: float | None = None
-    is_mask_range: tuple[float, float] | None = None
+    policy_loss: str = default("policy_loss")  # an entry of rllib_rpp.policy_losses
+    clip_low: float = default("clip_low")
+    clip_high: float = default("clip_high")
+    dual_clip: float | None = default("dual_clip")
+    loss_agg_mode: str = default("loss_agg_mode")
+    max_new_tokens: int = default("max_new_tokens")  # seq-mean-token-sum-norm's constant normaliser
+    entropy_coef: float = default("entropy_coef")
+    tis_cap: float | None = default("tis_cap")
+    is_mask_range: tuple[float, float] | None = default("is_mask_range")
     # Log-prob passes and memory.
-    temperature: float = 1.0
-    nonfinite_logprobs: str = "error"
+    temperature: float = default("temperature")
+    nonfinite_logprobs: str = default("nonfinite_logprobs")
     old_logprobs: str = "recompute"  # or "sampler": π_old taken from the sampler's log-probs (resolved: never "auto")
-    max_tokens_per_microbatch: int = 8192
-    logprob_chunk_tokens: int = 1024
+    max_tokens_per_microbatch: int = default("max_tokens_per_microbatch")
+    logprob_chunk_tokens: int = default("logprob_chunk_tokens")
     # Precision: master weights / optimizer state, and the compute dtype (autocast when lower).
     param_dtype: str = "float32"
     compute_dtype: str = "float32"

@@ -1,181 +1,25 @@
-"""Validation rules for REINFORCE++ options, as a table: option -> (check, what is expected).
-
-Every numeric option must be a finite number of the right type and in range; a string where a
-number belongs (`lr="1e-4"`) is refused naming the option. The rules that relate several options
-(`cross_option_errors`, env options included) and the warnings for valid but risky combinations
-(`option_warnings`) are here too; `ReinforcePPConfig.validate` runs them.
+"""Validation of REINFORCE++ options: each option against its rule in the option table
+(`rllib_rpp.options`: a finite number of the right type and range, one of a set, a name a registry
+resolves; a string where a number belongs, `lr="1e-4"`, is refused naming the option), then the
+rules that relate several options (`cross_option_errors`, env options included) and the warnings
+for valid but risky combinations (`option_warnings`); `ReinforcePPConfig.validate` runs them.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
-import numbers
-from collections.abc import Callable
-from typing import Any
 
-from envs.reward_guard import is_error_policy
 from envs.text_env import SingleTurnTextEnv, TextEnvConfig
-from rllib_rpp.estimators import KL_PLACEMENTS, get_estimator
-from rllib_rpp.functional import KL_ESTIMATORS, LOSS_AGG_MODES
+from rllib_rpp import options
+from rllib_rpp.estimators import get_estimator
+from rllib_rpp.options.rules import Rule, is_int
 from rllib_rpp.policy_losses import get_policy_loss
 from rllib_rpp.samplers.base import sampler_class
 
-Rule = tuple[Callable[[Any], bool], str]
-
-TRUNCATION_POLICIES = ("keep", "penalize", "mask")
-REWARD_NORMALIZATIONS = (None, "batch", "running")
-DTYPES = ("float32", "bfloat16", "float16")
 MANY_EPOCHS = 16  # option_warnings: more passes over one batch than any recipe uses
-
-
-def is_real(v) -> bool:
-    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def is_int(v) -> bool:
-    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
-
-
-def number(lo: float = -math.inf, hi: float = math.inf, *, lo_open: bool = False, hi_open: bool = False,
-           integer: bool = False, optional: bool = False) -> Rule:
-    """A finite number (an int with integer=True) in [lo, hi] (open ends with *_open)."""
-
-    def check(v):
-        if v is None:
-            return optional
-        if not (is_int(v) if integer else is_real(v)):
-            return False
-        return (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
-
-    kind = "an integer" if integer else "a finite number"
-    bounds = []
-    if lo > -math.inf:
-        bounds.append(f"{'>' if lo_open else '>='} {lo:g}")
-    if hi < math.inf:
-        bounds.append(f"{'<' if hi_open else '<='} {hi:g}")
-    text = f"{kind} {' and '.join(bounds)}".strip()
-    return check, (f"None or {text}" if optional else text)
-
-
-def one_of(options) -> Rule:
-    options = tuple(options)
-    return (lambda v: v in options), f"one of {options}"
-
-
-def boolean(optional: bool = False) -> Rule:
-    return (lambda v: isinstance(v, bool) or (optional and v is None)), ("None, True or False" if optional else
-                                                                          "True or False")
-
-
-def resolves(lookup: Callable[[Any], Any], v) -> bool:
-    """Whether a registry finds `v` (a registered name or a "module:name" path that imports)."""
-    try:
-        lookup(v)
-    except (ValueError, TypeError):
-        return False
-    return True
-
-
-def pair(v) -> bool:
-    return v is None or (isinstance(v, (tuple, list)) and len(v) == 2 and all(map(is_real, v)) and v[0] < v[1])
-
-
-def schedule_or_number(v) -> bool:
-    """RLlib accepts a learning rate or a schedule [[timestep, value], ...]."""
-    if isinstance(v, (list, tuple)):
-        return len(v) > 0 and all(isinstance(p, (list, tuple)) and len(p) == 2 and is_int(p[0]) and is_real(p[1])
-                                  and p[1] > 0 for p in v)
-    return is_real(v) and v > 0
-
-
-POSITIVE_INT = number(1, integer=True)
-
-RULES: dict[str, Rule] = {
-    # RLlib's own options, checked before RLlib's validation (which would misreport them).
-    "lr": (schedule_or_number, "a finite number > 0, or a schedule [[timestep, lr > 0], ...]"),
-    "grad_clip": number(0, lo_open=True, optional=True),
-    "grad_clip_by": one_of(("global_norm",)),
-    "gamma": number(0, 1, lo_open=True),
-    "num_epochs": POSITIVE_INT,
-    "minibatch_size": number(1, integer=True, optional=True),
-    # §1 KL.
-    "kl_coef": number(0),
-    "kl_estimator": one_of((None, *KL_ESTIMATORS)),
-    "kl_placement": one_of((None, *KL_PLACEMENTS)),
-    "kl_in_reward": boolean(optional=True),
-    "use_kl_loss": boolean(optional=True),
-    "kl_target": number(0, lo_open=True, optional=True),
-    "kl_horizon": number(0, lo_open=True),
-    # §4 rewards, §2/§6 advantages.
-    "reward_normalization": one_of(REWARD_NORMALIZATIONS),
-    "reward_clip": (pair, "None or (low, high) with finite low < high"),
-    "reward_scale": number(0, lo_open=True),
-    "overlong_buffer_len": number(0, integer=True),
-    "overlong_penalty": number(0),
-    "advantage_estimator": (lambda v: resolves(get_estimator, v),
-                            "a registered estimator name (rllib_rpp.estimators.ESTIMATORS) or a 'module:name' path "
-                            "to an Estimator"),
-    "advantage_std_norm": boolean(),
-    # §3 loss.
-    "policy_loss": (lambda v: resolves(get_policy_loss, v),
-                    "a registered policy loss (rllib_rpp.policy_losses.POLICY_LOSSES) or a 'module:name' path to a "
-                    "PolicyLossEntry"),
-    "clip_low": number(0, 1, lo_open=True, hi_open=True),
-    "clip_high": number(0, lo_open=True),
-    "dual_clip": number(1, lo_open=True, optional=True),
-    "loss_agg_mode": one_of(LOSS_AGG_MODES),
-    "entropy_coef": number(),
-    "tis_cap": number(0, lo_open=True, optional=True),
-    "nonfinite_logprobs": one_of(("error", "mask")),
-    "old_logprobs": one_of(("auto", "recompute", "sampler")),
-    # Batch shape.
-    "num_samples_per_prompt": POSITIVE_INT,
-    "num_prompts_per_iteration": POSITIVE_INT,
-    "dynamic_sampling": boolean(),
-    "max_sampling_rounds": POSITIVE_INT,
-    "max_tokens_per_microbatch": POSITIVE_INT,
-    "learner_strategy": one_of(("ddp", "fsdp")),
-    "max_rollout_staleness": number(0, integer=True),
-    "is_mask_range": (lambda v: v is None or (pair(v) and 0 <= v[0] < 1 < v[1]),
-                      "None or (low, high) with 0 <= low < 1 < high"),
-    "release_memory_between_updates": boolean(),
-    "logprob_chunk_tokens": POSITIVE_INT,
-    "truncated_response": one_of(TRUNCATION_POLICIES),
-    "truncated_reward": number(),
-    "weight_sync_timeout_s": number(0, lo_open=True),
-    # Generation.
-    "sampler": (lambda v: resolves(sampler_class, v),
-                "a registered sampler name (rllib_rpp.samplers.SAMPLERS) or a 'module:Class' path to a Sampler"),
-    "max_new_tokens": POSITIVE_INT,
-    "temperature": number(0, lo_open=True),
-    "top_p": number(0, 1, lo_open=True),
-    "ignore_eos": boolean(),
-    "weight_transfer": one_of(("auto", "nccl", "gloo", "object_store")),
-    "greedy_eval_interval": number(0, integer=True),
-    # Rewards.
-    "num_reward_workers": number(0, integer=True),
-    "num_cpus_per_reward_worker": number(0),
-    "num_gpus_per_reward_worker": number(0),
-    "reward_timeout_s": number(0, lo_open=True, optional=True),
-    "on_reward_error": (is_error_policy, "'raise', 'skip' or a finite number (the reward a failing sample gets)"),
-    "reward_dtype": one_of((None, *DTYPES)),
-    "overlap_scoring": boolean(),
-    "reward_backend": one_of(("transformers", "vllm")),
-}
-
-MODEL_RULES: dict[str, Rule] = {
-    "dtype": one_of(DTYPES),
-    # fp16 master weights would need loss scaling, which the learner does not do: the first update fails.
-    "param_dtype": (lambda v: v in (None, "float32", "bfloat16"),
-                    "None, 'float32' or 'bfloat16' (float16 master weights need loss scaling; use float16 as the "
-                    "compute 'dtype' instead)"),
-    "ref_dtype": one_of((None, *DTYPES)),
-    "gradient_checkpointing": boolean(optional=True),
-    "lora": (lambda v: v is None or (isinstance(v, dict) and isinstance(v.get("r"), int) and v["r"] > 0
-                                     and set(v) <= {"r", "alpha", "target_modules", "dropout"}),
-             "None or {'r': int > 0, 'alpha': ..., 'target_modules': [...], 'dropout': ...}"),
-}
+RULES: dict[str, Rule] = options.rules()
+MODEL_RULES: dict[str, Rule] = options.rules(model_config=True)
+_MODEL_DEFAULTS = {o.name: o.default for o in options.MODEL_OPTIONS}
 
 
 def violations(obj, rules: dict[str, Rule], get=getattr) -> list[str]:
@@ -193,7 +37,7 @@ def config_errors(config) -> list[str]:
     the rules relating several."""
     errors = violations(config, RULES)
     mc = config._model_config if isinstance(config._model_config, dict) else {}
-    model_errors = violations(mc, MODEL_RULES, get=lambda d, k, _: d.get(k, "float32" if k == "dtype" else None))
+    model_errors = violations(mc, MODEL_RULES, get=lambda d, k, _: d.get(k, _MODEL_DEFAULTS[k]))
     errors += [f"model_config[{m.split('=', 1)[0]!r}]={m.split('=', 1)[1]}" for m in model_errors]
     model = mc.get("model")
     if not isinstance(model, str) or not model:
