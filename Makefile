@@ -24,12 +24,12 @@ test: setup
 FAST_TESTS := tests/test_functional.py tests/test_policy_losses.py tests/test_learner_core.py tests/test_layout.py \
 	tests/test_bad_inputs.py tests/test_overrides.py tests/test_prompts.py tests/test_memory.py tests/test_console.py \
 	tests/test_text_env.py tests/test_rewards.py tests/test_overlong.py tests/test_checkpoint_files.py \
-	tests/test_checkpoint_dir.py tests/test_packaging.py tests/test_option_table.py
+	tests/test_checkpoint_dir.py tests/test_packaging.py tests/test_option_table.py tests/test_registry.py
 test-fast: setup
 	$(PY) -m pytest -x -q $(FAST_TESTS)
 
 lint: setup
-	$(VENV)/bin/ruff check rllib_rpp envs tests tuned_examples benchmarks
+	$(VENV)/bin/ruff check rllib_rpp envs rpp_hub tests tuned_examples benchmarks
 
 tiny-model: setup
 	$(PY) -m rllib_rpp tiny-model

@@ -8,43 +8,38 @@ they work everywhere a path does.
 
 from __future__ import annotations
 
-import importlib
 import os
 from pathlib import Path
 from typing import Any
 
+from rpp_hub.registry import Registry
+
 # The built-in models: name -> "module:function" that builds it on first use (cached) and returns
 # its directory. Imported only when asked for, so this module never imports the builders.
-BUILTIN_MODELS: dict[str, str] = {
+BUILTIN_MODELS = Registry("built-in model", callable, kind_name="model builder", paths=False, entries={
     "tiny-arith": "envs.tiny_arith:ensure_tiny_arith",
     "tiny-arith-rm": "envs.reward_model:ensure_tiny_arith_rm",
     "tiny-arith-verbose": "envs.tiny_arith:ensure_tiny_arith_verbose",
     "tiny-arith-length-rm": "envs.reward_model:ensure_length_biased_rm",
     "smollm2-135m-instruct": "envs.smollm2:ensure_smollm2",  # a real model, from a PyPI package's GGUF
-}
+})
 # Built-in families: prefix -> "module:function" taking the rest of the name.
-BUILTIN_PREFIXES: dict[str, str] = {
+BUILTIN_PREFIXES = Registry("built-in model family", callable, kind_name="model builder", paths=False, entries={
     "random:": "envs.synthetic:ensure_random_model",  # a random-initialised model of a real shape
-}
+})
 
 
 class ModelNotFoundError(ValueError):
     """A model name that is neither built in, nor a local directory, nor loadable by id."""
 
 
-def import_path(target: str) -> Any:
-    """The object a "module:name" path names (imported on first use)."""
-    module, _, name = target.partition(":")
-    return getattr(importlib.import_module(module), name)
-
-
 def ensure_builtin(name: str, rebuild: bool = False) -> str:
     """The directory of a built-in model (any name `resolve_model_path` knows), built if missing or `rebuild`."""
     if name in BUILTIN_MODELS:
-        return str(import_path(BUILTIN_MODELS[name])(rebuild=rebuild))
-    for prefix, builder in BUILTIN_PREFIXES.items():
+        return str(BUILTIN_MODELS.resolve(name)(rebuild=rebuild))
+    for prefix in BUILTIN_PREFIXES:
         if name.startswith(prefix):
-            return str(import_path(builder)(name[len(prefix):], rebuild=rebuild))
+            return str(BUILTIN_PREFIXES.resolve(prefix)(name[len(prefix):], rebuild=rebuild))
     raise ModelNotFoundError(f"{name!r} is not a built-in model; built-in names: {', '.join(BUILTIN_MODELS)} "
                              f"and {', '.join(p + '<shape>' for p in BUILTIN_PREFIXES)}")
 

@@ -21,13 +21,15 @@ from typing import Any
 
 import numpy as np
 
+from rpp_hub.registry import Registry
+
 BUILTIN_PROMPT_SOURCES = ("arithmetic", "arithmetic-eval")
 # Task sources, given as a dict {"source": name, **its options}: name -> "module:function(**options) -> rows".
-TASK_SOURCES: dict[str, str] = {
+TASK_SOURCES = Registry("task source", callable, kind_name="function returning prompt rows", paths=False, entries={
     "reasoning_gym": "envs.tasks.reasoning_gym:rows",
     "openenv": "envs.tasks.openenv_adapter:rows",
     "mixture": "envs.tasks.mixture:rows",
-}
+})
 
 
 @dataclass(frozen=True)
@@ -86,13 +88,11 @@ def task_source_rows(spec: Mapping) -> list[dict]:
     """The rows of a task source's spec `{"source": name, **options}`, errors naming the bad name or option."""
     import inspect
 
-    from envs.models import import_path
-
     name = spec.get("source")
     if name not in TASK_SOURCES:
         raise ValueError(f"prompt source {dict(spec)!r}: a dict names a task source with its 'source' key, one of "
                          f"{sorted(TASK_SOURCES)}; got source={name!r}")
-    fn = import_path(TASK_SOURCES[name])
+    fn = TASK_SOURCES.resolve(name)
     options = {k: v for k, v in spec.items() if k != "source"}
     accepted = [p for p in inspect.signature(fn).parameters if p != "self"]
     unknown = sorted(set(options) - set(accepted))

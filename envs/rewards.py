@@ -10,7 +10,6 @@ function: give its id or path instead of a callable.
 from __future__ import annotations
 
 import difflib
-import importlib
 import inspect
 import math
 import numbers
@@ -33,6 +32,7 @@ from envs.reward_guard import (
 )
 from envs.tasks import reasoning_gym
 from envs.tasks.openenv_adapter import OpenEnvReward
+from rpp_hub.registry import Registry, is_import_path
 
 
 @dataclass
@@ -102,7 +102,7 @@ def length_reward(max_chars: int, name: str | None = None) -> Callable:
 # timeout. Every other rule function (math_verify's sympy included) runs in a killable process.
 SAFE_IN_PROCESS = {"exact_match", "digits_format", "boxed_format"}
 
-BUILTIN_REWARDS: dict[str, Callable] = {
+BUILTIN_REWARDS = Registry("reward function", callable, kind_name="callable", entries={
     "exact_match": exact_match,
     "math_verify": math_verify_reward,
     "digits_format": format_reward(r"-?\d+", "digits_format"),
@@ -112,7 +112,12 @@ BUILTIN_REWARDS: dict[str, Callable] = {
     "reasoning_gym_partial": reasoning_gym.reasoning_gym_partial_reward,
     # an OpenEnv environment's own reward for the step (rows of its task source; a class: one per reward step)
     "openenv": OpenEnvReward,
-}
+})
+# How a reward model is served (`reward_backend`).
+REWARD_BACKENDS = Registry("reward backend", callable, kind_name="reward-model class", paths=False, entries={
+    "transformers": "envs.reward_model:RewardModelReward",
+    "vllm": "envs.reward_model:VLLMRewardModelReward",  # vLLM's pooling runner
+})
 
 
 def resolve_reward_func(spec, *, device: str = "cpu", batch_size: int = 64, dtype: str | None = None,
@@ -124,16 +129,12 @@ def resolve_reward_func(spec, *, device: str = "cpu", batch_size: int = 64, dtyp
     if not isinstance(spec, str) or not spec:
         raise TypeError(f"a reward function must be a callable or a name, got {spec!r}")
     if spec in BUILTIN_REWARDS:
-        fn = BUILTIN_REWARDS[spec]
+        fn = BUILTIN_REWARDS.resolve(spec)
         return spec, fn() if isinstance(fn, type) else fn
     if spec.startswith(("http://", "https://")):
         return spec, RemoteReward(spec)
-    if re.fullmatch(r"[\w.]+:\w+", spec):
-        module, attr = spec.split(":")
-        try:
-            return attr, getattr(importlib.import_module(module), attr)
-        except (ImportError, AttributeError) as e:
-            raise ValueError(f"reward function {spec!r} could not be imported: {e}") from e
+    if is_import_path(spec):
+        return spec.split(":")[1], BUILTIN_REWARDS.resolve(spec)
     if not os.path.isdir(spec):
         close = difflib.get_close_matches(spec.lower().replace("-", "_"), BUILTIN_REWARDS, n=1)
         from envs.models import in_local_hub_cache
@@ -144,11 +145,10 @@ def resolve_reward_func(spec, *, device: str = "cpu", batch_size: int = 64, dtyp
                 f"(built-ins: {', '.join(BUILTIN_REWARDS)}; otherwise give a callable, \"module:function\", "
                 f"or a reward model's directory or id)"
             )
-    from envs.reward_model import RewardModelReward, VLLMRewardModelReward
-
-    if backend not in ("transformers", "vllm"):
-        raise ValueError(f"reward_backend={backend!r} is invalid: expected 'transformers' or 'vllm'")
-    cls = VLLMRewardModelReward if backend == "vllm" else RewardModelReward
+    try:
+        cls = REWARD_BACKENDS.resolve(backend)
+    except ValueError:
+        raise ValueError(f"reward_backend={backend!r} is invalid: expected one of {tuple(REWARD_BACKENDS)}") from None
     rm_reward = cls(spec, device=device, batch_size=batch_size, dtype=dtype)
     return rm_reward.__name__, rm_reward
 

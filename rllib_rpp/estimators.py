@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
-from rllib_rpp.registry import import_path, is_import_path
+from rpp_hub.registry import Registry
 
 KL_PLACEMENTS = ("reward", "loss", "none")
 
@@ -92,33 +92,25 @@ class Estimator:
                              f"expected one of {KL_PLACEMENTS}")
 
 
-ESTIMATORS: dict[str, Estimator] = {}
+ESTIMATORS: Registry = Registry("advantage estimator", Estimator, kind_name="Estimator")
 
 
 def register_estimator(estimator: Estimator) -> Estimator:
     """Add (or replace) an entry of the table in this process; returns it. Remote learners (Ray
     actors) do not see it: there, name the estimator by its path (`get_estimator`)."""
-    ESTIMATORS[estimator.name] = estimator
-    return estimator
+    return ESTIMATORS.register(estimator.name, estimator)
 
 
 def get_estimator(name: str) -> Estimator:
     """The entry of a registered name, or of a "module:name" path to an `Estimator` (imported in
     whichever process asks, so `advantage_estimator="my_pkg.estimators:MEDIAN"` reaches every learner)."""
-    if name in ESTIMATORS:
-        return ESTIMATORS[name]
-    if not is_import_path(name):
-        raise ValueError(f"unknown advantage estimator {name!r}; expected one of {tuple(ESTIMATORS)} or a "
-                         f"'module:name' path to an Estimator")
-    estimator = import_path(name)
-    if not isinstance(estimator, Estimator):
-        raise ValueError(f"advantage estimator {name!r} names {estimator!r}, not an rllib_rpp.estimators.Estimator")
-    return estimator
+    return ESTIMATORS.resolve(name)
 
 
+REINFORCE_PP = Estimator("reinforce_pp", no_baseline, needs_groups=False, whitened=True, default_kl_placement="reward",
+                         description="s = r̂; Â globally whitened (the paper)")
 for _e in (
-    Estimator("reinforce_pp", no_baseline, needs_groups=False, whitened=True, default_kl_placement="reward",
-              description="s = r̂; Â globally whitened (the paper)"),
+    REINFORCE_PP,
     Estimator("reinforce_pp_baseline", group_mean_baseline, needs_groups=True, whitened=True,
               default_kl_placement="loss", description="s = r̂ - mean_g(r̂); Â globally whitened"),
     Estimator("grpo", group_zscore, needs_groups=True, whitened=False, default_kl_placement="loss",
@@ -130,9 +122,10 @@ for _e in (
 
 
 def sequence_scores(rewards: torch.Tensor, group_ids: torch.Tensor | None = None,
-                    estimator: str = "reinforce_pp") -> torch.Tensor:
-    """The scalar s each estimator puts on the last token (§6). Groups are prompt-draw ids."""
-    est = get_estimator(estimator)
+                    est: Estimator = REINFORCE_PP) -> torch.Tensor:
+    """The scalar s an estimator (a table entry, `get_estimator(name)`) puts on the last token (§6).
+    Groups are prompt-draw ids."""
+    estimator = est.name
     groups = None
     if est.needs_groups:
         if group_ids is None:

@@ -23,7 +23,7 @@ from typing import NamedTuple
 
 import torch
 
-from rllib_rpp.estimators import get_estimator, sequence_scores
+from rllib_rpp.estimators import REINFORCE_PP, Estimator, sequence_scores
 
 KL_ESTIMATORS = ("k1", "k2", "k3")
 LOSS_AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm")
@@ -187,15 +187,16 @@ class Advantages(NamedTuple):
 
 
 def token_advantages(scores: torch.Tensor, logprobs: torch.Tensor, ref_logprobs: torch.Tensor,
-                     mask: torch.Tensor, *, estimator: str = "reinforce_pp", kl_coef: float = 0.0,
+                     mask: torch.Tensor, *, whiten_globally: bool = True, kl_coef: float = 0.0,
                      kl_estimator: str = "k1", gamma: float = 1.0, std_normalize: bool = True,
                      all_reduce: AllReduce = no_reduce) -> Advantages:
     """Token-level half of compute_advantages, given the sequence scores s (§1, §2).
 
-    Runs on each learner's shard; `all_reduce` makes the whitening statistics global."""
+    Runs on each learner's shard; `all_reduce` makes the whitening statistics global.
+    `whiten_globally` is the estimator's `whitened` (False: grpo, rloo)."""
     kl = token_kl(logprobs, ref_logprobs, kl_estimator) * mask
     returns = discounted_returns(shape_rewards(scores, kl, mask, kl_coef), mask, gamma)
-    if get_estimator(estimator).whitened:
+    if whiten_globally:
         adv = whiten(returns, mask, scale=std_normalize, all_reduce=all_reduce)
     else:  # grpo (normalised per group) / rloo (leave-one-out baseline): no global whitening
         adv = returns * mask
@@ -203,16 +204,16 @@ def token_advantages(scores: torch.Tensor, logprobs: torch.Tensor, ref_logprobs:
 
 
 def compute_advantages(rewards: torch.Tensor, logprobs: torch.Tensor, ref_logprobs: torch.Tensor,
-                       mask: torch.Tensor, *, estimator: str = "reinforce_pp", kl_coef: float = 0.0,
+                       mask: torch.Tensor, *, estimator: Estimator = REINFORCE_PP, kl_coef: float = 0.0,
                        kl_estimator: str = "k1", gamma: float = 1.0, group_ids: torch.Tensor | None = None,
                        std_normalize: bool = True, all_reduce: AllReduce = no_reduce) -> Advantages:
-    """Â for one whole batch: sequence_scores (baseline) then token_advantages.
+    """Â for one whole batch: sequence_scores (the baseline of `estimator`, a table entry) then token_advantages.
 
     `rewards` are the processed r̂ (§4). `logprobs` are π_old's (recomputed by the learner, or the
     sampler's with old_logprobs="sampler").
     Pass kl_coef = 0 when KL is a loss term instead (never both)."""
     scores = sequence_scores(rewards, group_ids, estimator)
-    return token_advantages(scores, logprobs, ref_logprobs, mask, estimator=estimator, kl_coef=kl_coef,
+    return token_advantages(scores, logprobs, ref_logprobs, mask, whiten_globally=estimator.whitened, kl_coef=kl_coef,
                             kl_estimator=kl_estimator, gamma=gamma, std_normalize=std_normalize,
                             all_reduce=all_reduce)
 

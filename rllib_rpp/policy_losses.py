@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from rllib_rpp import functional as F
-from rllib_rpp.registry import import_path, is_import_path
+from rpp_hub.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -30,27 +30,18 @@ class PolicyLossEntry:
     description: str = ""
 
 
-POLICY_LOSSES: dict[str, PolicyLossEntry] = {}
+POLICY_LOSSES: Registry = Registry("policy_loss", PolicyLossEntry, kind_name="rllib_rpp.policy_losses.PolicyLossEntry")
 
 
 def register_policy_loss(entry: PolicyLossEntry) -> PolicyLossEntry:
     """Add (or replace) an entry in this process; returns it. Remote learners (Ray actors) do not
     see it: there, name the loss by its "module:name" path (`get_policy_loss`)."""
-    POLICY_LOSSES[entry.name] = entry
-    return entry
+    return POLICY_LOSSES.register(entry.name, entry)
 
 
 def get_policy_loss(name: str) -> PolicyLossEntry:
     """The entry of a registered name, or of a "module:name" path to a `PolicyLossEntry`."""
-    if name in POLICY_LOSSES:
-        return POLICY_LOSSES[name]
-    if not is_import_path(name):
-        raise ValueError(f"unknown policy_loss {name!r}; expected one of {tuple(POLICY_LOSSES)} or a 'module:name' "
-                         f"path to a rllib_rpp.policy_losses.PolicyLossEntry")
-    entry = import_path(name)
-    if not isinstance(entry, PolicyLossEntry):
-        raise ValueError(f"policy_loss {name!r} names {entry!r}, not a rllib_rpp.policy_losses.PolicyLossEntry")
-    return entry
+    return POLICY_LOSSES.resolve(name)
 
 
 for _entry in (

@@ -11,7 +11,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 import rllib_rpp.functional as F
-from rllib_rpp.estimators import ESTIMATORS
+from rllib_rpp.estimators import ESTIMATORS, get_estimator
 
 
 # ---------------------------------------------------------------------------------------------
@@ -175,7 +175,7 @@ def test_compute_advantages_matches_reference(est, seed):
     rng = random.Random(seed)
     beta, kl_est, gamma = rng.choice([0.0, 0.01, 0.5]), rng.choice(F.KL_ESTIMATORS), rng.choice([1.0, 0.95])
     r, lp, rlp, mask, lens, groups = random_batch(seed, B=14, group_sizes=[2, 5, 3, 4])
-    got = F.compute_advantages(r, lp, rlp, mask, estimator=est, kl_coef=beta, kl_estimator=kl_est,
+    got = F.compute_advantages(r, lp, rlp, mask, estimator=ESTIMATORS[est], kl_coef=beta, kl_estimator=kl_est,
                                gamma=gamma, group_ids=groups)
     want_adv, want_ret = ref_advantages(r.tolist(), _rows(lp, lens), _rows(rlp, lens), lens.tolist(),
                                         est=est, beta=beta, kl_est=kl_est, gamma=gamma, groups=groups.tolist())
@@ -197,18 +197,18 @@ def test_mean_only_normalisation_matches_reference():
 @pytest.mark.parametrize("est", tuple(ESTIMATORS))
 def test_all_equal_rewards_and_no_kl_give_zero_advantages(est):
     r, lp, _, mask, _, groups = random_batch(4, equal_rewards=True)
-    adv = F.compute_advantages(r, lp, lp, mask, estimator=est, kl_coef=0.1, group_ids=groups).advantages
+    adv = F.compute_advantages(r, lp, lp, mask, estimator=ESTIMATORS[est], kl_coef=0.1, group_ids=groups).advantages
     assert torch.isfinite(adv).all() and adv.abs().max() < 1e-6
 
 
 def test_group_estimators_refuse_singletons_and_missing_groups():
     r = torch.tensor([1.0, 2.0, 3.0])
     with pytest.raises(ValueError, match="needs >= 2 samples per prompt; group 9 has 1"):
-        F.sequence_scores(r, torch.tensor([4, 4, 9]), "grpo")
+        F.sequence_scores(r, torch.tensor([4, 4, 9]), ESTIMATORS["grpo"])
     with pytest.raises(ValueError, match="needs group_ids"):
-        F.sequence_scores(r, None, "rloo")
+        F.sequence_scores(r, None, ESTIMATORS["rloo"])
     with pytest.raises(ValueError, match="unknown advantage estimator 'ppo'"):
-        F.sequence_scores(r, None, "ppo")
+        get_estimator("ppo")
 
 
 def _shard_worker(rank, world, port, payload, out):
@@ -229,7 +229,7 @@ def _shard_worker(rank, world, port, payload, out):
 def test_whitening_over_two_learner_shards_equals_whole_batch():
     r, lp, rlp, mask, lens, groups = random_batch(5)
     mask[2:, 1:] = 0  # very uneven shard lengths: rank 0 gets the long rows
-    scores = F.sequence_scores(r, groups, "reinforce_pp_baseline")  # on the driver, whole batch
+    scores = F.sequence_scores(r, groups, ESTIMATORS["reinforce_pp_baseline"])  # on the driver, whole batch
     whole = F.token_advantages(scores, lp, rlp, mask, kl_coef=0.05).advantages
     out = mp.Manager().dict()
     port = 29500 + random.Random().randrange(2000)

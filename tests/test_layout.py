@@ -37,7 +37,8 @@ def sources(*packages: str) -> list[Path]:
     return sorted(p for pkg in packages for p in (ROOT / pkg).rglob("*.py"))
 
 
-GRAPH = {module_name(p): imports(p) for p in sources("rllib_rpp", "envs")}
+PACKAGES = ("rllib_rpp", "envs", "rpp_hub")
+GRAPH = {module_name(p): imports(p) for p in sources(*PACKAGES)}
 
 
 def first_party(name: str) -> str | None:
@@ -61,6 +62,13 @@ def imported_at_runtime(module: str) -> set[str]:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     return set(out.stdout.split())
+
+
+def test_rpp_hub_knows_nothing_of_envs_rllib_rpp_or_ray():
+    bad = [(m, name) for m, names in GRAPH.items() if m.startswith("rpp_hub") for name, _ in names
+           if name.split(".")[0] in ("rllib_rpp", "envs", "ray")]
+    assert not bad
+    assert not {"ray", "rllib_rpp", "envs"} & imported_at_runtime("rpp_hub.registry")
 
 
 def test_envs_know_nothing_of_rllib_rpp_or_ray():
@@ -133,7 +141,7 @@ def test_no_hidden_cycles_through_function_level_imports():
 
 
 def test_no_module_is_over_400_lines():
-    long = {str(p.relative_to(ROOT)): n for p in sources("rllib_rpp", "envs", "tuned_examples", "benchmarks", "tests")
+    long = {str(p.relative_to(ROOT)): n for p in sources(*PACKAGES, "tuned_examples", "benchmarks", "tests")
             if (n := len(p.read_text().splitlines())) > MAX_LINES}
     assert not long
 
@@ -160,7 +168,7 @@ def layout_gaps(layout: str, package_dirs: list[Path]) -> tuple[list[str], list[
     return missing, sorted(listed - modules - elsewhere)
 
 
-PACKAGE_DIRS = sorted({p.parent for p in sources("rllib_rpp", "envs") if p.name == "__init__.py"})
+PACKAGE_DIRS = sorted({p.parent for p in sources(*PACKAGES) if p.name == "__init__.py"})
 
 
 def test_readme_layout_lists_every_module_and_nothing_that_is_not_there():

@@ -84,7 +84,7 @@ def test_kl_placement_decides_the_loss_actually_computed(estimator, flags):
     learner.prepare_batch(batch)
     loss, logprobs = loss_of(learner, batch)
     mask, old, ref = batch[S.RESPONSE_MASK], batch[S.OLD_LOGPROBS], batch[S.REF_LOGPROBS]
-    est_kw = dict(estimator=estimator, kl_estimator="k1")
+    est_kw = dict(whiten_globally=ESTIMATORS[estimator].whitened, kl_estimator="k1")
     shaped = F.token_advantages(batch[S.SCORES], old, ref, mask, kl_coef=BETA, **est_kw).advantages
     plain = F.token_advantages(batch[S.SCORES], old, ref, mask, kl_coef=0.0, **est_kw).advantages
     assert (shaped - plain).abs().max() > 1e-4  # the test can tell the placements apart
@@ -115,11 +115,11 @@ def test_each_estimator_reaches_the_learner(estimator):
     groups = torch.arange(4).repeat_interleave(3)
     learner.prepare_batch(batch)
     want = F.compute_advantages(processed, batch[S.OLD_LOGPROBS].double(), batch[S.REF_LOGPROBS].double(),
-                                batch[S.RESPONSE_MASK].double(), estimator=estimator, kl_coef=BETA,
+                                batch[S.RESPONSE_MASK].double(), estimator=ESTIMATORS[estimator], kl_coef=BETA,
                                 group_ids=groups).advantages
     torch.testing.assert_close(batch[S.ADVANTAGES].double(), want, rtol=1e-4, atol=1e-5)
     others = [F.compute_advantages(processed, batch[S.OLD_LOGPROBS].double(), batch[S.REF_LOGPROBS].double(),
-                                   batch[S.RESPONSE_MASK].double(), estimator=e, kl_coef=BETA,
+                                   batch[S.RESPONSE_MASK].double(), estimator=ESTIMATORS[e], kl_coef=BETA,
                                    group_ids=groups).advantages for e in BUILTIN if e != estimator]
     assert all((o - want).abs().max() > 1e-3 for o in others)  # estimators are distinguishable here
 
@@ -156,4 +156,4 @@ def test_a_new_estimator_is_one_table_entry():
         mask = batch[S.RESPONSE_MASK]
         torch.testing.assert_close(batch[S.ADVANTAGES], (s[:, None] * mask).float())  # no KL, not whitened
     finally:
-        ESTIMATORS.pop("test_mean_only")
+        ESTIMATORS.unregister("test_mean_only")

@@ -124,7 +124,7 @@ def test_a_new_policy_loss_is_one_table_entry_and_the_config_checks_the_name():
         assert get_policy_loss("plain_pg").fn is plain_pg
         tiny_arith().training(policy_loss="plain_pg").validate()
     finally:
-        POLICY_LOSSES.pop("plain_pg", None)
+        POLICY_LOSSES.unregister("plain_pg")
     with pytest.raises(ValueError, match="policy_loss='nope' is invalid"):
         tiny_arith().training(policy_loss="nope").validate()
     with pytest.raises(ValueError, match="policy_loss='gspo' has no dual clip"):

@@ -64,7 +64,7 @@ def text_field(properties: Mapping[str, Any], required: Sequence[str], field: st
 def build_env(env, env_kwargs: Mapping | None):
     """An in-process environment from a "module:Class" path (or a class / factory) and its kwargs."""
     if isinstance(env, str):
-        from envs.models import import_path
+        from rpp_hub.registry import import_path
 
         try:
             env = import_path(env)

@@ -19,6 +19,7 @@ from rllib_rpp import schema as S
 from rllib_rpp.core.logprobs import response_logprobs
 from rllib_rpp.core.microbatch import row_lengths, scatter_rows, split_by_tokens, take_rows
 from rllib_rpp.core.options import ALONE, Collectives, UpdateOptions
+from rllib_rpp.estimators import get_estimator
 
 # The sampler's column first: when π_old is its copy (old_logprobs="sampler"/"auto"), a tie in the
 # counts names where the NaN came from.
@@ -101,7 +102,8 @@ def prepare_batch(policy, ref, batch: dict, opts: UpdateOptions, *, kl_coef: flo
     dropped = drop_nonfinite(batch, opts.nonfinite_logprobs, all_reduce)
     mask = batch[S.LOSS_MASK]
     res = F.token_advantages(
-        batch[S.SCORES], batch[S.OLD_LOGPROBS], batch[S.REF_LOGPROBS], mask, estimator=opts.advantage_estimator,
+        batch[S.SCORES], batch[S.OLD_LOGPROBS], batch[S.REF_LOGPROBS], mask,
+        whiten_globally=get_estimator(opts.advantage_estimator).whitened,
         kl_coef=kl_coef if opts.kl_placement == "reward" else 0.0, kl_estimator=opts.kl_estimator,
         gamma=opts.gamma, std_normalize=opts.advantage_std_norm, all_reduce=all_reduce,
     )

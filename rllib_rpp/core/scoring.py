@@ -10,7 +10,7 @@ from typing import NamedTuple
 import torch
 
 from rllib_rpp import functional as F
-from rllib_rpp.estimators import sequence_scores
+from rllib_rpp.estimators import get_estimator, sequence_scores
 
 
 class Scored(NamedTuple):
@@ -39,7 +39,7 @@ def score_batch(rewards: torch.Tensor, truncated: torch.Tensor, group_ids: torch
     if truncated_response == "penalize":
         raw = torch.where(truncated, torch.full_like(raw, truncated_reward), raw)
     processed = F.process_rewards(raw, normalize=normalize, running=running, clip_range=clip_range, scale=scale)
-    scores = sequence_scores(processed, group_ids, estimator)
+    scores = sequence_scores(processed, group_ids, get_estimator(estimator))
     weights = torch.ones_like(raw)
     if truncated_response == "mask":
         weights = (~truncated).double()

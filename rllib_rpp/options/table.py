@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from envs.reward_guard import is_error_policy
+from envs.rewards import REWARD_BACKENDS
 from envs.text_env import TextEnvConfig
 from rllib_rpp.estimators import KL_PLACEMENTS, get_estimator
 from rllib_rpp.functional import KL_ESTIMATORS, LOSS_AGG_MODES
@@ -215,7 +216,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("overlap_scoring", "rewards", False, boolean(),
            "With reward workers, each env runner generates its batch in two halves and the first is scored while "
            "the second is generated (not with a sleeping vLLM engine)."),
-    Option("reward_backend", "rewards", _env("reward_backend"), one_of(("transformers", "vllm")),
+    Option("reward_backend", "rewards", _env("reward_backend"), one_of(REWARD_BACKENDS),
            "How a reward model is served: `transformers` or `vllm` (vLLM's pooling runner)."),
 )
 

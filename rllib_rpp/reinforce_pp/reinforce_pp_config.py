@@ -16,13 +16,13 @@ from rllib_rpp import options
 from rllib_rpp.env_runners.text_env_runner import TextEnvRunner
 from rllib_rpp.estimators import get_estimator
 from rllib_rpp.memory import estimate_config_memory, memory_warning, reward_memory_warning
-from rllib_rpp.registry import import_path
 from rllib_rpp.reinforce_pp import validation
 from rllib_rpp.reinforce_pp.config_state import KeepsSetValues
 from rllib_rpp.reinforce_pp.setters import section_setter
 from rllib_rpp.reinforce_pp.torch.causal_lm_rl_module import CausalLMTorchRLModule
 from rllib_rpp.reinforce_pp.torch.reinforce_pp_torch_learner import ReinforcePPTorchLearner
 from rllib_rpp.samplers.base import sampler_class
+from rpp_hub.registry import import_path
 
 logger = logging.getLogger(__name__)
 # The algorithm's module imports this one: the class is named by its path, imported on first use.

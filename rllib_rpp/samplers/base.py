@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from rllib_rpp.registry import import_path, is_import_path
+from rpp_hub.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -83,28 +83,21 @@ class Sampler:
 
 # The sampler registry: name -> "module:Class", imported on first use (vLLM is heavy and optional).
 # `.generation(sampler=...)` takes a name or a "module:Class" path (which every process resolves).
-SAMPLERS: dict[str, str] = {
-    "transformers": "rllib_rpp.samplers.hf:TransformersSampler",
-    "vllm": "rllib_rpp.samplers.vllm:VLLMSampler",
-}
+SAMPLERS = Registry("sampler", lambda c: isinstance(c, type) and issubclass(c, Sampler),
+                    kind_name="subclass of rllib_rpp.samplers.base.Sampler",
+                    entries={"transformers": "rllib_rpp.samplers.hf:TransformersSampler",
+                             "vllm": "rllib_rpp.samplers.vllm:VLLMSampler"})
 
 
-def register_sampler(name: str, target: str) -> None:
-    """Make `.generation(sampler=name)` build `target` ("module:Class", a Sampler subclass) in this
-    process; name a backend by its path instead when remote env runners must find it too."""
-    if not is_import_path(target):
-        raise ValueError(f"register_sampler({name!r}, {target!r}): expected a 'module:Class' path")
-    SAMPLERS[name] = target
+def register_sampler(name: str, target: str | type[Sampler]) -> None:
+    """Make `.generation(sampler=name)` build `target` (a Sampler subclass, or its "module:Class" path) in
+    this process; name a backend by its path instead when remote env runners must find it too."""
+    SAMPLERS.register(name, target)
 
 
 def sampler_class(kind: str) -> type[Sampler]:
     """The Sampler subclass of a registered name or a "module:Class" path (its module imported)."""
-    if kind not in SAMPLERS and not is_import_path(kind):
-        raise ValueError(f"unknown sampler {kind!r}; expected one of {tuple(SAMPLERS)} or a 'module:Class' path")
-    cls = import_path(SAMPLERS.get(kind, kind))
-    if not (isinstance(cls, type) and issubclass(cls, Sampler)):
-        raise ValueError(f"sampler {kind!r} names {cls!r}, not a subclass of rllib_rpp.samplers.base.Sampler")
-    return cls
+    return SAMPLERS.resolve(kind)
 
 
 def make_sampler(kind: str, model: str, *, eos_token_id: int, pad_token_id: int, **kwargs) -> Sampler:
