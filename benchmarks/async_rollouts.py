@@ -22,7 +22,7 @@ from benchmarks.common import run_child, save, table
 def one_run(args: dict) -> dict:
     import ray
 
-    from rllib_rpp.presets import tiny_arith
+    from rllib_rpp.app.presets import tiny_arith
 
     ray.init(num_cpus=3, include_dashboard=False, log_to_driver=False, configure_logging=False)
     config = (tiny_arith(seed=args["seed"], sampler="vllm")

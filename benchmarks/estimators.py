@@ -41,7 +41,7 @@ def one_run(args: dict) -> dict:
 
     import ray
 
-    from rllib_rpp.presets import tiny_arith as build_config
+    from rllib_rpp.app.presets import tiny_arith as build_config
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     estimator, extra = CONTENDERS[args["estimator"]]

@@ -34,7 +34,7 @@ from benchmarks import gpu_check
 from rllib_rpp import schema as S
 from rllib_rpp.core import fsdp
 from rllib_rpp.core.logprobs import response_logprobs
-from rllib_rpp.samplers.weight_transfer import wait_or_abort
+from rllib_rpp.weight_sync.engines import wait_or_abort
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -139,7 +139,7 @@ def train_layouts(gpus: int, shape: str, timeout_s: int) -> dict:
     fits = [n for n in LAYOUTS if n <= gpus]
     for n in fits:
         for layout in LAYOUTS[n]:
-            cmd = [sys.executable, "-m", "rllib_rpp.cli", "train", "math", "--model", f"random:{shape}",
+            cmd = [sys.executable, "-m", "rllib_rpp.app.cli", "train", "math", "--model", f"random:{shape}",
                    "--prompts", "arithmetic", "--iterations", "1", "--num-prompts", "8", *layout]
             t0 = time.time()
             try:

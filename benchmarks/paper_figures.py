@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.paper_report import curve_bands, groups, run_metrics
+from benchmarks.paper_runs import curve_bands, groups, run_metrics
 from benchmarks.stats import mean_ci
 
 

@@ -15,52 +15,15 @@ from __future__ import annotations
 
 import json
 import sys
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.stats import compare, mean_ci, mean_ci_bands
+from benchmarks.paper_runs import BETA, groups, load_runs, run_metrics
+from benchmarks.stats import compare, mean_ci
 
 METRICS = ("final_gold", "peak_gold", "gold_auc", "final_length", "length_auc", "final_proxy", "final_kl", "gain")
 COMPARABLE_MARGIN = 0.05  # held-out accuracy: "comparable" means the difference's interval lies within ±5 points
-
-
-def run_metrics(run: dict) -> dict:
-    """One run's summary numbers (see the module docstring)."""
-    curve = run["curve"]
-    tail = curve[-max(1, len(curve) // 10):]
-    last = lambda key: float(np.mean([c[key] for c in tail]))  # noqa: E731
-    golds = [e["gold"] for e in run["evals"]]
-    return {"final_gold": golds[-1], "peak_gold": max(golds), "gold_auc": float(np.mean(golds)),
-            "final_length": last("length"), "length_auc": float(np.mean([c["length"] for c in curve])),
-            "final_proxy": last("proxy"), "final_kl": last("kl"), "gain": last("proxy") - curve[0]["proxy"]}
-
-
-def load_runs(out: Path) -> list[dict]:
-    """The runs of the plan (plan.json's keys: not those of an earlier, larger plan in the same
-    folder), or every finished run when there is no plan yet."""
-    runs = out / "runs"
-    plan = out / "plan.json"
-    if not plan.exists():
-        return [json.loads(p.read_text()) for p in sorted(runs.glob("[!.]*.json"))]
-    keys = json.loads(plan.read_text())["keys"]
-    missing = [k for k in keys if not (runs / f"{k}.json").exists()]
-    if missing:
-        raise SystemExit(f"{len(missing)} run(s) of {plan} are not in {runs} (e.g. {missing[0]}): rerun the "
-                         f"benchmark, which runs only those")
-    return [json.loads((runs / f"{k}.json").read_text()) for k in keys]
-
-
-def groups(runs: list[dict]) -> dict[tuple, list[dict]]:
-    """Runs by contender: (setting, label, β), seeds in order. Setting C's frontier also takes A's
-    default-placement runs (the same contender at A's β)."""
-    out = defaultdict(list)
-    for r in sorted(runs, key=lambda r: r["seed"]):
-        out[(r["setting"], r["label"], r["kl_coef"])].append(r)
-        if r["setting"] == "A" and not r["kl_placement"]:
-            out[("C", r["label"], r["kl_coef"])].append(r)
-    return dict(out)
 
 
 def frontier_slope(points: list[tuple[float, float]]) -> float:
@@ -126,8 +89,6 @@ def summarise(runs: list[dict]) -> dict:
     def per_seed(setting, lab, metric, beta):
         return [run_metrics(r)[metric] for r in by[(setting, lab, beta)]]
 
-    from benchmarks.paper_stability import BETA
-
     a = lambda lab, m: per_seed("A", lab, m, BETA)  # noqa: E731
     def hacking(other: str) -> dict:
         """Claim 1 against `other`: the verdict reads the whole-run gold and length."""
@@ -184,13 +145,6 @@ def report(out: Path) -> dict:
     (out / "summary.md").write_text(text + "\n")
     print(text, flush=True)
     return summary
-
-
-def curve_bands(runs: list[dict], key: str, source: str = "curve"):
-    """(x, mean, low, high) over seeds of one contender's per-iteration (or per-evaluation) `key`."""
-    n = min(len(r[source]) for r in runs)
-    x = np.array([p["iteration"] for p in runs[0][source][:n]])
-    return (x, *mean_ci_bands([[p[key] for p in r[source][:n]] for r in runs]))
 
 
 if __name__ == "__main__":

@@ -31,10 +31,10 @@ import time
 from pathlib import Path
 
 from benchmarks.common import RESULTS, machine
+from benchmarks.paper_runs import BETA
 
 ESTIMATORS = ("reinforce_pp", "grpo", "reinforce_pp_baseline", "rloo")
 POLICY, PROXY, GOLD = "tiny-arith-verbose", "tiny-arith-length-rm", "exact_match"
-BETA = 0.01  # the paper's general-setting β
 FRONTIER_BETAS = (0.002, 0.05)  # setting C adds these to BETA
 FULL = {"iterations": 40, "num_prompts": 64, "samples_per_prompt": 4, "max_new_tokens": 24, "lr": 1e-4,
         "eval_every": 5, "eval_prompts": 200}
@@ -70,7 +70,7 @@ def run_key(spec: dict) -> str:
 
 
 def build_config(spec: dict):
-    from rllib_rpp.presets import tiny_arith
+    from rllib_rpp.app.presets import tiny_arith
 
     rule = spec["setting"] == "B"
     config = tiny_arith(estimator=spec["estimator"], seed=spec["seed"], lr=spec["lr"], kl_coef=spec["kl_coef"],

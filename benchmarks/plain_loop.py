@@ -38,7 +38,7 @@ class PlainLoop:
         torch.manual_seed(seed)
         if task == "smollm2":
             from envs.prompts import encode_prompts, load_prompt_rows
-            from rllib_rpp.presets import smollm2
+            from rllib_rpp.app.presets import smollm2
 
             config = smollm2()
             model = config.model_config["model"]

@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 from benchmarks.common import RESULTS, run_child, save, table
-from rllib_rpp.presets import smollm2
+from rllib_rpp.app.presets import smollm2
 
 CONTENDERS = ("rllib-rpp reinforce_pp", "rllib-rpp grpo", "TRL GRPOTrainer")
 

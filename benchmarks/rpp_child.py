@@ -14,12 +14,12 @@ import ray
 
 
 def measure(args: dict) -> dict:
-    from rllib_rpp.presets import tiny_arith as build_config
+    from rllib_rpp.app.presets import tiny_arith as build_config
 
     ray.init(num_cpus=max(2, args.get("num_env_runners", 0) + 2), include_dashboard=False, log_to_driver=False,
              configure_logging=False)
     if args.get("preset") == "smollm2":  # the real shape: SmolLM2-135M-Instruct on reasoning-gym chain_sum
-        from rllib_rpp.presets import smollm2
+        from rllib_rpp.app.presets import smollm2
 
         config = smollm2(sampler=args["sampler"], num_prompts=args["num_prompts"],
                          samples_per_prompt=args["samples_per_prompt"], lr=args["lr"], kl_coef=args["kl_coef"])

@@ -26,7 +26,7 @@ def measure(args: dict) -> dict:
     if args.get("task") == "smollm2":
         from envs.prompts import load_prompt_rows
         from envs.tasks.reasoning_gym import score
-        from rllib_rpp.presets import smollm2
+        from rllib_rpp.app.presets import smollm2
 
         preset = smollm2()
         path = resolve_model_path(preset.model_config["model"])

@@ -1,3 +1,3 @@
-from rllib_rpp.cli import main
+from rllib_rpp.app.cli import main
 
 main()

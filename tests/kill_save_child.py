@@ -62,7 +62,7 @@ def main(point, path, out):
     import ray
     import torch
 
-    from rllib_rpp.presets import tiny_arith
+    from rllib_rpp.app.presets import tiny_arith
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     algo = tiny_arith(num_prompts=8, seed=1).build_algo()

@@ -14,7 +14,7 @@ import ray  # noqa: E402
 import torch  # noqa: E402
 
 from rllib_rpp import ReinforcePP  # noqa: E402
-from rllib_rpp.presets import tiny_arith as build_config  # noqa: E402
+from rllib_rpp.app.presets import tiny_arith as build_config  # noqa: E402
 
 
 def main(mode, path, out, layout="local"):

@@ -59,7 +59,7 @@ def test_minus_one_reaches_validation_through_build_algo(option, expected):
 
 def test_a_legal_minus_one_survives_the_config_round_trip():
     from rllib_rpp import ReinforcePPConfig
-    from rllib_rpp.presets import tiny_arith
+    from rllib_rpp.app.presets import tiny_arith
 
     config = small_config(entropy_coef=-1, truncated_response="penalize", truncated_reward=-1).rewards(
         on_reward_error=-1)

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from rllib_rpp.app.cli import main
+from rllib_rpp.app.run_control import Checkpointer
 from rllib_rpp.checkpoints import LATEST
-from rllib_rpp.cli import main
-from rllib_rpp.run_control import Checkpointer
 
 
 class FakeAlgo:
@@ -89,7 +89,7 @@ def test_two_runs_at_once_never_share_a_checkpoint_or_run_directory(tmp_path):
     import subprocess
     import sys
 
-    from rllib_rpp.run_record import OWNER, RunRecord
+    from rllib_rpp.app.run_record import OWNER, RunRecord
 
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:

@@ -94,10 +94,10 @@ def test_a_full_disk_mid_run_stops_the_run_with_the_error_and_its_last_checkpoin
 
     import pytest
 
-    from rllib_rpp import driver
-    from rllib_rpp.console import Console
-    from rllib_rpp.presets import tiny_arith
-    from rllib_rpp.run_record import RunRecord
+    from rllib_rpp.app import driver
+    from rllib_rpp.app.console import Console
+    from rllib_rpp.app.presets import tiny_arith
+    from rllib_rpp.app.run_record import RunRecord
 
     real_add, calls = RunRecord.add, []
 
@@ -128,7 +128,7 @@ def test_after_a_signal_the_run_leaves_without_the_interpreters_exit_hooks_even_
     now always leaves with os._exit(128 + signal), everything it keeps being written before."""
     import pytest
 
-    from rllib_rpp import run_control
+    from rllib_rpp.app import run_control
 
     class Left(Exception):
         pass

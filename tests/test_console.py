@@ -4,7 +4,7 @@ import io
 
 import pytest
 
-from rllib_rpp.console import Console, status_line, time_left
+from rllib_rpp.app.console import Console, status_line, time_left
 
 
 class Stream(io.StringIO):

@@ -100,7 +100,7 @@ def same_for_all(completions, **kwargs):  # every group uninformative
 
 
 def test_dynamic_sampling_that_finds_no_informative_group_warns_and_trains_on_nothing(ray_local, caplog):
-    from rllib_rpp.presets import tiny_arith
+    from rllib_rpp.app.presets import tiny_arith
 
     config = (tiny_arith(estimator="grpo", num_prompts=8, samples_per_prompt=2)
               .training(dynamic_sampling=True, max_sampling_rounds=2, minibatch_size=16)
@@ -121,7 +121,7 @@ def test_dynamic_sampling_that_finds_no_informative_group_warns_and_trains_on_no
 
 
 def test_dynamic_sampling_options_are_checked(caplog):
-    from rllib_rpp.presets import tiny_arith
+    from rllib_rpp.app.presets import tiny_arith
 
     with pytest.raises(ValueError, match="num_samples_per_prompt=1 every group has one sample"):
         tiny_arith(estimator="reinforce_pp", samples_per_prompt=1).training(dynamic_sampling=True).validate()
@@ -134,7 +134,7 @@ def test_dynamic_sampling_options_are_checked(caplog):
 
 @pytest.mark.parametrize("layout", ["remote runners", "async"])
 def test_dynamic_sampling_trains_on_informative_groups_only(ray_local, layout):
-    from rllib_rpp.presets import tiny_arith
+    from rllib_rpp.app.presets import tiny_arith
 
     config = tiny_arith(estimator="grpo", num_prompts=16, samples_per_prompt=4).training(
         dynamic_sampling=True, max_sampling_rounds=3)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from rllib_rpp.presets import general_alignment, math_reasoning, tiny_arith
+from rllib_rpp.app.presets import general_alignment, math_reasoning, tiny_arith
 
 
 def test_tiny_arith_config():
@@ -129,9 +129,9 @@ def test_task_mixture_example_reports_each_task_everywhere(tmp_path, ray_local, 
     import io
     import json
 
-    from rllib_rpp import driver
-    from rllib_rpp.console import Console
-    from rllib_rpp.tracking import Trackers
+    from rllib_rpp.app import driver
+    from rllib_rpp.app.console import Console
+    from rllib_rpp.app.tracking import Trackers
     from tuned_examples.task_mixture import CURRICULUM, build_config
 
     logged = {}

@@ -14,7 +14,7 @@ from helpers import small_config
 
 from envs import SingleTurnTextEnv
 from rllib_rpp import schema as S
-from rllib_rpp.presets import gpu_placement, math_reasoning
+from rllib_rpp.app.presets import gpu_placement, math_reasoning
 from rllib_rpp.reinforce_pp.torch import reinforce_pp_torch_learner as L
 
 
@@ -62,7 +62,7 @@ def _placements(config_py: str, gpus: int) -> dict:
         import json, ray
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
         from rllib_rpp import ReinforcePP
-        from rllib_rpp.presets import general_alignment, gpu_placement, math_reasoning
+        from rllib_rpp.app.presets import general_alignment, gpu_placement, math_reasoning
         config = {config_py}
         ray.init(num_cpus=16, num_gpus={gpus}, include_dashboard=False, log_to_driver=False)
 
@@ -183,7 +183,7 @@ def test_the_drivers_wait_for_a_stuck_learner_is_bounded(ray_local):
 
     from rllib_rpp import ReinforcePP
     from rllib_rpp.reinforce_pp.errors import LearnersTimedOut
-    from rllib_rpp.reinforce_pp.weight_sync import EngineWeightSync
+    from rllib_rpp.weight_sync.driver import EngineWeightSync
 
     algo = ReinforcePP(small_config().learners(num_learners=1))
     try:
@@ -195,7 +195,7 @@ def test_the_drivers_wait_for_a_stuck_learner_is_bounded(ray_local):
         algo.stop()
 
     fallbacks = []
-    sync = EngineWeightSync(algo=None, backend="nccl")
+    sync = EngineWeightSync(algo=None, engine="nccl")
     sync.algo = type("Algo", (), {"env_runner_group": type("G", (), {"healthy_env_runner_ids": lambda self: [1]})(),
                                   "config": type("C", (), {"weight_sync_timeout_s": 1.0})()})()
 
@@ -213,7 +213,7 @@ def test_transfer_group_ranks_fit_tensor_parallel_runners(runners, tp):
     """GPU review #9: vLLM ranks a worker at offset + dp·TP·PP + its TP rank (nccl_common), so with
     TP > 1 the offsets 1 + i collided. Every worker of every runner gets its own rank, the learner
     rank 0, and the group's size counts them all."""
-    from rllib_rpp.reinforce_pp.weight_sync import transfer_ranks
+    from rllib_rpp.weight_sync.driver import transfer_ranks
 
     offsets, world = transfer_ranks(runners, tp)
     ranks = [0] + [offset + r for offset in offsets for r in range(tp)]  # vLLM's formula, dp = 0, PP = 1

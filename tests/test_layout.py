@@ -79,7 +79,8 @@ def test_envs_know_nothing_of_rllib_rpp_or_ray():
 
 
 @pytest.mark.parametrize("module", ["rllib_rpp.functional", "rllib_rpp.estimators", "rllib_rpp.schema",
-                                    "rllib_rpp.core", "rllib_rpp.samplers"])
+                                    "rllib_rpp.core", "rllib_rpp.samplers", "rllib_rpp.options",
+                                    "rllib_rpp.weight_sync.engines"])
 def test_the_math_core_and_samplers_import_no_ray(module):
     # Checked by importing it in a fresh interpreter: package __init__ files count too.
     assert "ray" not in imported_at_runtime(module)
@@ -128,13 +129,19 @@ def test_no_import_cycles_even_through_function_level_imports():
     assert cycle is None, f"import cycle: {' -> '.join(cycle)}"
 
 
+def test_only_the_app_and_the_entry_point_import_the_app():
+    bad = [(m, n) for m, names in GRAPH.items() if m.startswith("rllib_rpp") and not m.startswith("rllib_rpp.app")
+           and m != "rllib_rpp.__main__" for n, _ in names if n.startswith("rllib_rpp.app")]
+    assert not bad
+
+
 def test_no_hidden_cycles_through_function_level_imports():
     # Runners, samplers and the compute core never reach back into the algorithm package;
     # the sampler interface never imports its implementations (they are a registry).
     lower = ("rllib_rpp.env_runners", "rllib_rpp.samplers", "rllib_rpp.core", "rllib_rpp.functional",
              "rllib_rpp.estimators", "rllib_rpp.schema")
     bad = [(m, n) for m, names in GRAPH.items() if m.startswith(lower) for n, _ in names
-           if n.startswith(("rllib_rpp.reinforce_pp", "rllib_rpp.driver", "rllib_rpp.cli", "rllib_rpp.presets"))]
+           if n.startswith(("rllib_rpp.reinforce_pp", "rllib_rpp.app"))]
     bad += [("rllib_rpp.samplers.base", n) for n, _ in GRAPH["rllib_rpp.samplers.base"]
             if n.startswith(("rllib_rpp.samplers.hf", "rllib_rpp.samplers.vllm"))]
     assert not bad
@@ -181,3 +188,12 @@ def test_layout_check_sees_a_missing_and_an_invented_module():
     layout = readme_layout().replace("functional.py", "functionals.py")
     missing, unknown = layout_gaps(layout, PACKAGE_DIRS)
     assert missing == ["rllib_rpp/functional.py"] and unknown == ["functionals.py"]
+
+
+def test_the_benchmarks_import_each_other_without_cycles():
+    # Their shared helpers live in modules of their own (common, stats, paper_runs).
+    graph = {module_name(p): {n for n, _ in imports(p) if n.startswith("benchmarks.")} for p in sources("benchmarks")}
+    edges = {m: {n if n in graph else n.rsplit(".", 1)[0] for n in names} & set(graph) - {m}
+             for m, names in graph.items()}
+    cycle = find_cycle(edges)
+    assert cycle is None, f"import cycle: {' -> '.join(cycle)}"

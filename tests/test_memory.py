@@ -45,7 +45,7 @@ def test_reward_models_are_counted_against_their_workers_gpu_share(tiny_path, mo
     """A GPU reward worker's reward model, in bf16 by default, against its share of the GPU."""
     from envs.models import model_config_of
     from rllib_rpp import memory
-    from rllib_rpp.presets import general_alignment
+    from rllib_rpp.app.presets import general_alignment
 
     config = general_alignment(model="tiny-arith", reward_model="tiny-arith-rm", prompts="arithmetic", gpus=2)
     params = memory.ModelShape.from_hf_config(model_config_of("tiny-arith-rm")).num_params

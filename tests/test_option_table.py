@@ -12,8 +12,8 @@ import pytest
 
 from envs.text_env import TextEnvConfig
 from rllib_rpp import ReinforcePPConfig, options
+from rllib_rpp.app.overrides import section_keys
 from rllib_rpp.core.options import UpdateOptions
-from rllib_rpp.overrides import section_keys
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 OURS = [o for o in options.OPTIONS if not o.rllib]

@@ -47,7 +47,7 @@ def test_overlong_shaping_comes_before_the_truncation_policy_and_normalisation()
 
 
 def test_overlong_options_are_checked():
-    from rllib_rpp.presets import tiny_arith
+    from rllib_rpp.app.presets import tiny_arith
 
     tiny_arith().training(overlong_buffer_len=2, overlong_penalty=0.5).validate()
     with pytest.raises(ValueError, match="overlong_buffer_len=6 is longer than max_new_tokens=5"):

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rllib_rpp import overrides
-from rllib_rpp.cli import build_parser
-from rllib_rpp.presets import tiny_arith
+from rllib_rpp.app import overrides
+from rllib_rpp.app.cli import build_parser
+from rllib_rpp.app.presets import tiny_arith
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -84,7 +84,7 @@ def test_cli_show_config_prints_the_resolved_config_with_overrides_and_names_typ
 
 
 def test_train_flags_that_a_preset_or_resume_would_ignore_are_refused():
-    from rllib_rpp.cli import main
+    from rllib_rpp.app.cli import main
 
     for argv, message in (
         (["train", "tiny-arith", "--colocate"], "--colocate: options of the math/general presets"),
@@ -109,8 +109,8 @@ def test_train_flags_that_a_preset_or_resume_would_ignore_are_refused():
 def test_show_config_and_train_refuse_a_wrong_type_before_anything_is_made(item, message, tmp_path, monkeypatch):
     """show-config printed `lr: abc` as valid YAML, and train left an empty runs/<preset>-<time>/
     behind (issue 30): both check the config as build_algo does, train before Ray or a directory."""
-    from rllib_rpp import driver
-    from rllib_rpp.cli import main
+    from rllib_rpp.app import driver
+    from rllib_rpp.app.cli import main
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(driver, "init_ray", lambda log: pytest.fail("Ray was started for a refused config"))
@@ -127,7 +127,7 @@ def test_show_config_and_train_refuse_a_wrong_type_before_anything_is_made(item,
 
 
 def test_a_config_file_with_an_unknown_key_or_a_bad_shape_is_named(tmp_path):
-    from rllib_rpp.cli import main
+    from rllib_rpp.app.cli import main
 
     run = tmp_path / "run.yaml"
     for text, message in (("training:\n  lrr: 1.0e-5\n", "unknown key 'lrr' in section 'training'.*did you mean 'lr'"),

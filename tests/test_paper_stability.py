@@ -110,7 +110,7 @@ def test_a_rerun_continues_an_interrupted_one_and_refuses_runs_made_with_other_o
     """An interrupted benchmark leaves finished runs (each file written atomically) and perhaps a
     half-written temporary: the rerun does the rest only, removes the torn file, and refuses a
     finished run of the same name made with other options rather than mixing it in."""
-    from benchmarks.paper_report import load_runs
+    from benchmarks.paper_runs import load_runs
     from benchmarks.paper_stability import QUICK, pending, run_key
 
     specs = [{"setting": "A", "estimator": "grpo", "kl_placement": None, "kl_coef": 0.01, **QUICK, "seed": s}

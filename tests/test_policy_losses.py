@@ -114,7 +114,7 @@ def test_dr_grpo_aggregation_divides_by_the_budget_and_needs_it():
 
 
 def test_a_new_policy_loss_is_one_table_entry_and_the_config_checks_the_name():
-    from rllib_rpp.presets import tiny_arith
+    from rllib_rpp.app.presets import tiny_arith
 
     def plain_pg(logprobs, old_logprobs, advantages, mask, **kw):  # -Â log π: REINFORCE without a ratio
         return F.cispo_policy_loss(logprobs, logprobs.detach(), advantages, mask, **kw)
@@ -134,7 +134,7 @@ def test_a_new_policy_loss_is_one_table_entry_and_the_config_checks_the_name():
 
 
 def test_gspo_with_a_token_level_clip_range_warns(caplog):
-    from rllib_rpp.presets import tiny_arith
+    from rllib_rpp.app.presets import tiny_arith
 
     with caplog.at_level("WARNING"):
         tiny_arith().training(policy_loss="gspo").validate()  # clip 0.2: the token-level default

@@ -114,7 +114,7 @@ def test_a_damaged_gguf_is_refused_by_name_and_nothing_is_cached(tmp_path, monke
 
 
 def test_one_iteration_through_the_public_api(smol_path, ray_local):
-    from rllib_rpp.presets import smollm2 as preset
+    from rllib_rpp.app.presets import smollm2 as preset
 
     config = preset(num_prompts=2, samples_per_prompt=2, max_new_tokens=6)
     # Half-point steps between neighbours: the rewards differ whatever is sampled, so Â != 0 and

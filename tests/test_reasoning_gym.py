@@ -90,7 +90,7 @@ def test_unknown_task_source_is_named():
 
 
 def test_cli_reaches_the_task_through_set_and_show_config(capsys):
-    from rllib_rpp.cli import main
+    from rllib_rpp.app.cli import main
 
     main(["show-config", "smollm2", "--set", "environment.env_config.prompts.dataset=letter_counting",
           "--set", 'environment.env_config.prompts.config={"min_words": 1, "max_words": 1}'])

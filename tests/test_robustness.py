@@ -153,7 +153,7 @@ def test_unknown_policy_model_is_a_clear_error():
 
 
 def test_cli_help_explains_the_options(capsys):
-    from rllib_rpp.cli import main
+    from rllib_rpp.app.cli import main
 
     for argv in (["train", "--help"], ["--help"]):
         with pytest.raises(SystemExit) as done:
@@ -189,7 +189,7 @@ def test_tune_search_with_early_stopping_logs_to_tensorboard_and_finds_the_algor
     from mlflow import MlflowClient
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from rllib_rpp.tracking import mlflow_store_uri
+    from rllib_rpp.app.tracking import mlflow_store_uri
     from tuned_examples.tune_search import reporter, search, tracking_callbacks
 
     monkeypatch.setenv("RAY_AIR_NEW_OUTPUT", "0")  # as the example's main(): Tune's reporter table

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from rllib_rpp.run_record import plot_runs, read_records
+from rllib_rpp.app.run_record import plot_runs, read_records
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = [sys.executable, "-m", "rllib_rpp", "train", "tiny-arith", "--eval-every", "1e9", "--log-every", "0"]
@@ -143,8 +143,8 @@ def test_tracking_options_that_would_fail_later_are_refused_before_anything_is_b
 
     import pytest
 
-    from rllib_rpp import driver
-    from rllib_rpp.cli import main
+    from rllib_rpp.app import driver
+    from rllib_rpp.app.cli import main
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(driver, "init_ray", lambda log: pytest.fail("Ray was started for refused tracking options"))
@@ -175,7 +175,7 @@ def test_tracking_options_that_would_fail_later_are_refused_before_anything_is_b
 
 
 def test_a_tracker_that_fails_mid_run_is_dropped_with_a_warning_and_training_goes_on():
-    from rllib_rpp.tracking import Trackers
+    from rllib_rpp.app.tracking import Trackers
 
     class Fake:
         def __init__(self, name, fail):
@@ -208,7 +208,7 @@ def test_a_tracker_that_fails_mid_run_is_dropped_with_a_warning_and_training_goe
 def test_plot_names_a_damaged_line_and_a_run_still_writing_its_first_iteration(tmp_path, capsys):
     import pytest
 
-    from rllib_rpp.cli import main
+    from rllib_rpp.app.cli import main
 
     run = tmp_path / "run"
     run.mkdir()

@@ -4,7 +4,7 @@ and a third backend is one module plus one registry line (or just its "module:Cl
 import pytest
 from helpers import ScriptedSampler, small_config
 
-from rllib_rpp.cli import build_parser
+from rllib_rpp.app.cli import build_parser
 from rllib_rpp.reinforce_pp import validation
 from rllib_rpp.samplers import SAMPLERS, register_sampler, sampler_class
 

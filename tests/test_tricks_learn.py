@@ -20,7 +20,7 @@ OPTIONS = {
 
 @pytest.mark.parametrize("name", list(OPTIONS))
 def test_each_policy_loss_and_trick_learns_the_task(ray_local, name):
-    from rllib_rpp.presets import tiny_arith
+    from rllib_rpp.app.presets import tiny_arith
 
     estimator = "grpo" if name in ("dr_grpo", "dynamic_sampling") else "reinforce_pp"
     algo = tiny_arith(estimator=estimator, lr=2e-4, seed=0).training(**OPTIONS[name]).build_algo()

@@ -90,7 +90,7 @@ def test_a_learner_broadcast_nobody_receives_is_aborted_after_the_timeout():
 
     import torch
 
-    from rllib_rpp.samplers.weight_transfer import NcclSender
+    from rllib_rpp.weight_sync.engines import NcclSender
 
     class Comm:
         device, destroyed, sent = torch.device("cpu"), 0, []

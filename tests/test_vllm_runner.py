@@ -288,7 +288,7 @@ def test_the_transfer_engine_accepts_what_the_sampler_sends(engine):
     from vllm.distributed.weight_transfer.nccl_engine import NCCLWeightTransferEngine
 
     from rllib_rpp.samplers.vllm import VLLMSampler
-    from rllib_rpp.samplers.weight_transfer import metadata, register_gloo_engine
+    from rllib_rpp.weight_sync.engines import metadata, register_gloo_engine
 
     sent = {}
 
@@ -318,7 +318,7 @@ def test_the_transfer_engine_accepts_what_the_sampler_sends(engine):
     else:
         from vllm.distributed.weight_transfer.factory import WeightTransferEngineFactory
 
-        from rllib_rpp.samplers.weight_transfer import GLOO
+        from rllib_rpp.weight_sync.engines import GLOO
 
         register_gloo_engine()
         cls = WeightTransferEngineFactory._registry[GLOO]()  # noqa: SLF001 - the registered class

@@ -32,7 +32,7 @@ def task(*, promote_at: float | None = 0.5, window: int = 64, schedule=(150, 300
 
 
 def build_config(*, num_prompts: int = 32, samples: int = 4, **options):
-    from rllib_rpp.presets import tiny_arith
+    from rllib_rpp.app.presets import tiny_arith
 
     tasks = [task(**options)]
     return (tiny_arith(num_prompts=num_prompts, samples_per_prompt=samples)
@@ -47,7 +47,7 @@ def main(argv=None):
     parser.add_argument("--checkpoint-dir")
     parser.add_argument("--resume")
     args = parser.parse_args(argv)
-    from rllib_rpp.driver import run
+    from rllib_rpp.app.driver import run
 
     config = None if args.resume else build_config(promote_at=args.promote_at)
     return run(config, iterations=args.iterations, time_budget_s=None, eval_every_s=20.0, name="curriculum",

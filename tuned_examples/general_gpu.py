@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import argparse
 
-from rllib_rpp.driver import run
-from rllib_rpp.presets import general_alignment
+from rllib_rpp.app.driver import run
+from rllib_rpp.app.presets import general_alignment
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

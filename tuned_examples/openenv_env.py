@@ -107,7 +107,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.serve:
         return serve(args.port)
-    from rllib_rpp.driver import run
+    from rllib_rpp.app.driver import run
 
     return run(build_config(args.url), iterations=args.iterations, time_budget_s=None, name="openenv")
 

@@ -36,7 +36,7 @@ def tasks(*, weights=(2.0, 1.0, 1.0), url: str | None = None, curriculum: dict |
 def build_config(*, weights=(2.0, 1.0, 1.0), url: str | None = None, curriculum: dict | None = None,
                  num_prompts: int = 32, samples: int = 4):
     """tiny-arith's preset on the mixture; the held-out evaluation is the mixture's eval split."""
-    from rllib_rpp.presets import tiny_arith
+    from rllib_rpp.app.presets import tiny_arith
 
     task_list = tasks(weights=weights, url=url, curriculum=curriculum)
     return (tiny_arith(num_prompts=num_prompts, samples_per_prompt=samples)
@@ -52,7 +52,7 @@ def main(argv=None):
                                       "--serve) instead of in process")
     parser.add_argument("--curriculum", action="store_true")
     args = parser.parse_args(argv)
-    from rllib_rpp.driver import run
+    from rllib_rpp.app.driver import run
 
     config = build_config(url=args.url, curriculum=CURRICULUM if args.curriculum else None)
     return run(config, iterations=args.iterations, time_budget_s=None, eval_every_s=20.0, name="task-mixture")

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import argparse
 
-from rllib_rpp.driver import run
-from rllib_rpp.presets import tiny_arith
+from rllib_rpp.app.driver import run
+from rllib_rpp.app.presets import tiny_arith
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

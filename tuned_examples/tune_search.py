@@ -26,8 +26,8 @@ from ray.tune.schedulers import ASHAScheduler
 
 from envs.tasks import mixture
 from rllib_rpp import ReinforcePP
-from rllib_rpp.presets import tiny_arith as build_config
-from rllib_rpp.tracking import mlflow_store_uri, wandb_mode
+from rllib_rpp.app.presets import tiny_arith as build_config
+from rllib_rpp.app.tracking import mlflow_store_uri, wandb_mode
 
 METRIC = "greedy_eval/reward_mean"  # held-out greedy accuracy, evaluated every `eval_interval`
 SEARCHED = {"kl_coef": "β", "clip_low": "ε_low", "clip_high": "ε_high", "lr": "lr"}

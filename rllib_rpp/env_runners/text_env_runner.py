@@ -246,7 +246,7 @@ class TextEnvRunner(EnvRunner, Checkpointable):
     # Both return None, or the error as text: RLlib ends a runner whose remote call raises, and
     # a failed transfer leaves this one serving its old weights, fit to go on.
     def init_weight_transfer(self, **group) -> str | None:
-        """Join learner rank 0's weight-transfer group (see rllib_rpp.samplers.weight_transfer)."""
+        """Join learner rank 0's weight-transfer group (see rllib_rpp.weight_sync.engines)."""
         try:
             self._ensure_sampler().init_weight_transfer(**group)
         except Exception as e:  # noqa: BLE001 - reported to the driver

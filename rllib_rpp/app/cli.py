@@ -23,9 +23,9 @@ import sys
 from pathlib import Path
 
 from envs.models import BUILTIN_MODELS
-from rllib_rpp import overrides
+from rllib_rpp.app import overrides
+from rllib_rpp.app.presets import CPU_PRESETS, PRESETS
 from rllib_rpp.estimators import ESTIMATORS
-from rllib_rpp.presets import CPU_PRESETS, PRESETS
 from rllib_rpp.samplers.base import SAMPLERS
 
 _COMMON = ("lr", "kl_coef", "estimator", "seed", "num_prompts", "samples_per_prompt")
@@ -108,8 +108,8 @@ def _calm_libraries() -> None:
 def _train(args) -> None:
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     _calm_libraries()
-    from rllib_rpp.console import Console
-    from rllib_rpp.driver import run
+    from rllib_rpp.app.console import Console
+    from rllib_rpp.app.driver import run
 
     if args.checkpoint_every is not None and not args.checkpoint_dir:
         raise ValueError("--checkpoint-every needs --checkpoint-dir (where to save)")
@@ -139,7 +139,7 @@ def _show_config(args) -> None:
 
 
 def _plot(args) -> None:
-    from rllib_rpp.run_record import CURVES, plot_runs
+    from rllib_rpp.app.run_record import CURVES, plot_runs
 
     out = args.out or (os.path.join(args.run_dirs[0], CURVES) if len(args.run_dirs) == 1 else CURVES)
     print(plot_runs(args.run_dirs, out, labels=args.labels))
@@ -160,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a preset", description="Train a preset configuration, "
                        "printing progress and held-out greedy evaluations before, during and after.")
-    t.add_argument("example", choices=tuple(PRESETS), help="which preset (rllib_rpp.presets)")
+    t.add_argument("example", choices=tuple(PRESETS), help="which preset (rllib_rpp.app.presets)")
     t.add_argument("--time-budget", type=float, default=None,
                    help="seconds of training, evaluations excluded (default: 300 for tiny-arith, 1200 for smollm2, "
                         "none otherwise)")

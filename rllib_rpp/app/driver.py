@@ -11,12 +11,12 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from rllib_rpp import overrides
+from rllib_rpp.app import overrides
+from rllib_rpp.app.console import Console, status_line, task_fields, task_note, time_left
+from rllib_rpp.app.run_control import Checkpointer, StopRequest, check_writable, exit_after_signal, init_ray, within
+from rllib_rpp.app.run_record import RunRecord
+from rllib_rpp.app.tracking import Trackers, build_trackers, check_tracking, flatten_metrics
 from rllib_rpp.checkpoints import LATEST
-from rllib_rpp.console import Console, status_line, task_fields, task_note, time_left
-from rllib_rpp.run_control import Checkpointer, StopRequest, check_writable, exit_after_signal, init_ray, within
-from rllib_rpp.run_record import RunRecord
-from rllib_rpp.tracking import Trackers, build_trackers, check_tracking, flatten_metrics
 
 __all__ = ["run", "default_run_dir", "Checkpointer", "check_writable", "init_ray"]
 
@@ -34,7 +34,7 @@ def run(config, *, time_budget_s: float | None = 300.0, iterations: int | None =
         quiet: bool = False) -> dict:
     """Train `config` (or continue the run checkpointed in `resume`) until the time budget
     (training time, evaluations excluded) or the iteration count is used up, or SIGINT/SIGTERM.
-    Writes the run directory (`rllib_rpp.run_record`), logs to W&B (`wandb_project`) and/or MLflow
+    Writes the run directory (`rllib_rpp.app.run_record`), logs to W&B (`wandb_project`) and/or MLflow
     (`mlflow`, at `mlflow_uri`). Returns the summary dict (also printed as JSON); exits non-zero
     after a signal."""
     for flag, value in (("--time-budget", time_budget_s), ("--iterations", iterations), ("--eval-every", eval_every_s)):

