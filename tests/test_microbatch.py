@@ -86,7 +86,7 @@ def test_split_by_tokens_respects_the_budget_sorts_by_length_and_agrees_on_a_cou
     for g in groups:
         assert len(g) == 1 or len(g) * (int(p[g].max()) + int(r[g].max())) <= 24
     assert groups[0].tolist()[0] == 6  # the longest row first
-    assert len(split_by_tokens(p, r, max_tokens=24, min_groups=6)) == 6
+    assert len(split_by_tokens(p, r, max_tokens=24, min_count=6)) == 6
     assert len(split_by_tokens(p, r, max_tokens=1)) == 7  # rows over the budget go alone
     # Responses of very different lengths: a group worth splitting ends before padding passes 25 %.
     p, r = torch.full((64,), 10), torch.tensor([100] * 32 + [20] * 32)

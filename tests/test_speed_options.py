@@ -73,7 +73,7 @@ def test_pi_old_from_the_sampler_gives_the_loss_and_gradients_of_the_explicit_pa
     from rllib_rpp import schema as S
     from rllib_rpp.core.batch import prepare_batch
     from rllib_rpp.core.logprobs import response_logprobs
-    from rllib_rpp.core.loss import minibatch_loss
+    from rllib_rpp.core.loss import microbatch_loss
     from rllib_rpp.core.options import UpdateOptions
     from rllib_rpp.samplers.base import SamplingParams
     from rllib_rpp.samplers.hf import TransformersSampler, left_pad
@@ -103,7 +103,7 @@ def test_pi_old_from_the_sampler_gives_the_loss_and_gradients_of_the_explicit_pa
         prepare_batch(policy, ref, batch, opts, kl_coef=0.05)
         policy.zero_grad(set_to_none=True)
         lp, _ = response_logprobs(policy, batch, temperature=0.8)
-        loss, _ = minibatch_loss(lp, None, batch, opts, kl_coef=0.05, num_tokens=r_mask.sum(), num_seqs=len(rewards))
+        loss, _ = microbatch_loss(lp, None, batch, opts, kl_coef=0.05, num_tokens=r_mask.sum(), num_seqs=len(rewards))
         loss.backward()
         losses.append(loss.detach())
         grads.append({n: p.grad.clone() for n, p in policy.named_parameters()})

@@ -17,7 +17,7 @@ import torch
 from rllib_rpp import functional as F
 from rllib_rpp import schema as S
 from rllib_rpp.core.logprobs import response_logprobs
-from rllib_rpp.core.microbatch import row_lengths, scatter_rows, split_by_tokens, take_rows
+from rllib_rpp.core.microbatch import plan_microbatches, scatter_rows, take_rows
 from rllib_rpp.core.options import ALONE, Collectives, UpdateOptions
 from rllib_rpp.estimators import get_estimator
 
@@ -49,12 +49,13 @@ def forward_logprobs(model, micro: dict, opts: UpdateOptions, with_entropy: bool
 
 
 @torch.no_grad()
-def logprob_pass(model, batch: dict, groups: list[torch.Tensor], opts: UpdateOptions, *, with_entropy: bool = False):
+def logprob_pass(model, batch: dict, microbatches: list[torch.Tensor], opts: UpdateOptions, *,
+                 with_entropy: bool = False):
     """log π(a_t|s_t) [B, R] (and entropy) of every row, one token-budget micro-batch at a time."""
     device = batch[S.RESPONSE_IDS].device
     lps, ents = [], []
     with eval_mode(model):
-        for rows in groups:
+        for rows in microbatches:
             micro = take_rows({k: batch[k] for k in S.TOKEN_COLUMNS}, rows)
             with opts.autocast(device.type):
                 lp, ent = forward_logprobs(model, micro, opts, with_entropy)
@@ -84,20 +85,17 @@ def prepare_batch(policy, ref, batch: dict, opts: UpdateOptions, *, kl_coef: flo
     over them and agrees on the number of micro-batches (sharded learners run the same number
     of passes)."""
     all_reduce = collectives.all_reduce
-    prompt_len, response_len = row_lengths(batch)
-    groups = split_by_tokens(prompt_len, response_len, opts.max_tokens_per_microbatch)
-    groups = split_by_tokens(prompt_len, response_len, opts.max_tokens_per_microbatch,
-                             min_groups=collectives.agree_count(len(groups)))
+    microbatches = plan_microbatches(batch, opts.max_tokens_per_microbatch, collectives.agree_count)
     clock = partial(_clock, batch[S.PROMPT_IDS].device)
     t0 = clock()
     if opts.old_logprobs == "sampler":  # exact when the sampler runs these weights in this dtype: no pass
         batch[S.OLD_LOGPROBS] = batch[S.SAMPLER_LOGPROBS].clone()
         batch[S.ENTROPY] = torch.full_like(batch[S.OLD_LOGPROBS], float("nan"))  # not computed
     else:
-        batch[S.OLD_LOGPROBS], batch[S.ENTROPY] = logprob_pass(policy, batch, groups, opts, with_entropy=True)
+        batch[S.OLD_LOGPROBS], batch[S.ENTROPY] = logprob_pass(policy, batch, microbatches, opts, with_entropy=True)
     t1 = clock()
     with ref_context():
-        batch[S.REF_LOGPROBS], _ = logprob_pass(ref, batch, groups, opts)
+        batch[S.REF_LOGPROBS], _ = logprob_pass(ref, batch, microbatches, opts)
     t2 = clock()
     dropped = drop_nonfinite(batch, opts.nonfinite_logprobs, all_reduce)
     mask = batch[S.LOSS_MASK]

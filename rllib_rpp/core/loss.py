@@ -10,8 +10,8 @@ from rllib_rpp.core.options import UpdateOptions
 from rllib_rpp.policy_losses import get_policy_loss
 
 
-def minibatch_loss(logprobs: torch.Tensor, entropy: torch.Tensor | None, batch: dict, opts: UpdateOptions, *,
-                   kl_coef: float, num_tokens, num_seqs) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def microbatch_loss(logprobs: torch.Tensor, entropy: torch.Tensor | None, batch: dict, opts: UpdateOptions, *,
+                    kl_coef: float, num_tokens, num_seqs) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """L = L_policy (§3; `opts.policy_loss`, default PPO-clip) [+ β·KL(π_θ‖π_ref) if the KL placement
     is "loss"] [- c_H·H].
 

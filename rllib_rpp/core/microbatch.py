@@ -21,15 +21,15 @@ def row_lengths(batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def split_by_tokens(prompt_len: torch.Tensor, response_len: torch.Tensor, max_tokens: int, *,
-                    min_groups: int = 1, max_padding: float = MAX_PADDING) -> list[torch.Tensor]:
-    """Row indices in groups whose padded size rows x (max P + max R) is at most `max_tokens`
-    (a row longer than the budget is a group of its own), longest rows first. A group that
-    already holds 1/8 of the budget also ends before a row shorter than (1 - max_padding) of
-    its longest row, so padding costs at most that share of its FLOPs. Then the groups with the
-    most rows are halved until there are at least `min_groups` (<= number of rows)."""
+                    min_count: int = 1, max_padding: float = MAX_PADDING) -> list[torch.Tensor]:
+    """The row indices of each micro-batch: padded size rows x (max P + max R) at most `max_tokens`
+    (a row longer than the budget is a micro-batch of its own), longest rows first. A micro-batch
+    that already holds 1/8 of the budget also ends before a row shorter than (1 - max_padding) of
+    its longest row, so padding costs at most that share of its FLOPs. Then the micro-batches with
+    the most rows are halved until there are at least `min_count` (<= number of rows)."""
     order = (prompt_len + response_len).argsort(descending=True, stable=True).tolist()
     p, r = prompt_len.tolist(), response_len.tolist()
-    groups: list[list[int]] = []
+    microbatches: list[list[int]] = []
     cur: list[int] = []
     max_p = max_r = 0
     for i in order:
@@ -38,17 +38,27 @@ def split_by_tokens(prompt_len: torch.Tensor, response_len: torch.Tensor, max_to
         width = max_p + max_r
         much_shorter = len(cur) * width * 8 >= max_tokens and p[i] + r[i] < (1 - max_padding) * width
         if cur and (over_budget or much_shorter):
-            groups.append(cur)
+            microbatches.append(cur)
             cur, new_p, new_r = [], p[i], r[i]
         cur.append(i)
         max_p, max_r = new_p, new_r
     if cur:
-        groups.append(cur)
-    while len(groups) < min(min_groups, len(order)):
-        k = max(range(len(groups)), key=lambda j: len(groups[j]))
-        g = groups.pop(k)
-        groups[k:k] = [g[: len(g) // 2], g[len(g) // 2 :]]
-    return [torch.tensor(g, dtype=torch.long) for g in groups]
+        microbatches.append(cur)
+    while len(microbatches) < min(min_count, len(order)):
+        k = max(range(len(microbatches)), key=lambda j: len(microbatches[j]))
+        g = microbatches.pop(k)
+        microbatches[k:k] = [g[: len(g) // 2], g[len(g) // 2 :]]
+    return [torch.tensor(g, dtype=torch.long) for g in microbatches]
+
+
+def plan_microbatches(batch: dict, max_tokens: int, agree_count=int) -> list[torch.Tensor]:
+    """The micro-batch plan of a batch, decided once: `split_by_tokens` over its rows, with as many
+    micro-batches as the learner that needs the most (`agree_count`: sharded and DDP learners run
+    the same number of passes)."""
+    prompt_len, response_len = row_lengths(batch)
+    own = split_by_tokens(prompt_len, response_len, max_tokens)
+    count = agree_count(len(own))
+    return own if count <= len(own) else split_by_tokens(prompt_len, response_len, max_tokens, min_count=count)
 
 
 def take_rows(batch: dict, rows: torch.Tensor) -> dict:

@@ -14,8 +14,8 @@ import torch
 
 from rllib_rpp import functional as F
 from rllib_rpp import schema as S
-from rllib_rpp.core.loss import minibatch_loss
-from rllib_rpp.core.microbatch import row_lengths, split_by_tokens, take_rows
+from rllib_rpp.core.loss import microbatch_loss
+from rllib_rpp.core.microbatch import plan_microbatches, take_rows
 from rllib_rpp.core.options import ALONE, Collectives, UpdateOptions
 
 # How the per-micro-batch metrics combine: token-weighted means, maxima, sums.
@@ -39,19 +39,17 @@ def accumulate_gradients(forward: Callable[[dict], dict], batch: dict, opts: Upd
     counts = collectives.all_reduce(torch.stack([mask.sum(), mask.new_tensor(float(mask.shape[0]))]))
     # DDP averages gradients over learners: each divides by the global count / world size.
     num_tokens, num_seqs = counts[0] / collectives.world_size, counts[1] / collectives.world_size
-    prompt_len, response_len = row_lengths(batch)
-    groups = split_by_tokens(prompt_len, response_len, max_tokens)
-    groups = split_by_tokens(prompt_len, response_len, max_tokens, min_groups=collectives.agree_count(len(groups)))
+    microbatches = plan_microbatches(batch, max_tokens, collectives.agree_count)
     total = 0.0
     sums: dict[str, float] = {}
     local_tokens = max(float(mask.sum()), 1.0)
     nonfinite = 0
-    for k, rows in enumerate(groups):
+    for k, rows in enumerate(microbatches):
         micro = take_rows(batch, rows)
-        with nullcontext() if k == len(groups) - 1 else collectives.no_sync():
+        with nullcontext() if k == len(microbatches) - 1 else collectives.no_sync():
             with autocast():
                 out = forward(micro)
-            loss, metrics = minibatch_loss(out["logprobs"], out["entropy"], micro, opts, kl_coef=kl_coef,
+            loss, metrics = microbatch_loss(out["logprobs"], out["entropy"], micro, opts, kl_coef=kl_coef,
                                            num_tokens=num_tokens, num_seqs=num_seqs)
             # Backward even on a non-finite loss: it poisons the gradients of every learner
             # alike (DDP all-reduces them), so all of them refuse the step together.
@@ -74,7 +72,7 @@ def accumulate_gradients(forward: Callable[[dict], dict], batch: dict, opts: Upd
                 sums[name] = sums.get(name, 0.0) + v * share
             else:
                 sums[name] = sums.get(name, 0.0) + v
-    sums.update(num_microbatches=float(len(groups)), nonfinite_losses=float(nonfinite))
+    sums.update(num_microbatches=float(len(microbatches)), nonfinite_losses=float(nonfinite))
     return total, sums
 
 

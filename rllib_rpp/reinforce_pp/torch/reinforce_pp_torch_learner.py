@@ -26,7 +26,7 @@ from rllib_rpp.core import fsdp
 from rllib_rpp.core.batch import prepare_batch
 from rllib_rpp.core.logprobs import LogprobModule
 from rllib_rpp.core.lora import disabled_adapters
-from rllib_rpp.core.loss import minibatch_loss
+from rllib_rpp.core.loss import microbatch_loss
 from rllib_rpp.core.options import Collectives
 from rllib_rpp.core.update import accumulate_gradients, check_finite_weights, clip_and_check
 from rllib_rpp.reinforce_pp.reinforce_pp_learner import ReinforcePPLearner
@@ -312,6 +312,6 @@ class ReinforcePPTorchLearner(ReinforcePPLearner, TorchLearner):
         mask = batch[S.LOSS_MASK]
         world = _world_size()
         counts = all_reduce_sum(torch.stack([mask.sum(), mask.new_tensor(float(mask.shape[0]))]))
-        loss, _ = minibatch_loss(fwd_out["logprobs"], fwd_out["entropy"], batch, self.options, kl_coef=self.kl_coef,
+        loss, _ = microbatch_loss(fwd_out["logprobs"], fwd_out["entropy"], batch, self.options, kl_coef=self.kl_coef,
                                  num_tokens=counts[0] / world, num_seqs=counts[1] / world)
         return loss
