@@ -148,8 +148,10 @@ def guarded_call(fn, kwargs: dict, n: int, *, timeout_s: float | None, check: Ca
     float/None per sample index in `samples`; a malformed output raises at once: a bug, not a
     failing sample). On a timeout or an error the culprits are found by bisection: the failed
     batch is split in halves and each half called again, down to single samples, so one culprit
-    among n costs about log2(n) + 2 calls, and a sample that was scored in a call that passed is
-    never scored again (a reward with side effects, such as a paid scoring service, repeats none).
+    among n costs log2(n) + 2 calls (it is always in the right half) to 2·log2(n) + 1 (always in the
+    left half: the right half is then called too), the first call included, and a sample that was
+    scored in a call that passed is never scored again (a reward with side effects, such as a paid
+    scoring service, repeats none).
     Returns the values (None where a sample failed alone) and {failing sample: why}. A batch
     failure that no sample reproduces alone raises, unless it was the process dying (an OOM kill,
     a signal from outside: every sample was then scored in the parts). `stop_at_first`: return at

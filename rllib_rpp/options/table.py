@@ -204,8 +204,9 @@ OPTIONS: tuple[Option, ...] = (
            "GPUs of each reward worker (fractions allowed; a reward model then runs on its GPU)."),
     Option("reward_timeout_s", "rewards", _env("reward_timeout_s"), number(0, lo_open=True, optional=True),
            "Seconds a reward call may take. Rule functions other than the trivially safe built-ins run in a child "
-           "process that is killed past it; a reward server gets the same timeout. A batch call that times out or "
-           "raises is retried sample by sample, so only the culprits get `on_reward_error`. None: every reward "
+           "process that is killed past it; a reward server gets the same timeout. When a batch call times out or "
+           "raises, the culprits are found by bisecting the batch (each part under the same timeout), so only "
+           "they get `on_reward_error`. None: every reward "
            "function runs in the env's own process, with no timeout."),
     Option("on_reward_error", "rewards", _env("on_reward_error"),
            (is_error_policy, "'raise', 'skip' or a finite number (the reward a failing sample gets)"),
