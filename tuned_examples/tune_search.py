@@ -55,9 +55,13 @@ def reporter(over: str = "options") -> CLIReporter:
     """Tune's table with the searched options and the metrics that matter, not the whole config
     (Tune's newer console, RAY_AIR_NEW_OUTPUT=1, ignores reporters: `main` turns it off)."""
     searched, metric = (SEARCHED_TASKS, TASK_METRIC) if over == "tasks" else (SEARCHED, METRIC)
-    return CLIReporter(parameter_columns=searched, max_report_frequency=30, metric_columns={
-        "training_iteration": "iter", metric: "held-out acc", "env_runners/episode_return_mean": "reward",
-        "learners/default_policy/kl_ref_per_token": "kl/token", "time_total_s": "time (s)"})
+    # print_intermediate_tables: Tune otherwise decides from its global verbosity when the reporter is
+    # built, which an earlier run with verbose=0 in the same process leaves at 0 (no table at all).
+    return CLIReporter(parameter_columns=searched, max_report_frequency=30, print_intermediate_tables=True,
+                       metric_columns={
+                           "training_iteration": "iter", metric: "held-out acc",
+                           "env_runners/episode_return_mean": "reward",
+                           "learners/default_policy/kl_ref_per_token": "kl/token", "time_total_s": "time (s)"})
 
 
 def tracking_callbacks(wandb_project: str | None = None, mlflow_uri: str | None = None) -> list:
