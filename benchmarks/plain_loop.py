@@ -72,9 +72,9 @@ class PlainLoop:
         t1 = time.perf_counter()
         texts = self.tok.batch_decode(gen.token_ids, skip_special_tokens=True)
         if self.task == "smollm2":
-            from envs.tasks.reasoning_gym import score
+            from envs.tasks.reasoning_gym import verify
 
-            rewards = torch.tensor(score(texts, [self.rows[i]["task_entry"] for i in idx for _ in range(self.n)]))
+            rewards = torch.tensor(verify(texts, [self.rows[i]["task_entry"] for i in idx for _ in range(self.n)]))
         else:
             answers = [self.rows[i]["answer"] for i in idx for _ in range(self.n)]
             rewards = torch.tensor([float(t.strip() == a) for t, a in zip(texts, answers)])

@@ -18,12 +18,18 @@ from benchmarks.common import REAL_WORKLOAD, WORKLOAD, run_child, save, table
 
 CONTENDERS = {
     "plain PyTorch loop": ("benchmarks.plain_loop", {}),
+    "plain PyTorch loop (π_old from sampler)": ("benchmarks.plain_loop", {"old_logprobs": "sampler"}),
+    # The package's default (old_logprobs="auto") takes π_old from the transformers sampler in fp32.
     "rllib-rpp (transformers)": ("benchmarks.rpp_child", {"sampler": "transformers"}),
-    "rllib-rpp (transformers, π_old from sampler)": ("benchmarks.rpp_child",
-                                                      {"sampler": "transformers", "old_logprobs": "sampler"}),
+    "rllib-rpp (transformers, π_old recomputed)": ("benchmarks.rpp_child",
+                                                    {"sampler": "transformers", "old_logprobs": "recompute"}),
     "rllib-rpp (vllm)": ("benchmarks.rpp_child", {"sampler": "vllm"}),
     "TRL GRPOTrainer": ("benchmarks.trl_child", {}),
 }
+# Equal work: each rllib-rpp contender against the plain loop that does the same passes.
+SAME_WORK = {"rllib-rpp (transformers)": "plain PyTorch loop (π_old from sampler)",
+             "rllib-rpp (transformers, π_old recomputed)": "plain PyTorch loop",
+             "rllib-rpp (vllm)": "plain PyTorch loop"}
 # At the real shape every contender runs its defaults but the shape; the package's default takes π_old from
 # the sampler there (the plain loop does the same work); TRL also with its fastest CPU settings.
 REAL_CONTENDERS = {
@@ -62,11 +68,14 @@ def main(argv=None) -> dict:
                      "tokens/s": statistics.median(r["tokens_per_s"] for r in runs[name])})
     ref = {r["contender"]: r["completions/s"] for r in rows}
     for r in rows:
-        if "plain PyTorch loop" in ref:
-            r["vs plain loop"] = r["completions/s"] / ref["plain PyTorch loop"]
+        name = r["contender"]
+        same = name if name.startswith("plain") else SAME_WORK.get(name, "plain PyTorch loop")
+        same = same if args.shape == "tiny" else "plain PyTorch loop"
+        if same in ref:
+            r["vs plain loop (same work)"] = r["completions/s"] / ref[same]
         if "TRL GRPOTrainer" in ref:
             r["vs TRL"] = r["completions/s"] / ref["TRL GRPOTrainer"]
-    print(table(rows, ["contender", "completions/s", "tokens/s", "vs plain loop", "vs TRL"]))
+    print(table(rows, ["contender", "completions/s", "tokens/s", "vs plain loop (same work)", "vs TRL"]))
     path = save("throughput" if args.shape == "tiny" else "throughput_real",
                 {"workload": workload, "rounds": args.rounds, "summary": rows, "runs": runs})
     print(f"raw numbers: {path}")

@@ -25,7 +25,7 @@ def measure(args: dict) -> dict:
 
     if args.get("task") == "smollm2":
         from envs.prompts import load_prompt_rows
-        from envs.tasks.reasoning_gym import score
+        from envs.tasks.reasoning_gym import verify
         from rllib_rpp.app.presets import smollm2
 
         preset = smollm2()
@@ -34,7 +34,7 @@ def measure(args: dict) -> dict:
                 for r in load_prompt_rows(preset.env_config["prompts"])]
 
         def reward(completions, task_entry, **kwargs):
-            return score(completions, [json.loads(e) for e in task_entry])
+            return verify(completions, [json.loads(e) for e in task_entry])
     else:
         path = resolve_model_path(args.get("model", "tiny-arith"))
         rows = arithmetic_prompts("train")

@@ -34,7 +34,7 @@ def measure(args: dict) -> dict:
     eval_entries = [r["task_entry"] for r in eval_rows]
 
     def reasoning_gym_reward(completions, task_entry, **kwargs):
-        return rg.score(completions, [json.loads(e) for e in task_entry])
+        return rg.verify(completions, [json.loads(e) for e in task_entry])
 
     state = {"train_s": 0.0, "mark": None, "evals": [], "last_eval": -1e9, "steps": 0}
 
@@ -42,7 +42,7 @@ def measure(args: dict) -> dict:
         model.eval()
         replies = greedy_completions(model, tok, eval_texts, max_new_tokens=args["max_new_tokens"])
         model.train()
-        return sum(rg.score(replies, eval_entries)) / len(eval_entries)
+        return sum(rg.verify(replies, eval_entries)) / len(eval_entries)
 
     class Clock(TrainerCallback):
         def on_train_begin(self, a, s, control, model=None, **k):

@@ -175,7 +175,7 @@ def test_reward_workers_get_each_tasks_reward_functions():
     assert options["task_rewards"] == {"sums": {"reward_funcs": ["reasoning_gym"], "reward_weights": None},
                                        "add": {"reward_funcs": ["digits_format"], "reward_weights": None}}
     worker = RewardWorker(options)  # (the actor's class, built here in process)
-    res = worker.score({"prompts": ["1+1=", "x"], "completions": ["2", "ab"], "task": ["add", None],
+    res = worker.reward({"prompts": ["1+1=", "x"], "completions": ["2", "ab"], "task": ["add", None],
                         "answer": [None, "ab"]})
     assert res.rewards.tolist() == [1.0, 1.0] and set(res.components) == {"digits_format", "exact_match"}
     worker.stop()

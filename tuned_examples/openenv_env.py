@@ -58,7 +58,7 @@ class ReasoningGymEnv(Environment[Answer, Question, State]):
         if self._entry is None:
             raise RuntimeError("step() before reset()")
         self._state.step_count += 1
-        score = rg.score([action.text], [self._entry])[0]  # reasoning-gym's verifier, binary
+        score = rg.verify([action.text], [self._entry])[0]  # reasoning-gym's verifier, binary
         return Question(prompt="", done=True, reward=score)
 
     @property

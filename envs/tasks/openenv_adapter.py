@@ -165,7 +165,7 @@ def _args(episode: Mapping) -> str:
 _ENVS: dict[str, LocalEnv] = {}  # in the reward's process: one instance per environment and fields
 
 
-def score_local(completions, openenv, **kwargs) -> list:
+def reward_locally(completions, openenv, **kwargs) -> list:
     """Reset each sample's episode in process, step its completion, return the rewards."""
     out = []
     for completion, episode in zip(completions, openenv):
@@ -197,9 +197,9 @@ class OpenEnvReward:
         if local:
             part = {"completions": [completions[i] for i in local], "openenv": [openenv[i] for i in local]}
             if timeout_s is None:
-                values = score_local(**part)
+                values = reward_locally(**part)
             else:
-                self._child = self._child or IsolatedReward(score_local, self.__name__)
+                self._child = self._child or IsolatedReward(reward_locally, self.__name__)
                 values = self._child(timeout_s=timeout_s, **part)
             for i, v in zip(local, values):
                 out[i] = v

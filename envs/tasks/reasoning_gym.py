@@ -177,7 +177,7 @@ def _text(completion) -> str:
     return "".join(m.get("content", "") for m in completion) if isinstance(completion, list) else completion
 
 
-def score(completions, task_entry, *, partial: bool = False) -> list[float | None]:
+def verify(completions, task_entry, *, partial: bool = False) -> list[float | None]:
     """The dataset's own verifier on each extracted answer: binary (full score or not) or partial."""
     out: list[float | None] = []
     for c, entry in zip(completions, task_entry):
@@ -191,9 +191,9 @@ def score(completions, task_entry, *, partial: bool = False) -> list[float | Non
 
 def reasoning_gym_reward(completions, task_entry, **kwargs) -> list[float | None]:
     """1.0 when reasoning-gym's verifier fully accepts the extracted answer, else 0.0."""
-    return score(completions, task_entry)
+    return verify(completions, task_entry)
 
 
 def reasoning_gym_partial_reward(completions, task_entry, **kwargs) -> list[float | None]:
     """reasoning-gym's verifier score (partial credit included) of the extracted answer."""
-    return score(completions, task_entry, partial=True)
+    return verify(completions, task_entry, partial=True)

@@ -40,7 +40,7 @@ class RewardWorker:
     def __init__(self, env_config: dict):
         self.step = TextEnvConfig.from_dict({k: v for k, v in env_config.items() if k in REWARD_KEYS}).reward_step()
 
-    def score(self, inputs: dict) -> RewardResult:
+    def reward(self, inputs: dict) -> RewardResult:
         return self.step(**inputs)
 
     def reward_model_loads(self) -> int:
@@ -84,7 +84,7 @@ def submit_scoring(workers: list, inputs: dict, n: int, offset: int = 0) -> list
     """Send the batch's `n` samples, split over the workers, without waiting: (ref, first sample's
     index + `offset`) per part; `collect_scores` joins them."""
     parts = [p for p in np.array_split(np.arange(n), len(workers)) if len(p)]
-    return [(w.score.remote({k: (v[p[0]: p[-1] + 1] if isinstance(v, list) else v) for k, v in inputs.items()}),
+    return [(w.reward.remote({k: (v[p[0]: p[-1] + 1] if isinstance(v, list) else v) for k, v in inputs.items()}),
              offset + int(p[0])) for w, p in zip(workers, parts)]
 
 
@@ -105,6 +105,6 @@ def collect_scores(pending: list[tuple]) -> RewardResult:
                         np.concatenate([r.skipped for r in results]), stats)
 
 
-def score_remotely(workers: list, inputs: dict, n: int) -> RewardResult:
+def reward_remotely(workers: list, inputs: dict, n: int) -> RewardResult:
     """Score the batch's `n` samples on the workers at once (split over them) and join the parts."""
     return collect_scores(submit_scoring(workers, inputs, n))

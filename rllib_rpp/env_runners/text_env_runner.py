@@ -49,7 +49,7 @@ from rllib_rpp import schema as S
 from rllib_rpp.env_runners.reward_workers import (
     collect_scores,
     reward_env_config,
-    score_remotely,
+    reward_remotely,
     submit_scoring,
 )
 from rllib_rpp.env_runners.task_metrics import correct_at, log_task_metrics, task_summary
@@ -171,7 +171,7 @@ class TextEnvRunner(EnvRunner, Checkpointable):
         """The reward step: on the reward workers when there are any (`set_reward_workers`), else
         this runner's env."""
         if self._reward_workers:
-            return score_remotely(self._reward_workers, self.env.reward_inputs(prompts, completion_ids),
+            return reward_remotely(self._reward_workers, self.env.reward_inputs(prompts, completion_ids),
                                   len(completion_ids))
         return self.env.rewards_for(prompts, completion_ids)
 
