@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from envs.text_env import TextEnvConfig
+from envs.text_env_config import TextEnvConfig
 from rllib_rpp import ReinforcePPConfig, options
 from rllib_rpp.app.overrides import section_keys
 from rllib_rpp.core.options import UpdateOptions

@@ -58,11 +58,6 @@ from rllib_rpp.samplers import Generation, SamplingParams, make_sampler, sampler
 logger = logging.getLogger(__name__)
 
 
-def strip_module_prefix(state: dict, prefix: str = "lm.") -> dict:
-    """RLModule state (keys "lm.*") -> Hugging Face state dict."""
-    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-
-
 class TextEnvRunner(EnvRunner, Checkpointable):
     def __init__(self, *, config, **kwargs):
         super().__init__(config=config, **kwargs)
@@ -323,7 +318,7 @@ class TextEnvRunner(EnvRunner, Checkpointable):
                     module_state = ray.get(module_state)
                 module_state = module_state.get(DEFAULT_MODULE_ID, module_state)
                 self._weights_seq_no = max(seq_no, self._weights_seq_no)
-                weights = strip_module_prefix(module_state)
+                weights = module_state  # the policy's inference-only state: a Hugging Face state dict
                 if self.sampler is None:
                     self._pending_weights = weights
                 else:

@@ -2,7 +2,7 @@
 its doc (§ = docs/algorithm.md). The config's defaults and setters, its validation, the options
 objects the processes receive, the CLI's `--set` keys and README's tables are derived from here.
 
-Options shared with the text env (`envs.text_env.TextEnvConfig`, which knows nothing of this
+Options shared with the text env (`envs.text_env_config.TextEnvConfig`, which knows nothing of this
 package) take their default from it, so each default is declared once."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 
 from envs.reward_guard import is_error_policy
 from envs.rewards import REWARD_BACKENDS
-from envs.text_env import TextEnvConfig
+from envs.text_env_config import TextEnvConfig
 from rllib_rpp.estimators import KL_PLACEMENTS, get_estimator
 from rllib_rpp.functional import KL_ESTIMATORS, LOSS_AGG_MODES
 from rllib_rpp.options.rules import (

@@ -103,8 +103,9 @@ class CausalLMTorchRLModule(TorchRLModule):
     def get_state(self, components=None, *, not_components=None, inference_only: bool = False, **kwargs):
         # Torch tensors, not numpy (RLlib's default): keeps bf16/fp16 exact (numpy has no bf16).
         if inference_only:
-            # What env runners load: merged weights in the rollout dtype (half the bytes for bf16).
-            return {f"lm.{k}": v for k, v in self.hf_state_dict(self.compute_dtype).items()}
+            # What env runners load: Hugging Face names (the "lm." prefix mapped once, in hf_tensors),
+            # merged weights in the rollout dtype (half the bytes for bf16).
+            return self.hf_state_dict(self.compute_dtype)
         # Checkpoints: the master weights (with LoRA only the adapters: the base is the model id).
         return {k: v.detach().cpu() for k, v in self._state_dict().items()
                 if not self.lora or k in self._trainable_names()}
