@@ -29,7 +29,7 @@ import torch
 
 from rllib_rpp import schema as S
 from rllib_rpp.core.batch import prepare_batch
-from rllib_rpp.core.logprobs import response_logprobs
+from rllib_rpp.core.logprobs import LogprobModule, response_logprobs
 from rllib_rpp.core.options import UpdateOptions
 from rllib_rpp.core.update import accumulate_gradients, clip_and_check
 from rllib_rpp.memory import GiB, ModelShape, estimate_learner_memory
@@ -116,8 +116,10 @@ def check_shape(name: str, args, device, peak: float) -> dict:
     out = {"shape": name, "parameters": shape.num_params, "tokens_per_microbatch": tokens, "rows": rows,
            "compute_dtype": compute}
     batch = random_batch(cfg, rows, prompt, response, device)
-    stats = prepare_batch(policy, ref, batch, opts, kl_coef=0.01)  # warm-up
-    stats = prepare_batch(policy, ref, batch, opts, kl_coef=0.01)
+    passes = [LogprobModule(m, temperature=opts.temperature, chunk_tokens=opts.logprob_chunk_tokens)
+              for m in (policy, ref)]
+    stats = prepare_batch(*passes, batch, opts, kl_coef=0.01)  # warm-up
+    stats = prepare_batch(*passes, batch, opts, kl_coef=0.01)
     out["old_logprobs_s"], out["ref_logprobs_s"] = round(stats["old_logprobs_s"], 4), round(stats["ref_logprobs_s"], 4)
     flops = update_flops(shape, rows, prompt + response)
     for ckpt in (False, True):

@@ -83,6 +83,7 @@ def microbatch(args: dict) -> dict:
     from envs.models import load_causal_lm, resolve_model_path
     from rllib_rpp import schema as S
     from rllib_rpp.core.batch import prepare_batch
+    from rllib_rpp.core.logprobs import LogprobModule
     from rllib_rpp.core.options import UpdateOptions
     from rllib_rpp.core.update import accumulate_gradients
     from rllib_rpp.memory import ModelShape, estimate_learner_memory
@@ -100,7 +101,8 @@ def microbatch(args: dict) -> dict:
              S.SAMPLER_LOGPROBS: torch.zeros(B, R), S.SCORES: torch.randn(B)}
     tokens = B * (P + R)
     opts = UpdateOptions(max_tokens_per_microbatch=tokens, logprob_chunk_tokens=args["chunk_tokens"])
-    prepare_batch(policy, ref, batch, opts, kl_coef=0.01)
+    prepare_batch(LogprobModule(policy, chunk_tokens=opts.logprob_chunk_tokens),
+                  LogprobModule(ref, chunk_tokens=opts.logprob_chunk_tokens), batch, opts, kl_coef=0.01)
     optim = torch.optim.Adam(policy.parameters(), lr=1e-6)
 
     class Forward(torch.nn.Module):

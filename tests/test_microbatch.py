@@ -15,7 +15,7 @@ import rllib_rpp.functional as F
 from envs.models import load_causal_lm
 from rllib_rpp import schema as S
 from rllib_rpp.core.batch import prepare_batch
-from rllib_rpp.core.logprobs import response_logprobs
+from rllib_rpp.core.logprobs import LogprobModule, response_logprobs
 from rllib_rpp.core.microbatch import row_lengths, split_by_tokens, take_rows
 from rllib_rpp.core.options import ALONE, Collectives, UpdateOptions
 from rllib_rpp.core.update import accumulate_gradients
@@ -60,11 +60,16 @@ class Policy(torch.nn.Module):
         return {"logprobs": lp, "entropy": ent}
 
 
+def logprob_module(lm, opts):
+    return LogprobModule(lm, temperature=opts.temperature, chunk_tokens=opts.logprob_chunk_tokens)
+
+
 def one_step(lm, batch, opts, max_tokens, **dist_kw):
     """Prepare the batch against a perturbed reference, then one Adam step; returns the weights."""
     ref = tiny(seed=1)
     batch = dict(batch)
-    prepare_batch(lm, ref, batch, opts, kl_coef=0.1, collectives=dist_kw.get("collectives", ALONE))
+    prepare_batch(logprob_module(lm, opts), logprob_module(ref, opts), batch, opts, kl_coef=0.1,
+                  collectives=dist_kw.get("collectives", ALONE))
     if dist_kw.pop("stale", False):  # π_old != π_θ, as on a later mini-batch: ratios move, clips bite
         # A fixed function of each token (not a random draw), so a learner's shard gets its rows' share.
         ids, pos = batch[S.RESPONSE_IDS].double(), torch.arange(batch[S.RESPONSE_IDS].shape[1])
@@ -148,7 +153,7 @@ def test_holes_in_the_loss_mask_are_context_not_loss_and_microbatches_still_equa
             torch.testing.assert_close(lp[b, :n], want.gather(-1, ids[len(prompt):, None])[:, 0], rtol=1e-9, atol=1e-9)
     # ...and not loss: the loss of the first step (ratio 1) from loss-mask tokens alone.
     prepared = dict(batch)
-    prepare_batch(lm, tiny(seed=1), prepared, opts, kl_coef=0.1)
+    prepare_batch(logprob_module(lm, opts), logprob_module(tiny(seed=1), opts), prepared, opts, kl_coef=0.1)
     assert (prepared[S.ADVANTAGES][holes] == 0).all()
     _, ent = response_logprobs(lm, prepared, temperature=opts.temperature, with_entropy=True)
     m = prepared[S.LOSS_MASK]

@@ -72,7 +72,7 @@ def test_pi_old_from_the_sampler_gives_the_loss_and_gradients_of_the_explicit_pa
     from envs.tasks.arithmetic import arithmetic_prompts
     from rllib_rpp import schema as S
     from rllib_rpp.core.batch import prepare_batch
-    from rllib_rpp.core.logprobs import response_logprobs
+    from rllib_rpp.core.logprobs import LogprobModule, response_logprobs
     from rllib_rpp.core.loss import microbatch_loss
     from rllib_rpp.core.options import UpdateOptions
     from rllib_rpp.samplers.base import SamplingParams
@@ -100,7 +100,8 @@ def test_pi_old_from_the_sampler_gives_the_loss_and_gradients_of_the_explicit_pa
         opts = UpdateOptions(old_logprobs=source, temperature=0.8)
         batch = {S.PROMPT_IDS: p_ids, S.PROMPT_MASK: p_mask, S.RESPONSE_IDS: r_ids, S.RESPONSE_MASK: r_mask,
                  S.LOSS_MASK: r_mask.clone(), S.SAMPLER_LOGPROBS: s_lp, S.SCORES: rewards}
-        prepare_batch(policy, ref, batch, opts, kl_coef=0.05)
+        prepare_batch(LogprobModule(policy, temperature=0.8), LogprobModule(ref, temperature=0.8), batch, opts,
+                      kl_coef=0.05)
         policy.zero_grad(set_to_none=True)
         lp, _ = response_logprobs(policy, batch, temperature=0.8)
         loss, _ = microbatch_loss(lp, None, batch, opts, kl_coef=0.05, num_tokens=r_mask.sum(), num_seqs=len(rewards))

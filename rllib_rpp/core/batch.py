@@ -16,7 +16,6 @@ import torch
 
 from rllib_rpp import functional as F
 from rllib_rpp import schema as S
-from rllib_rpp.core.logprobs import response_logprobs
 from rllib_rpp.core.microbatch import plan_microbatches, scatter_rows, take_rows
 from rllib_rpp.core.options import ALONE, Collectives, UpdateOptions
 from rllib_rpp.estimators import get_estimator
@@ -37,13 +36,10 @@ def eval_mode(module):
         module.train(was_training)
 
 
-def forward_logprobs(model, micro: dict, opts: UpdateOptions, with_entropy: bool):
-    """(log-probs, entropy) of a micro-batch: `model` is a causal LM, or a module whose call
-    returns {"logprobs", "entropy"} (the RLModule, or an FSDP-sharded wrapper: sharded modules
-    must be entered through their own call)."""
-    if hasattr(model, "get_output_embeddings"):
-        return response_logprobs(model, micro, temperature=opts.temperature, with_entropy=with_entropy,
-                                 chunk_tokens=opts.logprob_chunk_tokens)
+def forward_logprobs(model, micro: dict, with_entropy: bool):
+    """(log-probs, entropy) of a micro-batch. `model` is a log-prob module, the one interface the
+    core sees: its call returns {"logprobs", "entropy"} (the RLModule, a `LogprobModule` around a
+    causal LM, or their FSDP-sharded roots, which gather their weights inside the call)."""
     out = model(micro, with_entropy=with_entropy)
     return out["logprobs"], out["entropy"]
 
@@ -58,7 +54,7 @@ def logprob_pass(model, batch: dict, microbatches: list[torch.Tensor], opts: Upd
         for rows in microbatches:
             micro = take_rows({k: batch[k] for k in S.TOKEN_COLUMNS}, rows)
             with opts.autocast(device.type):
-                lp, ent = forward_logprobs(model, micro, opts, with_entropy)
+                lp, ent = forward_logprobs(model, micro, with_entropy)
             lps.append((rows, lp))
             ents.append((rows, ent))
     B, width = batch[S.RESPONSE_IDS].shape
@@ -79,7 +75,7 @@ def prepare_batch(policy, ref, batch: dict, opts: UpdateOptions, *, kl_coef: flo
     is_mask_range) into `batch`; return the batch statistics (global over learners) and the pass
     timings.
 
-    `policy` and `ref` (the frozen reference) are causal LMs or modules (see `forward_logprobs`);
+    `policy` and `ref` (the frozen reference) are log-prob modules (see `forward_logprobs`);
     `ref_context()` is entered around the reference pass (a LoRA policy with its adapters
     disabled is its own reference). With several learners, `collectives` sums the statistics
     over them and agrees on the number of micro-batches (sharded learners run the same number

@@ -102,8 +102,9 @@ class ReinforcePPTorchLearner(ReinforcePPLearner, TorchLearner):
                                    chunk_tokens=self.config.logprob_chunk_tokens).eval()
             self._shard(self.ref_lm, lm)
             return
-        self.ref_lm = load_causal_lm(ref, dtype=dtype).to(self._device).eval()
-        self.ref_lm.requires_grad_(False)
+        lm = load_causal_lm(ref, dtype=dtype).to(self._device).eval().requires_grad_(False)
+        self.ref_lm = LogprobModule(lm, temperature=self.config.temperature,
+                                    chunk_tokens=self.config.logprob_chunk_tokens).eval()
 
     def policy_module(self):
         module = self.module[DEFAULT_MODULE_ID]
@@ -228,10 +229,10 @@ class ReinforcePPTorchLearner(ReinforcePPLearner, TorchLearner):
         module = self.policy_module()
         module.set_full_state(None)  # the weights are about to change: drop any gathered copy
         lora = self.ref_lm is None
-        # Sharded weights are gathered inside their root's call: pass through the modules.
-        policy = self.module[DEFAULT_MODULE_ID] if self.sharded else module.lm
-        ref = module.lm if lora else self.ref_lm
-        stats = prepare_batch(policy, ref, batch, self.options, kl_coef=self.kl_coef, collectives=self._collectives(),
+        # Log-prob modules (the core's one interface): sharded weights are gathered inside their root's call.
+        ref = LogprobModule(module.lm, temperature=self.options.temperature,
+                            chunk_tokens=self.options.logprob_chunk_tokens) if lora else self.ref_lm
+        stats = prepare_batch(module, ref, batch, self.options, kl_coef=self.kl_coef, collectives=self._collectives(),
                               ref_context=(lambda: disabled_adapters(module.lm)) if lora else nullcontext)
         self._kl_per_seq = stats["kl_ref_per_seq"]
         self._num_seqs = int(stats["num_seqs"])
