@@ -32,7 +32,15 @@ def init_ray(log=print) -> None:
     except ConnectionError:
         if os.environ.get("RAY_ADDRESS"):
             raise
-        ray.init(num_cpus=os.cpu_count(), **quiet)
+        # The local cluster's processes (children of this one: they inherit the signal mask) ignore a
+        # SIGTERM sent to the whole process group, as `timeout` and batch schedulers send it: else the
+        # raylet dies with it and Ray ends this process with status 1 before the iteration can finish
+        # and save. This process still takes the signal (StopRequest) and shuts Ray down itself.
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+        try:
+            ray.init(num_cpus=os.cpu_count(), **quiet)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
 
 _ITER = re.compile(r"iter_(\d+)$")
