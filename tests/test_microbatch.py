@@ -94,11 +94,14 @@ def test_split_by_tokens_respects_the_budget_sorts_by_length_and_agrees_on_a_cou
     assert len(split_by_tokens(p, r, max_tokens=24, min_count=6)) == 6
     assert len(split_by_tokens(p, r, max_tokens=1)) == 7  # rows over the budget go alone
     # Responses of very different lengths: a group worth splitting ends before padding passes 25 %.
-    p, r = torch.full((64,), 10), torch.tensor([100] * 32 + [20] * 32)
+    p, r = torch.full((128,), 10), torch.tensor([100] * 64 + [20] * 64)
     lengths = [int((p[g] + r[g]).max()) for g in split_by_tokens(p, r, max_tokens=16_000)]
     assert lengths == [110, 30]  # one batch would be 36 % padding
     assert len(split_by_tokens(p, r, max_tokens=16_000, max_padding=1.0)) == 1
     assert len(split_by_tokens(p[:4], r[:4] - torch.arange(4) * 30, max_tokens=8192)) == 1  # too small to split
+    # Under PADDING_SPLIT_MIN_TOKENS an extra pass costs more than the padding: one micro-batch.
+    p, r = torch.full((128,), 2), torch.tensor([10] * 64 + [4] * 64)  # 128 x 12 = 1536 padded tokens
+    assert len(split_by_tokens(p, r, max_tokens=8192)) == 1
 
 
 @pytest.mark.parametrize("mode", F.LOSS_AGG_MODES)

@@ -53,6 +53,7 @@ from rllib_rpp.env_runners.reward_workers import (
     submit_scoring,
 )
 from rllib_rpp.env_runners.task_metrics import correct_at, log_task_metrics, task_summary
+from rllib_rpp.heap import freeze_built_objects
 from rllib_rpp.samplers import Generation, SamplingParams, make_sampler, sampler_class
 
 logger = logging.getLogger(__name__)
@@ -118,6 +119,8 @@ class TextEnvRunner(EnvRunner, Checkpointable):
             if self._pending_weights is not None:
                 self.sampler.load_weights(self._pending_weights, self._weights_seq_no)
                 self._pending_weights = None
+            if self.worker_index > 0:  # an actor of its own, alive until the algorithm stops
+                freeze_built_objects()
         return self.sampler
 
     # -- sampling --------------------------------------------------------------------------

@@ -50,6 +50,7 @@ from rllib_rpp.checkpoints import resolve_for_restore, save_atomically
 from rllib_rpp.core.balance import balanced_order
 from rllib_rpp.core.scoring import score_batch
 from rllib_rpp.env_runners.reward_workers import start_reward_workers, stop_reward_workers
+from rllib_rpp.heap import freeze_built_objects, thaw
 from rllib_rpp.reinforce_pp.curriculum_driver import CurriculumDriver
 from rllib_rpp.reinforce_pp.dynamic_sampling import fill_batch, trim_for_update
 from rllib_rpp.reinforce_pp.errors import LearnersTimedOut, raise_user_errors, returning_user_errors
@@ -113,6 +114,7 @@ class ReinforcePP(Algorithm):
         self.reward_workers = start_reward_workers(self.config) if self.config.num_reward_workers else []
         if self.reward_workers:
             self._give_reward_workers()
+        freeze_built_objects()  # the local runner's and learner's models live as long as this algorithm
 
     def _give_reward_workers(self, ids=None) -> None:
         workers = self.reward_workers
@@ -122,6 +124,7 @@ class ReinforcePP(Algorithm):
     @override(Algorithm)
     def stop(self) -> None:
         super().stop()
+        thaw()
         if getattr(self, "reward_workers", None):  # their reward processes first: nothing is left running
             stop_reward_workers(self.reward_workers)
             self.reward_workers = []

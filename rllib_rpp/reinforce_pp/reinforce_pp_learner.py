@@ -12,6 +12,7 @@ from ray.rllib.utils.annotations import override
 
 from rllib_rpp.core.options import UpdateOptions
 from rllib_rpp.functional import adaptive_kl_coef
+from rllib_rpp.heap import freeze_built_objects
 from rllib_rpp.reinforce_pp.connectors import EpisodesToTokenBatch, ReinforcePPAdvantages
 
 KL_COEF = "kl_coef"
@@ -29,6 +30,8 @@ class ReinforcePPLearner(Learner):
         if self._learner_connector is not None:
             self._learner_connector.append(EpisodesToTokenBatch(device=self._device))
             self._learner_connector.append(ReinforcePPAdvantages(learner=self))
+        if self.config.num_learners > 0:  # an actor of its own, alive until the algorithm stops
+            freeze_built_objects()
 
     @abc.abstractmethod
     def build_reference_model(self) -> None:
