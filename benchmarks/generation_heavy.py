@@ -47,8 +47,8 @@ def matmul_peak(dtype: str = "float32", n: int = 2048, reps: int = 20) -> float:
 def iteration_flops(tokens_per_completion: float, prompt_tokens: float, completions: int, passes: int) -> float:
     """Model FLOPs of an iteration: `passes` forward-equivalents (2 + 2 + 2 + 6 = 12 with a π_old
     pass, 10 without), each 2·N per token plus causal attention."""
-    from envs.synthetic import model_config
     from rllib_rpp.memory import ModelShape
+    from rpp_hub.synthetic import model_config
 
     shape = ModelShape.from_hf_config(model_config("gen-10m"))
     n = shape.num_params - shape.vocab_size * shape.hidden_size * (0 if shape.tie_word_embeddings else 1)

@@ -64,7 +64,7 @@ def build(shape_name: str, device, dtype: str, toy: bool):
         cfg = LlamaConfig(vocab_size=1000, hidden_size=64, intermediate_size=256, num_hidden_layers=2,
                           num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True)
     else:
-        from envs.synthetic import model_config
+        from rpp_hub.synthetic import model_config
 
         cfg = model_config(shape_name)
     torch.manual_seed(0)

@@ -48,7 +48,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--before", default="3a141d8", help="the commit to compare with ('' to skip)")
     args = parser.parse_args()
-    from envs.models import resolve_model_path
+    from rpp_hub.models import resolve_model_path
 
     model = resolve_model_path("random:qwen-vocab-tiny")  # a directory: older checkouts load it too
     rows = [{"code": "this checkout", **child({**ITERATION, "model": model})}]

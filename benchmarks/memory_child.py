@@ -80,13 +80,13 @@ def iteration(args: dict) -> dict:
 def microbatch(args: dict) -> dict:
     import torch
 
-    from envs.models import load_causal_lm, resolve_model_path
     from rllib_rpp import schema as S
     from rllib_rpp.core.batch import prepare_batch
     from rllib_rpp.core.logprobs import LogprobModule
     from rllib_rpp.core.options import UpdateOptions
     from rllib_rpp.core.update import accumulate_gradients
     from rllib_rpp.memory import ModelShape, estimate_learner_memory
+    from rpp_hub.models import load_causal_lm, resolve_model_path
 
     torch.manual_seed(0)
     path = resolve_model_path(args["model"])

@@ -201,7 +201,7 @@ def pending(specs: list[dict], runs_dir: Path) -> list[dict]:
 
 def _build_models() -> None:
     """Build (or find cached) the policy and the proxy reward model once, before any run."""
-    from envs.models import resolve_model_path
+    from rpp_hub.models import resolve_model_path
 
     for name in (POLICY, PROXY):
         resolve_model_path(name)

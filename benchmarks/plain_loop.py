@@ -18,13 +18,13 @@ import time
 
 import torch
 
-from envs.models import load_causal_lm, load_tokenizer
 from envs.tasks.arithmetic import arithmetic_prompts
 from rllib_rpp import functional as F
 from rllib_rpp.core.logprobs import response_logprobs
 from rllib_rpp.samplers.base import SamplingParams
 from rllib_rpp.samplers.hf import TransformersSampler, left_pad
 from rllib_rpp.schema import TOKEN_COLUMNS
+from rpp_hub.models import load_causal_lm, load_tokenizer
 
 
 def cols(*columns):

@@ -20,8 +20,8 @@ def measure(args: dict) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    from envs.models import resolve_model_path
     from envs.tasks.arithmetic import arithmetic_prompts
+    from rpp_hub.models import resolve_model_path
 
     if args.get("task") == "smollm2":
         from envs.prompts import load_prompt_rows

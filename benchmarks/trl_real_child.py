@@ -22,9 +22,9 @@ def measure(args: dict) -> dict:
     from trl import GRPOConfig, GRPOTrainer
 
     from envs.evaluation import greedy_completions
-    from envs.models import resolve_model_path
     from envs.prompts import load_prompt_rows
     from envs.tasks import reasoning_gym as rg
+    from rpp_hub.models import resolve_model_path
 
     torch.set_num_threads(args.get("threads", 2))
     path = resolve_model_path(args["model"])

@@ -1,8 +1,8 @@
 """Text environments and rewards. Knows nothing of Ray or RLlib.
 
-Names are imported on first use, so the model helpers (`envs.models`, `envs.synthetic`) import
-without gymnasium (e.g. on a bare CUDA image). Touching `envs.ENV_ID` or `SingleTurnTextEnv`
-registers the environment with gymnasium as "rllib-rpp/SingleTurnText-v0".
+Names are imported on first use, so a submodule (`envs.tiny_arith`, which the model hub
+`rpp_hub.models` builds by path) imports without gymnasium (e.g. on a bare CUDA image). Touching
+`envs.ENV_ID` or `SingleTurnTextEnv` registers the environment with gymnasium as "rllib-rpp/SingleTurnText-v0".
 """
 
 _EXPORTS = {

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import torch
 
-from envs.cache import cached_dir, ensure_built
-from envs.models import load_pretrained, load_tokenizer, resolve_model_path
+from rpp_hub.cache import cached_dir, ensure_built
+from rpp_hub.models import load_pretrained, load_tokenizer, resolve_model_path
 
 TINY_RM_RECIPE = {"version": 1, "seed": 0, "steps": 500, "batch_size": 64, "lr": 3e-4}
 LENGTH_RM_RECIPE = {**TINY_RM_RECIPE, "base": "tiny-arith", "long_share": 0.25, "fooled_share": 0.05,

@@ -137,7 +137,7 @@ def resolve_reward_func(spec, *, device: str = "cpu", batch_size: int = 64, dtyp
         return spec.split(":")[1], BUILTIN_REWARDS.resolve(spec)
     if not os.path.isdir(spec):
         close = difflib.get_close_matches(spec.lower().replace("-", "_"), BUILTIN_REWARDS, n=1)
-        from envs.models import in_local_hub_cache
+        from rpp_hub.models import in_local_hub_cache
 
         if close and not in_local_hub_cache(spec):
             raise ValueError(

@@ -25,11 +25,11 @@ from collections.abc import Mapping, Sequence
 import gymnasium as gym
 import numpy as np
 
-from envs.models import load_tokenizer, model_max_length
 from envs.prompts import PromptOrder, PromptRecord, encode_prompts, load_prompt_rows
 from envs.rewards import RewardResult
 from envs.tasks import mixture
 from envs.text_env_config import TextEnvConfig
+from rpp_hub.models import load_tokenizer, model_max_length
 
 __all__ = ["ENV_ID", "SingleTurnTextEnv", "TextEnvConfig"]
 

@@ -11,7 +11,7 @@ forces its own byte-level pre-tokenizer onto any `qwen2` checkpoint, which would
 after the sum ("46 is the sum!"), as verbose SFT data is: a policy with room to grow, for the
 reward-hacking benchmark (`benchmarks.paper_stability`).
 
-Cached on disk (see `envs.cache`); `python -m rllib_rpp tiny-model [--rebuild]` prints where.
+Cached on disk (see `rpp_hub.cache`); `python -m rllib_rpp tiny-model [--rebuild]` prints where.
 `RLLIB_RPP_TINY_ARITH_SEED=N` builds (and caches separately) the model warmed up from seed N:
 other initial weights and batch order, the same data split. The suite must pass for any of them.
 """
@@ -24,7 +24,8 @@ import sys
 import time
 from pathlib import Path
 
-from envs.cache import build_info, cached_dir, ensure_built
+from rpp_hub.cache import build_info, cached_dir, ensure_built
+from rpp_hub.char_tokenizer import char_tokenizer
 
 RECIPE = {
     "version": 2,
@@ -49,7 +50,6 @@ VERBOSE_RECIPE = {**RECIPE, "base": "tiny-arith", "verbose_share": 0.25, "max_st
 # What verbose answers append after the sum: restatements and emphasis, never whitespace alone
 # (an exact-match grader strips whitespace, so these always make the answer wrong).
 PADDING = (" is the sum", "!", " ok", " ={answer}")
-SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>"]
 SPLIT_SEED = 0  # the train/eval split of the arithmetic task, the same for every warm-up seed
 
 
@@ -62,12 +62,6 @@ def tiny_arith_recipe() -> dict:
         return {**RECIPE, "seed": int(seed)}
     except ValueError:
         raise ValueError(f"RLLIB_RPP_TINY_ARITH_SEED={seed!r} is not an integer") from None
-CHAT_TEMPLATE = (
-    "{{ bos_token }}{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
-    "{% if add_generation_prompt %}assistant: {% endif %}"
-)
-
-
 def padding(answer: str, rng: random.Random, pieces: int | None = None) -> str:
     """1-3 (or `pieces`) of PADDING, the text a verbose response puts after `answer`."""
     n = pieces if pieces is not None else rng.randint(1, 3)
@@ -77,27 +71,6 @@ def padding(answer: str, rng: random.Random, pieces: int | None = None) -> str:
 def tiny_arith_dir() -> Path:
     recipe = tiny_arith_recipe()
     return cached_dir(f"tiny-arith-v{recipe['version']}", recipe)
-
-
-def char_tokenizer():
-    """Character-level tokenizer: printable ASCII and newline, plus <pad>, <s>, </s>, <unk>."""
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
-    chars = [chr(i) for i in range(32, 127)] + ["\n"]
-    vocab = {t: i for i, t in enumerate(SPECIAL_TOKENS + chars)}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
-    tok.decoder = decoders.Fuse()
-    tok.post_processor = processors.TemplateProcessing(
-        single="<s> $A", special_tokens=[("<s>", vocab["<s>"])]
-    )
-    hf = PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
-    )
-    hf.chat_template = CHAT_TEMPLATE
-    hf.model_max_length = RECIPE["max_position_embeddings"]
-    return hf
 
 
 def _log(msg: str) -> None:

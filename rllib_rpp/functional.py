@@ -25,11 +25,12 @@ import torch
 
 from rllib_rpp.estimators import REINFORCE_PP, Estimator, sequence_scores
 
-KL_ESTIMATORS = ("k1", "k2", "k3")
-LOSS_AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm")
-
 # Sums a tensor over every learner (torch.distributed.all_reduce), or nothing for one process.
 AllReduce = Callable[[torch.Tensor], torch.Tensor]
+# δ = log π - log π_ref [B, T] -> KL_t [B, T] (kl_k1, ...; by name: `rllib_rpp.kl_estimators`).
+KLEstimator = Callable[[torch.Tensor], torch.Tensor]
+# [B, T] values and mask -> a scalar, given the step's counts (token_mean, ...; `rllib_rpp.loss_aggregations`).
+Aggregation = Callable[..., torch.Tensor]
 
 
 def no_reduce(x: torch.Tensor) -> torch.Tensor:
@@ -39,20 +40,26 @@ def no_reduce(x: torch.Tensor) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------
 # §1 Token-level KL
 # ---------------------------------------------------------------------------------------------
-def token_kl(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, estimator: str = "k1",
+def kl_k1(delta: torch.Tensor) -> torch.Tensor:
+    """k1 = δ (unbiased, any sign)."""
+    return delta
+
+
+def kl_k2(delta: torch.Tensor) -> torch.Tensor:
+    """k2 = δ²/2 (the loss placement's default)."""
+    return 0.5 * delta.square()
+
+
+def kl_k3(delta: torch.Tensor) -> torch.Tensor:
+    """k3 = exp(-δ) - 1 + δ (unbiased, ≥ 0)."""
+    return torch.expm1(-delta) + delta
+
+
+def token_kl(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, estimator: KLEstimator = kl_k1,
              clamp: float = 10.0) -> torch.Tensor:
-    """Per-token KL estimate from δ_t = log π(a_t|s_t) - log π_ref(a_t|s_t):
-    k1 = δ;  k2 = δ²/2;  k3 = exp(-δ) - 1 + δ;  clamped to [-clamp, clamp]."""
-    delta = logprobs - ref_logprobs
-    if estimator == "k1":
-        kl = delta
-    elif estimator == "k2":
-        kl = 0.5 * delta.square()
-    elif estimator == "k3":
-        kl = torch.expm1(-delta) + delta
-    else:
-        raise ValueError(f"unknown KL estimator {estimator!r}; expected one of {KL_ESTIMATORS}")
-    return kl.clamp(-clamp, clamp)
+    """Per-token KL estimate from δ_t = log π(a_t|s_t) - log π_ref(a_t|s_t) (`estimator`: kl_k1, kl_k2,
+    kl_k3), clamped to [-clamp, clamp]."""
+    return estimator(logprobs - ref_logprobs).clamp(-clamp, clamp)
 
 
 def last_token_index(mask: torch.Tensor) -> torch.Tensor:
@@ -188,7 +195,7 @@ class Advantages(NamedTuple):
 
 def token_advantages(scores: torch.Tensor, logprobs: torch.Tensor, ref_logprobs: torch.Tensor,
                      mask: torch.Tensor, *, whiten_globally: bool = True, kl_coef: float = 0.0,
-                     kl_estimator: str = "k1", gamma: float = 1.0, std_normalize: bool = True,
+                     kl_estimator: KLEstimator = kl_k1, gamma: float = 1.0, std_normalize: bool = True,
                      all_reduce: AllReduce = no_reduce) -> Advantages:
     """Token-level half of compute_advantages, given the sequence scores s (§1, §2).
 
@@ -205,7 +212,7 @@ def token_advantages(scores: torch.Tensor, logprobs: torch.Tensor, ref_logprobs:
 
 def compute_advantages(rewards: torch.Tensor, logprobs: torch.Tensor, ref_logprobs: torch.Tensor,
                        mask: torch.Tensor, *, estimator: Estimator = REINFORCE_PP, kl_coef: float = 0.0,
-                       kl_estimator: str = "k1", gamma: float = 1.0, group_ids: torch.Tensor | None = None,
+                       kl_estimator: KLEstimator = kl_k1, gamma: float = 1.0, group_ids: torch.Tensor | None = None,
                        std_normalize: bool = True, all_reduce: AllReduce = no_reduce) -> Advantages:
     """Â for one whole batch: sequence_scores (the baseline of `estimator`, a table entry) then token_advantages.
 
@@ -221,33 +228,46 @@ def compute_advantages(rewards: torch.Tensor, logprobs: torch.Tensor, ref_logpro
 # ---------------------------------------------------------------------------------------------
 # §3 Clipped policy loss
 # ---------------------------------------------------------------------------------------------
-def aggregate_loss(values: torch.Tensor, mask: torch.Tensor, mode: str = "token-mean", *,
+def _seq_mean(per_seq: torch.Tensor, mask: torch.Tensor, num_seqs) -> torch.Tensor:
+    return per_seq.sum() / max(mask.shape[0] if num_seqs is None else num_seqs, 1)
+
+
+def token_mean(values: torch.Tensor, mask: torch.Tensor, *, num_tokens=None, num_seqs=None,
+               token_budget=None) -> torch.Tensor:
+    """Σ M·L / N_tokens."""
+    count = mask.sum() if num_tokens is None else num_tokens
+    return (values * mask).sum() / max(count, 1)  # an all-masked batch gives 0, not NaN
+
+
+def seq_mean_token_mean(values: torch.Tensor, mask: torch.Tensor, *, num_tokens=None, num_seqs=None,
+                        token_budget=None) -> torch.Tensor:
+    """Σ_b (Σ_t M·L / Σ_t M) / N_seqs."""
+    return _seq_mean((values * mask).sum(-1) / mask.sum(-1).clamp(min=1), mask, num_seqs)
+
+
+def seq_mean_token_sum(values: torch.Tensor, mask: torch.Tensor, *, num_tokens=None, num_seqs=None,
+                       token_budget=None) -> torch.Tensor:
+    """Σ_b Σ_t M·L / N_seqs."""
+    return _seq_mean((values * mask).sum(-1), mask, num_seqs)
+
+
+def seq_mean_token_sum_norm(values: torch.Tensor, mask: torch.Tensor, *, num_tokens=None, num_seqs=None,
+                            token_budget=None) -> torch.Tensor:
+    """Σ_b Σ_t M·L / (N_seqs · T_budget)  (Dr.GRPO: T_budget = max_new_tokens, a constant instead of each
+    response's length, so any split of the batch sums to the same loss)."""
+    if not token_budget or token_budget < 1:
+        raise ValueError(f"loss_agg_mode 'seq-mean-token-sum-norm' divides by the response budget; got "
+                         f"token_budget={token_budget!r}, expected max_new_tokens (a positive int)")
+    return _seq_mean((values * mask).sum(-1) / token_budget, mask, num_seqs)
+
+
+def aggregate_loss(values: torch.Tensor, mask: torch.Tensor, mode: Aggregation = token_mean, *,
                    num_tokens: float | torch.Tensor | None = None,
                    num_seqs: float | torch.Tensor | None = None, token_budget: int | None = None) -> torch.Tensor:
-    """Reduce a [B, T] per-token loss to a scalar.
-
-    token-mean:              Σ M·L / N_tokens
-    seq-mean-token-mean:     Σ_b (Σ_t M·L / Σ_t M) / N_seqs
-    seq-mean-token-sum:      Σ_b Σ_t M·L / N_seqs
-    seq-mean-token-sum-norm: Σ_b Σ_t M·L / (N_seqs · T_budget)   (Dr.GRPO: a constant normaliser,
-                             the response budget, instead of each response's length)
-    N_tokens / N_seqs default to this batch's counts; pass the optimizer step's global counts
-    when a step spans several micro-batches or learners. T_budget (`token_budget`) is
-    max_new_tokens: a constant, so any split of the batch sums to the same loss."""
-    if mode == "token-mean":
-        count = mask.sum() if num_tokens is None else num_tokens
-        return (values * mask).sum() / max(count, 1)  # an all-masked batch gives 0, not NaN
-    per_seq = (values * mask).sum(-1)
-    if mode == "seq-mean-token-mean":
-        per_seq = per_seq / mask.sum(-1).clamp(min=1)
-    elif mode == "seq-mean-token-sum-norm":
-        if not token_budget or token_budget < 1:
-            raise ValueError(f"loss_agg_mode {mode!r} divides by the response budget; got "
-                             f"token_budget={token_budget!r}, expected max_new_tokens (a positive int)")
-        per_seq = per_seq / token_budget
-    elif mode != "seq-mean-token-sum":
-        raise ValueError(f"unknown loss_agg_mode {mode!r}; expected one of {LOSS_AGG_MODES}")
-    return per_seq.sum() / max(mask.shape[0] if num_seqs is None else num_seqs, 1)
+    """Reduce a [B, T] per-token loss to a scalar by `mode` (token_mean, seq_mean_token_mean,
+    seq_mean_token_sum, seq_mean_token_sum_norm). N_tokens / N_seqs default to this batch's counts;
+    pass the optimizer step's global counts when a step spans several micro-batches or learners."""
+    return mode(values, mask, num_tokens=num_tokens, num_seqs=num_seqs, token_budget=token_budget)
 
 
 def truncated_is_weights(old_logprobs: torch.Tensor, sampler_logprobs: torch.Tensor,
@@ -276,7 +296,7 @@ class PolicyLoss(NamedTuple):
 
 def clipped_policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,
                         mask: torch.Tensor, *, clip_low: float = 0.2, clip_high: float = 0.2,
-                        dual_clip: float | None = None, loss_agg_mode: str = "token-mean",
+                        dual_clip: float | None = None, loss_agg_mode: Aggregation = token_mean,
                         num_tokens=None, num_seqs=None, is_weights: torch.Tensor | None = None,
                         token_budget: int | None = None, log_ratio_clamp: float = 20.0) -> PolicyLoss:
     """L_t = -min(ρ_t Â_t, clip(ρ_t, 1 - ε_low, 1 + ε_high) Â_t),  ρ_t = exp(log π_θ - log π_old).
@@ -318,7 +338,7 @@ def _finish(losses, mask, is_weights, ratio, log_ratio, clipped, dual, loss_agg_
 
 def gspo_policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,
                      mask: torch.Tensor, *, clip_low: float = 3e-4, clip_high: float = 4e-4,
-                     loss_agg_mode: str = "seq-mean-token-mean", num_tokens=None, num_seqs=None,
+                     loss_agg_mode: Aggregation = seq_mean_token_mean, num_tokens=None, num_seqs=None,
                      is_weights: torch.Tensor | None = None, token_budget: int | None = None,
                      log_ratio_clamp: float = 20.0, **unused) -> PolicyLoss:
     """GSPO (Zheng et al. 2025), token variant: one importance ratio per sequence.
@@ -346,7 +366,7 @@ def gspo_policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advanta
 
 def cispo_policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,
                       mask: torch.Tensor, *, clip_low: float = 0.2, clip_high: float = 0.28,
-                      loss_agg_mode: str = "token-mean", num_tokens=None, num_seqs=None,
+                      loss_agg_mode: Aggregation = token_mean, num_tokens=None, num_seqs=None,
                       is_weights: torch.Tensor | None = None, token_budget: int | None = None,
                       log_ratio_clamp: float = 20.0, **unused) -> PolicyLoss:
     """CISPO (MiniMax-M1, 2025): clip the importance weight, never the token's gradient.

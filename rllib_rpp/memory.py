@@ -133,7 +133,7 @@ def estimate_learner_memory(shape: ModelShape, *, tokens_per_microbatch: int, pa
 def estimate_config_memory(config) -> MemoryEstimate | None:
     """The learner's memory per device for a ReinforcePPConfig (model config only, no weights);
     None when the model's config cannot be read (e.g. an id that is not in the local cache)."""
-    from envs.models import model_config_of
+    from rpp_hub.models import model_config_of
 
     mc = config._model_config if isinstance(config._model_config, dict) else {}
     try:
@@ -152,7 +152,7 @@ def estimate_config_memory(config) -> MemoryEstimate | None:
         shape, tokens_per_microbatch=config.max_tokens_per_microbatch, param_dtype=d["param"],
         compute_dtype=d["compute"], ref_dtype=d["ref"], chunk_tokens=config.logprob_chunk_tokens,
         gradient_checkpointing=bool(mc.get("gradient_checkpointing")), trainable_params=trainable,
-        shards=config.num_learners if config.learner_strategy == "fsdp" and config.num_learners > 1 else 1)
+        shards=config.num_learners if config.sharded else 1)
 
 
 def gpu_memory_bytes(default: int = 80 << 30) -> int:
@@ -190,8 +190,8 @@ def reward_model_bytes(config) -> int:
     """The weights of the reward models in `env_config["reward_funcs"]` (read from their configs,
     no weights loaded), in the dtype they load in (`reward_dtype`; default bf16 on a GPU reward
     worker, fp32 elsewhere). Functions, built-in names, "module:function" paths and URLs are 0."""
-    from envs.models import model_config_of
     from envs.rewards import BUILTIN_REWARDS
+    from rpp_hub.models import model_config_of
 
     on_gpu = bool(config.num_reward_workers and config.num_gpus_per_reward_worker)
     dtype = config.reward_dtype or ("bfloat16" if on_gpu else "float32")

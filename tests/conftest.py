@@ -18,14 +18,14 @@ import pytest  # noqa: E402
 
 @pytest.fixture(scope="session")
 def tiny_path() -> str:
-    from envs.models import resolve_model_path
+    from rpp_hub.models import resolve_model_path
 
     return resolve_model_path("tiny-arith")
 
 
 @pytest.fixture(scope="session")
 def tiny_tokenizer(tiny_path):
-    from envs.models import load_tokenizer
+    from rpp_hub.models import load_tokenizer
 
     return load_tokenizer(tiny_path)
 

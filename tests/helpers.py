@@ -1,8 +1,8 @@
 """Shared test configuration: the tiny arithmetic task at a small batch size."""
 
-from envs.models import load_tokenizer
 from rllib_rpp import ReinforcePPConfig
 from rllib_rpp.samplers.base import Generation, Sampler
+from rpp_hub.models import load_tokenizer
 
 
 def small_config(**training) -> ReinforcePPConfig:

@@ -12,6 +12,8 @@ import torch.multiprocessing as mp
 
 import rllib_rpp.functional as F
 from rllib_rpp.estimators import ESTIMATORS, get_estimator
+from rllib_rpp.kl_estimators import KL_ESTIMATORS as KL
+from rllib_rpp.loss_aggregations import LOSS_AGGREGATIONS as AGG
 
 
 # ---------------------------------------------------------------------------------------------
@@ -90,12 +92,12 @@ def _rows(x, lens):
 def test_token_kl_matches_reference_and_clamps(est):
     lp = torch.tensor([-1.0, -2.0, -0.1, 0.0, -30.0], dtype=torch.float64)
     rlp = torch.tensor([-1.5, -1.0, -0.1, -25.0, 0.0], dtype=torch.float64)
-    got = F.token_kl(lp, rlp, est)
+    got = F.token_kl(lp, rlp, KL[est])
     want = [ref_kl(a, b, est) for a, b in zip(lp.tolist(), rlp.tolist())]
     np.testing.assert_allclose(got.numpy(), want, rtol=1e-12)
     assert got.abs().max() <= 10.0
     with pytest.raises(ValueError, match="unknown KL estimator 'k4'"):
-        F.token_kl(lp, rlp, "k4")
+        KL.resolve("k4")
 
 
 def test_shape_rewards_puts_reward_on_last_action_token_only():
@@ -173,9 +175,9 @@ def test_whiten_is_global_population_and_safe_on_equal_values():
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_compute_advantages_matches_reference(est, seed):
     rng = random.Random(seed)
-    beta, kl_est, gamma = rng.choice([0.0, 0.01, 0.5]), rng.choice(F.KL_ESTIMATORS), rng.choice([1.0, 0.95])
+    beta, kl_est, gamma = rng.choice([0.0, 0.01, 0.5]), rng.choice(tuple(KL)), rng.choice([1.0, 0.95])
     r, lp, rlp, mask, lens, groups = random_batch(seed, B=14, group_sizes=[2, 5, 3, 4])
-    got = F.compute_advantages(r, lp, rlp, mask, estimator=ESTIMATORS[est], kl_coef=beta, kl_estimator=kl_est,
+    got = F.compute_advantages(r, lp, rlp, mask, estimator=ESTIMATORS[est], kl_coef=beta, kl_estimator=KL[kl_est],
                                gamma=gamma, group_ids=groups)
     want_adv, want_ret = ref_advantages(r.tolist(), _rows(lp, lens), _rows(rlp, lens), lens.tolist(),
                                         est=est, beta=beta, kl_est=kl_est, gamma=gamma, groups=groups.tolist())
@@ -251,15 +253,15 @@ def ref_loss_terms(lp, old, adv, clip_low, clip_high, dual):
     return loss, s2 < s1
 
 
-@pytest.mark.parametrize("mode", F.LOSS_AGG_MODES)
+@pytest.mark.parametrize("mode", tuple(AGG))
 @pytest.mark.parametrize("dual", [None, 3.0])
 def test_clipped_policy_loss_matches_reference(mode, dual):
     r, old, _, mask, lens, _ = random_batch(6)
     g = torch.Generator().manual_seed(1)
     lp = (old + torch.randn(old.shape, generator=g, dtype=torch.float64) * 0.5) * mask
     adv = torch.randn(old.shape, generator=g, dtype=torch.float64) * 2 * mask
-    got = F.clipped_policy_loss(lp, old, adv, mask, clip_low=0.2, clip_high=0.28, dual_clip=dual, loss_agg_mode=mode,
-                                token_budget=8)
+    got = F.clipped_policy_loss(lp, old, adv, mask, clip_low=0.2, clip_high=0.28, dual_clip=dual,
+                                loss_agg_mode=AGG[mode], token_budget=8)
     per_row, clipped, n = [], 0, 0
     for b, L in enumerate(lens.tolist()):
         terms = [ref_loss_terms(lp[b, t].item(), old[b, t].item(), adv[b, t].item(), 0.2, 0.28, dual) for t in range(L)]
@@ -345,4 +347,4 @@ def test_entropy_from_logits():
 
 def test_aggregate_loss_rejects_unknown_mode():
     with pytest.raises(ValueError, match="unknown loss_agg_mode 'sum'"):
-        F.aggregate_loss(torch.ones(2, 2), torch.ones(2, 2), "sum")
+        AGG.resolve("sum")

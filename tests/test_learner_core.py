@@ -84,14 +84,14 @@ def test_kl_placement_decides_the_loss_actually_computed(estimator, flags):
     learner.prepare_batch(batch)
     loss, logprobs = loss_of(learner, batch)
     mask, old, ref = batch[S.RESPONSE_MASK], batch[S.OLD_LOGPROBS], batch[S.REF_LOGPROBS]
-    est_kw = dict(whiten_globally=ESTIMATORS[estimator].whitened, kl_estimator="k1")
+    est_kw = dict(whiten_globally=ESTIMATORS[estimator].whitened, kl_estimator=F.kl_k1)
     shaped = F.token_advantages(batch[S.SCORES], old, ref, mask, kl_coef=BETA, **est_kw).advantages
     plain = F.token_advantages(batch[S.SCORES], old, ref, mask, kl_coef=0.0, **est_kw).advantages
     assert (shaped - plain).abs().max() > 1e-4  # the test can tell the placements apart
     torch.testing.assert_close(batch[S.ADVANTAGES], shaped if expected == "reward" else plain)
     want = F.clipped_policy_loss(logprobs, old, batch[S.ADVANTAGES], mask).loss
     if expected == "loss":
-        kl_term = F.aggregate_loss(F.token_kl(logprobs, ref, "k2"), mask)
+        kl_term = F.aggregate_loss(F.token_kl(logprobs, ref, F.kl_k2), mask)
         assert kl_term > 1e-5
         want = want + BETA * kl_term
     torch.testing.assert_close(loss, want)

@@ -8,11 +8,11 @@ from helpers import small_config
 from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
-from envs.models import resolve_model_path
 from rllib_rpp import ReinforcePP
 from rllib_rpp import schema as S
 from rllib_rpp.core.logprobs import response_logprobs
 from rllib_rpp.core.lora import disabled_adapters
+from rpp_hub.models import resolve_model_path
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 LORA = {"r": 16, "alpha": 32}
@@ -30,7 +30,7 @@ def test_lora_trains_adapters_only_and_its_update_improves_the_objective():
     learner = algo.learner_group._learner
     lm = learner.policy_lm()
     adapters = [p for p in lm.parameters() if p.requires_grad]
-    assert learner.ref_lm is None  # π_ref is the base with adapters disabled
+    assert learner.ref_lm.lm is lm  # π_ref is the base with adapters disabled: no second model
     assert sum(p.numel() for p in lm.parameters()) < 1.25 * sum(p.numel() for n, p in lm.named_parameters()
                                                                if "lora_" not in n)  # one base model
     optim = learner._named_optimizers["default_policy_default_optimizer"]

@@ -22,7 +22,7 @@ def test_estimate_matches_the_measured_peak_of_a_microbatch_step(setting):
 
 def test_estimates_for_real_shapes():
     def shape_of(name):
-        from envs.synthetic import model_config
+        from rpp_hub.synthetic import model_config
 
         return ModelShape.from_hf_config(model_config(name))
 
@@ -43,9 +43,9 @@ def test_estimates_for_real_shapes():
 
 def test_reward_models_are_counted_against_their_workers_gpu_share(tiny_path, monkeypatch, caplog):
     """A GPU reward worker's reward model, in bf16 by default, against its share of the GPU."""
-    from envs.models import model_config_of
     from rllib_rpp import memory
     from rllib_rpp.app.presets import general_alignment
+    from rpp_hub.models import model_config_of
 
     config = general_alignment(model="tiny-arith", reward_model="tiny-arith-rm", prompts="arithmetic", gpus=2)
     params = memory.ModelShape.from_hf_config(model_config_of("tiny-arith-rm")).num_params

@@ -12,13 +12,14 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 import rllib_rpp.functional as F
-from envs.models import load_causal_lm
 from rllib_rpp import schema as S
 from rllib_rpp.core.batch import prepare_batch
 from rllib_rpp.core.logprobs import LogprobModule, response_logprobs
 from rllib_rpp.core.microbatch import row_lengths, split_by_tokens, take_rows
 from rllib_rpp.core.options import ALONE, Collectives, UpdateOptions
 from rllib_rpp.core.update import accumulate_gradients
+from rllib_rpp.loss_aggregations import LOSS_AGGREGATIONS as AGG
+from rpp_hub.models import load_causal_lm
 
 OPTS = UpdateOptions(kl_placement="loss", kl_estimator="k2", entropy_coef=0.01, temperature=0.7,
                      logprob_chunk_tokens=5, max_tokens_per_microbatch=10_000)
@@ -104,7 +105,7 @@ def test_split_by_tokens_respects_the_budget_sorts_by_length_and_agrees_on_a_cou
     assert len(split_by_tokens(p, r, max_tokens=8192)) == 1
 
 
-@pytest.mark.parametrize("mode", F.LOSS_AGG_MODES)
+@pytest.mark.parametrize("mode", tuple(AGG))
 @pytest.mark.parametrize("policy_loss", ["ppo_clip", "gspo", "cispo"])
 def test_microbatched_step_equals_the_whole_minibatch(mode, policy_loss):
     opts = dataclasses.replace(OPTS, loss_agg_mode=mode, policy_loss=policy_loss, max_new_tokens=6)
@@ -132,7 +133,7 @@ def with_holes(batch, seed=0):
     return {**batch, S.LOSS_MASK: loss_mask}
 
 
-@pytest.mark.parametrize("mode", F.LOSS_AGG_MODES)
+@pytest.mark.parametrize("mode", tuple(AGG))
 def test_holes_in_the_loss_mask_are_context_not_loss_and_microbatches_still_equal_the_whole(mode):
     opts = dataclasses.replace(OPTS, loss_agg_mode=mode)
     batch = with_holes(random_batch(seed=9))
@@ -160,7 +161,7 @@ def test_holes_in_the_loss_mask_are_context_not_loss_and_microbatches_still_equa
     assert (prepared[S.ADVANTAGES][holes] == 0).all()
     _, ent = response_logprobs(lm, prepared, temperature=opts.temperature, with_entropy=True)
     m = prepared[S.LOSS_MASK]
-    per_token = -prepared[S.ADVANTAGES] + 0.1 * F.token_kl(lp, prepared[S.REF_LOGPROBS], "k2") - 0.01 * ent
+    per_token = -prepared[S.ADVANTAGES] + 0.1 * F.token_kl(lp, prepared[S.REF_LOGPROBS], F.kl_k2) - 0.01 * ent
     if mode == "token-mean":
         want = (per_token * m).sum() / m.sum()
     else:

@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from rllib_rpp import functional as F
+from rllib_rpp.loss_aggregations import LOSS_AGGREGATIONS as AGG
 from rllib_rpp.policy_losses import POLICY_LOSSES, PolicyLossEntry, get_policy_loss, register_policy_loss
 
-MODES = F.LOSS_AGG_MODES
+MODES = tuple(AGG)
 BUDGET = 8
 
 
@@ -41,7 +42,7 @@ def clip(x, lo, hi):
 def test_gspo_matches_a_sequence_by_sequence_reference(mode):
     lp, old, adv, mask, lens = batch(seed=1)
     eps_lo, eps_hi = 0.01, 0.015  # a sequence-level range some of these sequences leave
-    got = F.gspo_policy_loss(lp, old, adv, mask, clip_low=eps_lo, clip_high=eps_hi, loss_agg_mode=mode,
+    got = F.gspo_policy_loss(lp, old, adv, mask, clip_low=eps_lo, clip_high=eps_hi, loss_agg_mode=AGG[mode],
                              token_budget=BUDGET)
     got.loss.backward()
     want_loss, want_grad, clipped = 0.0, torch.zeros_like(old), 0
@@ -62,7 +63,8 @@ def test_gspo_matches_a_sequence_by_sequence_reference(mode):
 
 def test_gspo_with_one_advantage_per_sequence_is_gspos_sequence_loss_gradient_included():
     lp, old, adv, mask, lens = batch(seed=2, per_sequence_advantage=True)
-    got = F.gspo_policy_loss(lp, old, adv, mask, clip_low=0.01, clip_high=0.01, loss_agg_mode="seq-mean-token-mean")
+    got = F.gspo_policy_loss(lp, old, adv, mask, clip_low=0.01, clip_high=0.01,
+                             loss_agg_mode=AGG["seq-mean-token-mean"])
     (grad_token,) = torch.autograd.grad(got.loss, lp)
     # GSPO as written: J = mean_i min(s_i Â_i, clip(s_i) Â_i), s_i = exp(mean_t log ρ_t), gradient through s_i.
     s = torch.exp(((lp - old) * mask).sum(-1) / mask.sum(-1))
@@ -76,7 +78,7 @@ def test_gspo_with_one_advantage_per_sequence_is_gspos_sequence_loss_gradient_in
 @pytest.mark.parametrize("mode", MODES)
 def test_cispo_weights_every_tokens_gradient_by_the_clipped_ratio(mode):
     lp, old, adv, mask, lens = batch(seed=3, spread=0.4)
-    got = F.cispo_policy_loss(lp, old, adv, mask, clip_low=0.2, clip_high=0.28, loss_agg_mode=mode,
+    got = F.cispo_policy_loss(lp, old, adv, mask, clip_low=0.2, clip_high=0.28, loss_agg_mode=AGG[mode],
                               token_budget=BUDGET)
     got.loss.backward()
     want_loss, want_grad, outside = 0.0, torch.zeros_like(old), 0
@@ -96,7 +98,7 @@ def test_at_ratio_one_cispo_gspo_and_ppo_clip_have_the_same_gradient():
     lp, old, adv, mask, _ = batch(seed=4, spread=0.0)
     grads = []
     for fn in (F.clipped_policy_loss, F.gspo_policy_loss, F.cispo_policy_loss):
-        (g,) = torch.autograd.grad(fn(lp, old, adv, mask, loss_agg_mode="token-mean").loss, lp)
+        (g,) = torch.autograd.grad(fn(lp, old, adv, mask, loss_agg_mode=AGG["token-mean"]).loss, lp)
         grads.append(g)
     torch.testing.assert_close(grads[1], grads[0], rtol=1e-12, atol=1e-15)
     torch.testing.assert_close(grads[2], grads[0], rtol=1e-12, atol=1e-15)
@@ -104,13 +106,14 @@ def test_at_ratio_one_cispo_gspo_and_ppo_clip_have_the_same_gradient():
 
 def test_dr_grpo_aggregation_divides_by_the_budget_and_needs_it():
     values, mask = torch.ones(3, 4, dtype=torch.float64), torch.tensor([[1, 0, 0, 0], [1, 1, 1, 1], [1, 1, 0, 0.]])
-    assert F.aggregate_loss(values, mask, "seq-mean-token-sum-norm", token_budget=4).item() == pytest.approx(7 / 12)
+    norm = AGG["seq-mean-token-sum-norm"]
+    assert F.aggregate_loss(values, mask, norm, token_budget=4).item() == pytest.approx(7 / 12)
     # Split into two micro-batches with the step's global count: the pieces sum to the whole.
-    parts = [F.aggregate_loss(values[r], mask[r], "seq-mean-token-sum-norm", num_seqs=3, token_budget=4)
+    parts = [F.aggregate_loss(values[r], mask[r], norm, num_seqs=3, token_budget=4)
              for r in ([0], [1, 2])]
     assert sum(p.item() for p in parts) == pytest.approx(7 / 12)
     with pytest.raises(ValueError, match="token_budget=None"):
-        F.aggregate_loss(values, mask, "seq-mean-token-sum-norm")
+        F.aggregate_loss(values, mask, norm)
 
 
 def test_a_new_policy_loss_is_one_table_entry_and_the_config_checks_the_name():

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from envs import smollm2
-from envs.cache import build_info, ensure_built
-from envs.models import load_causal_lm, load_tokenizer, resolve_model_path
 from envs.tasks import reasoning_gym as rg
+from rpp_hub import smollm2
+from rpp_hub.cache import build_info, ensure_built
+from rpp_hub.models import load_causal_lm, load_tokenizer, resolve_model_path
 
 NAME = "smollm2-135m-instruct"
 
@@ -58,7 +58,7 @@ def test_cli_model_command_prints_where_a_builtin_model_is(smol_path):
 def test_conversion_killed_half_way_leaves_nothing_that_looks_built(tmp_path):
     cache = tmp_path / "cache"
     env = {**os.environ, "RLLIB_RPP_CACHE": str(cache)}
-    proc = subprocess.Popen([sys.executable, "-c", "from envs.smollm2 import ensure_smollm2; ensure_smollm2()"],
+    proc = subprocess.Popen([sys.executable, "-c", "from rpp_hub.smollm2 import ensure_smollm2; ensure_smollm2()"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while not any(p.name.startswith(f".{NAME}-") for p in cache.glob("*")) and time.time() < deadline:

@@ -10,9 +10,9 @@ import textwrap
 import pytest
 import torch
 
-from envs.models import load_causal_lm, load_tokenizer, resolve_model_path
 from envs.prompts import encode_prompts, load_prompt_rows
 from envs.tasks import reasoning_gym as rg
+from rpp_hub.models import load_causal_lm, load_tokenizer, resolve_model_path
 
 pytestmark = pytest.mark.vllm
 

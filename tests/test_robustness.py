@@ -13,9 +13,9 @@ import torch
 from helpers import small_config
 from ray import tune
 
-from envs.models import ModelNotFoundError
 from envs.rewards import RewardFunctionError
 from rllib_rpp import ReinforcePP
+from rpp_hub.models import ModelNotFoundError
 
 ROOT = Path(__file__).resolve().parents[1]
 

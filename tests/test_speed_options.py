@@ -68,7 +68,6 @@ def test_auto_takes_pi_old_from_the_sampler_only_where_exact(change, used):
 
 def test_pi_old_from_the_sampler_gives_the_loss_and_gradients_of_the_explicit_pass():
     """The exactness claim itself, on sampled tokens: the same loss and gradients up to rounding."""
-    from envs.models import load_causal_lm, load_tokenizer, resolve_model_path
     from envs.tasks.arithmetic import arithmetic_prompts
     from rllib_rpp import schema as S
     from rllib_rpp.core.batch import prepare_batch
@@ -77,6 +76,7 @@ def test_pi_old_from_the_sampler_gives_the_loss_and_gradients_of_the_explicit_pa
     from rllib_rpp.core.options import UpdateOptions
     from rllib_rpp.samplers.base import SamplingParams
     from rllib_rpp.samplers.hf import TransformersSampler, left_pad
+    from rpp_hub.models import load_causal_lm, load_tokenizer, resolve_model_path
 
     path = resolve_model_path("tiny-arith")
     tok = load_tokenizer(path)
@@ -122,10 +122,10 @@ def test_old_logprobs_from_a_sampler_that_may_differ_warns():
 
 
 def test_transformers_sampler_stops_computing_finished_rows_and_decodes_as_generate():
-    from envs.models import load_tokenizer, resolve_model_path
     from envs.tasks.arithmetic import arithmetic_prompts
     from rllib_rpp.samplers.base import SamplingParams
     from rllib_rpp.samplers.hf import TransformersSampler, left_pad
+    from rpp_hub.models import load_tokenizer, resolve_model_path
 
     path = resolve_model_path("tiny-arith")
     tok = load_tokenizer(path)

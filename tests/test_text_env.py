@@ -12,7 +12,7 @@ from gymnasium.utils.env_checker import check_env
 
 import envs
 from envs import SingleTurnTextEnv
-from envs.models import ModelNotFoundError
+from rpp_hub.models import ModelNotFoundError
 
 
 def _ids(env, text, eos=True):
@@ -153,7 +153,7 @@ def test_prompt_row_missing_a_rewarded_column_is_an_error():
 
 
 def test_directory_that_is_not_a_model_names_the_missing_files(tmp_path, tiny_path):
-    from envs.models import load_causal_lm, model_config_of
+    from rpp_hub.models import load_causal_lm, model_config_of
 
     (tmp_path / "empty").mkdir()
     (tmp_path / "junk").mkdir()
@@ -170,7 +170,7 @@ def test_directory_that_is_not_a_model_names_the_missing_files(tmp_path, tiny_pa
 
 
 def test_unknown_model_id_fails_fast(monkeypatch):
-    from envs.models import load_tokenizer, model_config_of
+    from rpp_hub.models import load_tokenizer, model_config_of
 
     t0 = time.perf_counter()
     for load in (load_tokenizer, model_config_of):
@@ -178,7 +178,7 @@ def test_unknown_model_id_fails_fast(monkeypatch):
             load("no-such-org/no-such-model")
     assert time.perf_counter() - t0 < 10
     # Without the offline switches too: the hub client's network retries took ~46 s before.
-    code = ("import time\nfrom envs.models import ModelNotFoundError, load_tokenizer\nt = time.perf_counter()\n"
+    code = ("import time\nfrom rpp_hub.models import ModelNotFoundError, load_tokenizer\nt = time.perf_counter()\n"
             "try:\n    load_tokenizer('no-such-org/no-such-model')\nexcept ModelNotFoundError as e:\n"
             "    print(time.perf_counter() - t)\n    print(e)\n")
     env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}

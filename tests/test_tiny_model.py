@@ -6,10 +6,10 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from envs.cache import ensure_built
 from envs.evaluation import greedy_accuracy
 from envs.tasks.arithmetic import arithmetic_prompts, arithmetic_split
 from envs.tiny_arith import RECIPE, tiny_arith_dir, tiny_arith_info, tiny_arith_recipe
+from rpp_hub.cache import ensure_built
 
 
 def test_arithmetic_splits_are_disjoint_and_seeded():

@@ -129,7 +129,7 @@ def test_kv_cache_too_small_and_bad_settings_are_clear():
         VLLMSampler("tiny-arith", eos_token_id=2, pad_token_id=0, kv_cache_memory_bytes=1024)
     with pytest.raises(ValueError, match="max_model_len=8 is shorter than the longest prompt plus max_new_tokens"):
         VLLMSampler("tiny-arith", eos_token_id=2, pad_token_id=0, max_model_len=8, required_len=12)
-    from envs.models import ModelNotFoundError
+    from rpp_hub.models import ModelNotFoundError
 
     with pytest.raises(ModelNotFoundError, match="unknown model 'no-such/model'"):
         VLLMSampler("no-such/model", eos_token_id=2, pad_token_id=0)
@@ -154,8 +154,8 @@ def test_missing_vllm_gives_install_hint(monkeypatch):
 def test_weight_reload_paths_load_new_weights(reload):
     from transformers import AutoModelForCausalLM
 
-    from envs.models import resolve_model_path
     from rllib_rpp.samplers.vllm import VLLMSampler
+    from rpp_hub.models import resolve_model_path
 
     sampler = VLLMSampler("tiny-arith", eos_token_id=2, pad_token_id=0, kv_cache_memory_bytes=32 << 20,
                           weight_reload=reload)

@@ -22,18 +22,18 @@ import os
 import sys
 from pathlib import Path
 
-from envs.models import BUILTIN_MODELS
 from rllib_rpp.app import overrides
 from rllib_rpp.app.presets import CPU_PRESETS, PRESETS
 from rllib_rpp.estimators import ESTIMATORS
 from rllib_rpp.samplers.base import SAMPLERS
+from rpp_hub.models import BUILTIN_MODELS
 
 _COMMON = ("lr", "kl_coef", "estimator", "seed", "num_prompts", "samples_per_prompt")
 
 
 def _model(args) -> None:
-    from envs.cache import build_info
-    from envs.models import ensure_builtin
+    from rpp_hub.cache import build_info
+    from rpp_hub.models import ensure_builtin
 
     path = ensure_builtin(args.name, rebuild=args.rebuild)
     info = build_info(Path(path))
@@ -43,9 +43,9 @@ def _model(args) -> None:
 
 
 def _tiny_model(args) -> None:
-    from envs.cache import build_info
     from envs.reward_model import ensure_tiny_arith_rm
     from envs.tiny_arith import ensure_tiny_arith
+    from rpp_hub.cache import build_info
 
     path = ensure_tiny_arith_rm(rebuild=args.rebuild) if args.reward_model else ensure_tiny_arith(rebuild=args.rebuild)
     info = build_info(path)

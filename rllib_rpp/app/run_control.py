@@ -15,7 +15,7 @@ from pathlib import Path
 
 import ray
 
-from rllib_rpp.app.run_record import claim, release
+from rllib_rpp.app.run_record import claim, make_writable_dir, release
 from rllib_rpp.checkpoints import LATEST
 
 
@@ -129,14 +129,10 @@ class Checkpointer:
 def check_writable(*dirs: str | None) -> None:
     """Fail before training, not after it, when an output directory cannot be written."""
     for d in filter(None, dirs):
-        path = Path(d).absolute()
         try:
-            path.mkdir(parents=True, exist_ok=True)
-            probe = path / f".write-test-{os.getpid()}"
-            probe.write_text("")
-            probe.unlink()
+            make_writable_dir(d)
         except OSError as e:
-            raise SystemExit(f"cannot write to {path}: {e.strerror or e}") from e
+            raise SystemExit(f"cannot write to {Path(d).absolute()}: {e.strerror or e}") from e
 
 
 def within(fn, wait_s: float) -> bool:

@@ -37,6 +37,17 @@ PANELS = (
 )
 
 
+def make_writable_dir(path: str | Path) -> Path:
+    """Create the directory `path` and prove that a file can be written in it (raises OSError): output
+    directories are checked before training, not after it."""
+    path = Path(path).expanduser().absolute()
+    path.mkdir(parents=True, exist_ok=True)
+    probe = path / f".write-test-{os.getpid()}"
+    probe.write_text("")
+    probe.unlink()
+    return path
+
+
 def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)

@@ -18,6 +18,8 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
+from rllib_rpp.app.run_record import make_writable_dir
+
 DEFAULT_MLFLOW_URI = "mlruns"  # a folder: an SQLite store `mlruns/mlflow.db` with artifacts beside it
 EXTRA = "pip install -e '.[track]'"
 PROBE_S = 5.0  # how long check_tracking waits for a tracking server to accept a connection
@@ -227,12 +229,8 @@ def check_tracking(*, wandb_project: str | None, use_mlflow: bool, mlflow_uri: s
         if uri.startswith(("http://", "https://")):
             _probe(uri, f"--mlflow {uri}", "start it, or give --mlflow without a URI to track in ./mlruns")
         elif "://" not in uri and not uri.startswith(("file:", "databricks")):
-            folder = Path(uri).expanduser().absolute()
             try:
-                folder.mkdir(parents=True, exist_ok=True)
-                probe = folder / f".write-test-{os.getpid()}"
-                probe.write_text("")
-                probe.unlink()
+                make_writable_dir(uri)
             except OSError as e:
                 raise ValueError(f"--mlflow {uri}: cannot write the tracking store there ({e.strerror or e}); give "
                                  f"a writable folder or a tracking server's URI") from None

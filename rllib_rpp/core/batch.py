@@ -19,6 +19,7 @@ from rllib_rpp import schema as S
 from rllib_rpp.core.microbatch import plan_microbatches, scatter_rows, take_rows
 from rllib_rpp.core.options import ALONE, Collectives, UpdateOptions
 from rllib_rpp.estimators import get_estimator
+from rllib_rpp.kl_estimators import get_kl_estimator
 
 # The sampler's column first: when π_old is its copy (old_logprobs="sampler"/"auto"), a tie in the
 # counts names where the NaN came from.
@@ -98,14 +99,14 @@ def prepare_batch(policy, ref, batch: dict, opts: UpdateOptions, *, kl_coef: flo
     res = F.token_advantages(
         batch[S.SCORES], batch[S.OLD_LOGPROBS], batch[S.REF_LOGPROBS], mask,
         whiten_globally=get_estimator(opts.advantage_estimator).whitened,
-        kl_coef=kl_coef if opts.kl_placement == "reward" else 0.0, kl_estimator=opts.kl_estimator,
+        kl_coef=kl_coef if opts.kl_placement == "reward" else 0.0, kl_estimator=get_kl_estimator(opts.kl_estimator),
         gamma=opts.gamma, std_normalize=opts.advantage_std_norm, all_reduce=all_reduce,
     )
     batch[S.ADVANTAGES] = res.advantages
     weights = importance_weights(batch, opts)
     if weights is not None:
         batch[S.IS_WEIGHTS] = weights
-    stats = batch_statistics(batch, opts.kl_estimator, all_reduce)
+    stats = batch_statistics(batch, get_kl_estimator(opts.kl_estimator), all_reduce)
     if opts.is_mask_range is not None:
         kept = all_reduce(torch.stack([(weights > 0).double().mul(mask).sum(), mask.double().sum()]))
         stats["is_masked_fraction"] = float(1 - kept[0] / kept[1].clamp(min=1))
@@ -152,7 +153,8 @@ def drop_nonfinite(batch: dict, policy: str, all_reduce: F.AllReduce = F.no_redu
     return int(bad.sum())
 
 
-def batch_statistics(batch: dict, kl_estimator: str, all_reduce: F.AllReduce = F.no_reduce) -> dict[str, float]:
+def batch_statistics(batch: dict, kl_estimator: F.KLEstimator,
+                     all_reduce: F.AllReduce = F.no_reduce) -> dict[str, float]:
     """KL to π_ref, entropy, sampler mismatch and advantage statistics over every learner's loss tokens."""
     mask = batch[S.LOSS_MASK]
     old, ref = batch[S.OLD_LOGPROBS], batch[S.REF_LOGPROBS]

@@ -7,6 +7,8 @@ import torch
 from rllib_rpp import functional as F
 from rllib_rpp import schema as S
 from rllib_rpp.core.options import UpdateOptions
+from rllib_rpp.kl_estimators import get_kl_estimator
+from rllib_rpp.loss_aggregations import get_loss_aggregation
 from rllib_rpp.policy_losses import get_policy_loss
 
 
@@ -21,9 +23,10 @@ def microbatch_loss(logprobs: torch.Tensor, entropy: torch.Tensor | None, batch:
     and detached metrics."""
     mask = batch[S.LOSS_MASK]
     agg = dict(num_tokens=num_tokens, num_seqs=num_seqs, token_budget=opts.max_new_tokens)
+    reduce = get_loss_aggregation(opts.loss_agg_mode)
     pl = get_policy_loss(opts.policy_loss).fn(
         logprobs, batch[S.OLD_LOGPROBS], batch[S.ADVANTAGES], mask, clip_low=opts.clip_low,
-        clip_high=opts.clip_high, dual_clip=opts.dual_clip, loss_agg_mode=opts.loss_agg_mode,
+        clip_high=opts.clip_high, dual_clip=opts.dual_clip, loss_agg_mode=reduce,
         is_weights=batch.get(S.IS_WEIGHTS), **agg,
     )
     loss = pl.loss
@@ -31,10 +34,10 @@ def microbatch_loss(logprobs: torch.Tensor, entropy: torch.Tensor | None, batch:
                "dual_clip_fraction": pl.dual_clip_fraction, "ratio_mean": pl.ratio_mean,
                "ratio_max": pl.ratio_max, "approx_kl_old": pl.approx_kl}
     if opts.kl_placement == "loss":
-        kl = F.token_kl(logprobs, batch[S.REF_LOGPROBS], opts.kl_estimator)
-        kl_loss = F.aggregate_loss(kl, mask, opts.loss_agg_mode, **agg)
+        kl = F.token_kl(logprobs, batch[S.REF_LOGPROBS], get_kl_estimator(opts.kl_estimator))
+        kl_loss = F.aggregate_loss(kl, mask, reduce, **agg)
         loss = loss + kl_coef * kl_loss
         metrics["kl_loss"] = kl_loss.detach()
     if opts.entropy_coef:
-        loss = loss - opts.entropy_coef * F.aggregate_loss(entropy, mask, opts.loss_agg_mode, **agg)
+        loss = loss - opts.entropy_coef * F.aggregate_loss(entropy, mask, reduce, **agg)
     return loss, metrics

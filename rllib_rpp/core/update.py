@@ -23,6 +23,13 @@ _MEAN = ("clip_fraction", "dual_clip_fraction", "ratio_mean", "approx_kl_old", "
 _MAX = ("ratio_max", "logprob_mismatch_max")
 
 
+def step_counts(mask: torch.Tensor, collectives: Collectives = ALONE) -> tuple[torch.Tensor, torch.Tensor]:
+    """N_tokens and N_seqs of the optimizer step over every learner, divided by the world size: DDP
+    averages gradients over learners, so each learner normalises by its share of the global count."""
+    counts = collectives.all_reduce(torch.stack([mask.sum(), mask.new_tensor(float(mask.shape[0]))]))
+    return counts[0] / collectives.world_size, counts[1] / collectives.world_size
+
+
 def accumulate_gradients(forward: Callable[[dict], dict], batch: dict, opts: UpdateOptions, *, kl_coef: float,
                          max_tokens: int, collectives: Collectives = ALONE, autocast=nullcontext,
                          sampler_gap: bool = False, entropy: bool = False) -> tuple[torch.Tensor, dict[str, float]]:
@@ -36,9 +43,7 @@ def accumulate_gradients(forward: Callable[[dict], dict], batch: dict, opts: Upd
     `entropy`: report H(π_θ) of the forward passes (no π_old pass measured it).
     Returns the mini-batch loss (detached) and its metrics."""
     mask = batch[S.LOSS_MASK]
-    counts = collectives.all_reduce(torch.stack([mask.sum(), mask.new_tensor(float(mask.shape[0]))]))
-    # DDP averages gradients over learners: each divides by the global count / world size.
-    num_tokens, num_seqs = counts[0] / collectives.world_size, counts[1] / collectives.world_size
+    num_tokens, num_seqs = step_counts(mask, collectives)
     microbatches = plan_microbatches(batch, max_tokens, collectives.agree_count)
     total = 0.0
     sums: dict[str, float] = {}

@@ -14,7 +14,8 @@ from envs.reward_guard import is_error_policy
 from envs.rewards import REWARD_BACKENDS
 from envs.text_env_config import TextEnvConfig
 from rllib_rpp.estimators import KL_PLACEMENTS, get_estimator
-from rllib_rpp.functional import KL_ESTIMATORS, LOSS_AGG_MODES
+from rllib_rpp.kl_estimators import get_kl_estimator
+from rllib_rpp.loss_aggregations import get_loss_aggregation
 from rllib_rpp.options.rules import (
     POSITIVE_INT,
     Rule,
@@ -68,8 +69,11 @@ OPTIONS: tuple[Option, ...] = (
     # §1 KL against the frozen reference policy.
     _training("kl_coef", 0.01, number(0), "β, the KL penalty coefficient (paper: 0.01 general, 0.001 math); with "
               "`kl_target` set, the adaptive β's starting value."),
-    _training("kl_estimator", None, one_of((None, *KL_ESTIMATORS)),
-              "`k1`, `k2` or `k3` (clamped to [-10, 10]); None: k1 for KL in the reward, k2 as a loss term."),
+    _training("kl_estimator", None,
+              resolves(lambda v: v is None or get_kl_estimator(v), "None, a registered KL estimator "
+                       "(rllib_rpp.kl_estimators.KL_ESTIMATORS) or a 'module:name' path to a function of δ"),
+              "`k1`, `k2` or `k3` (clamped to [-10, 10]), or a `\"module:name\"` path; None: k1 for KL in the reward, "
+              "k2 as a loss term."),
     _training("kl_placement", None, one_of((None, *KL_PLACEMENTS)),
               "Where β·KL goes: `reward` (token rewards r_t = -β·KL_t + ...), `loss` (β·KL(π_θ ‖ π_ref) added to the "
               "loss) or `none`; None: decided by the two older flags below, else the estimator's default. The "
@@ -117,10 +121,12 @@ OPTIONS: tuple[Option, ...] = (
     _training("clip_high", 0.2, number(0, lo_open=True), "ε_high: ratio ≤ 1 + ε_high."),
     _training("dual_clip", None, number(1, lo_open=True, optional=True),
               "c > 1 bounds the loss of negative advantages at -c·Â (`ppo_clip` only); None: off."),
-    _training("loss_agg_mode", "token-mean", one_of(LOSS_AGG_MODES),
+    _training("loss_agg_mode", "token-mean",
+              resolves(get_loss_aggregation, "a registered loss aggregation (rllib_rpp.loss_aggregations."
+                       "LOSS_AGGREGATIONS) or a 'module:name' path to one"),
               "`token-mean`, `seq-mean-token-mean`, `seq-mean-token-sum` or `seq-mean-token-sum-norm` (Dr.GRPO: "
-              "each response's token sum divided by max_new_tokens, not by its length); counts are global per "
-              "optimizer step."),
+              "each response's token sum divided by max_new_tokens, not by its length), or a `\"module:name\"` "
+              "path; counts are global per optimizer step."),
     _training("entropy_coef", 0.0, number(), "Entropy bonus coefficient (0: the entropy is only logged)."),
     _training("tis_cap", None, number(0, lo_open=True, optional=True),
               "Truncated importance-sampling cap for the sampler/learner log-prob gap; None: off."),
@@ -224,7 +230,7 @@ OPTIONS: tuple[Option, ...] = (
 MODEL_OPTIONS: tuple[Option, ...] = (
     Option("model", "model_config", "tiny-arith", None,
            "HF id, local path, `tiny-arith`, `smollm2-135m-instruct`, or `random:<shape>` (a random-initialised "
-           "model of a real shape, `envs.synthetic.SHAPES`, for memory/speed checks)."),
+           "model of a real shape, `rpp_hub.synthetic.SHAPES`, for memory/speed checks)."),
     Option("dtype", "model_config", "float32", one_of(DTYPES),
            "Compute dtype of the learner's forward passes (bf16 autocast over fp32 weights) and the dtype the env "
            "runners serve; weights are cast to it when sent."),

@@ -1,7 +1,6 @@
-"""Learner connector pieces: episodes -> one token batch -> π_old, π_ref log-probs and Â.
-
-Both run ONCE per update over the learner's whole shard, before it is split into mini-batches
-(`rllib_rpp.core.batch` says why). Column names and shapes: `rllib_rpp.schema`.
+"""The learner connector's piece: episodes -> one token batch. It runs once per update over the
+learner's whole shard; the learner then adds π_old, π_ref log-probs and Â to it (`prepare_batch`)
+before RLlib splits it into mini-batches. Column names and shapes: `rllib_rpp.schema`.
 """
 
 from __future__ import annotations
@@ -47,18 +46,4 @@ class EpisodesToTokenBatch(ConnectorV2):
             S.SAMPLER_LOGPROBS: t(sampler_lp[:, :r], torch.float32),
             S.SCORES: t([e.custom_data[S.SCORE] for e in episodes], torch.float32),
         }
-        return batch
-
-
-class ReinforcePPAdvantages(ConnectorV2):
-    """Add π_old and π_ref log-probs and the advantages Â to the token batch: the learner's
-    `prepare_batch` (which owns the policy, the reference model, β and the all-reduce)."""
-
-    def __init__(self, input_observation_space=None, input_action_space=None, *, learner=None, **kwargs):
-        super().__init__(input_observation_space, input_action_space, **kwargs)
-        self.learner = learner
-
-    @override(ConnectorV2)
-    def __call__(self, *, rl_module, batch, episodes, explore=None, shared_data=None, metrics=None, **kwargs):
-        self.learner.prepare_batch(batch[DEFAULT_MODULE_ID])
         return batch

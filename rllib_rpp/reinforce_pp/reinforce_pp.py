@@ -42,7 +42,6 @@ from ray.rllib.utils.metrics import (
 from ray.tune import PlacementGroupFactory
 from ray.tune.registry import register_trainable
 
-from envs.models import load_causal_lm, load_tokenizer
 from envs.prompts import load_prompt_rows
 from rllib_rpp import functional as F
 from rllib_rpp import schema as S
@@ -58,6 +57,7 @@ from rllib_rpp.reinforce_pp.no_update import NoUpdateNotice, all_skipped, no_inf
 from rllib_rpp.reinforce_pp.reinforce_pp_config import ReinforcePPConfig
 from rllib_rpp.reinforce_pp.rollouts import AsyncRollouts, sample_sync
 from rllib_rpp.weight_sync.driver import EngineWeightSync
+from rpp_hub.models import load_causal_lm, load_tokenizer
 
 logger = logging.getLogger(__name__)
 _POLICY = f"{COMPONENT_LEARNER}/{COMPONENT_RL_MODULE}/{DEFAULT_MODULE_ID}"
@@ -250,8 +250,7 @@ class ReinforcePP(Algorithm):
 
     def _stage_learner_state(self, optimizer: bool) -> None:
         """Sharded learners gather their full state together before RLlib reads it from learner 0."""
-        cfg = self.config
-        if cfg.learner_strategy == "fsdp" and cfg.num_learners > 1:
+        if self.config.sharded:
             self._on_learners(lambda learner: learner.stage_full_state(optimizer=optimizer))
 
     @override(Algorithm)

@@ -125,6 +125,11 @@ class ReinforcePPConfig(KeepsSetValues, AlgorithmConfig):
         return "sampler" if exact else "recompute"
 
     @property
+    def sharded(self) -> bool:
+        """Whether the learners shard the policy and the reference (FSDP2 over several learners), decided once."""
+        return self.learner_strategy == "fsdp" and self.num_learners > 1
+
+    @property
     def kl_estimator_used(self) -> str:
         return self.kl_estimator or ("k2" if self.kl_placement_used == "loss" else "k1")
 
@@ -134,7 +139,7 @@ class ReinforcePPConfig(KeepsSetValues, AlgorithmConfig):
         return {"temperature": self.temperature, "entropy_coef": self.entropy_coef,
                 # No π_old pass: the training forward measures the entropy instead.
                 "entropy_in_forward": self.old_logprobs_used == "sampler",
-                "logprob_chunk_tokens": self.logprob_chunk_tokens, "learner_strategy": self.learner_strategy}
+                "logprob_chunk_tokens": self.logprob_chunk_tokens, "sharded": self.sharded}
 
     @override(AlgorithmConfig)
     def get_default_rl_module_spec(self) -> RLModuleSpec:

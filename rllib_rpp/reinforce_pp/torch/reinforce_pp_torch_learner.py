@@ -20,7 +20,6 @@ from ray.rllib.core.learner.learner import Learner
 from ray.rllib.core.learner.torch.torch_learner import TorchLearner
 from ray.rllib.utils.annotations import override
 
-from envs.models import load_causal_lm, meta_causal_lm
 from rllib_rpp import schema as S
 from rllib_rpp.core import fsdp
 from rllib_rpp.core.batch import prepare_batch
@@ -28,9 +27,10 @@ from rllib_rpp.core.logprobs import LogprobModule
 from rllib_rpp.core.lora import disabled_adapters
 from rllib_rpp.core.loss import microbatch_loss
 from rllib_rpp.core.options import Collectives
-from rllib_rpp.core.update import accumulate_gradients, check_finite_weights, clip_and_check
+from rllib_rpp.core.update import accumulate_gradients, check_finite_weights, clip_and_check, step_counts
 from rllib_rpp.reinforce_pp.reinforce_pp_learner import ReinforcePPLearner
 from rllib_rpp.weight_sync.engines import SENDERS, metadata
+from rpp_hub.models import load_causal_lm, meta_causal_lm
 
 _GRAD_NORM = "gradients_default_optimizer_global_norm"
 
@@ -64,7 +64,7 @@ def all_reduce_max_int(n: int, device: torch.device) -> int:
 class ReinforcePPTorchLearner(ReinforcePPLearner, TorchLearner):
     @property
     def sharded(self) -> bool:
-        return self.config.learner_strategy == "fsdp" and _world_size() > 1
+        return self.config.sharded
 
     @override(TorchLearner)
     def _make_module(self):
@@ -91,20 +91,21 @@ class ReinforcePPTorchLearner(ReinforcePPLearner, TorchLearner):
             super()._make_modules_ddp_if_necessary()
 
     def build_reference_model(self) -> None:
-        mc = self.config.model_config
-        if mc.get("lora"):  # the policy with its adapters disabled is the reference
-            self.ref_lm = None
+        # π_ref as a log-prob module (the core's one model interface), built once, at the options' temperature.
+        mc, opts = self.config.model_config, self.options
+        wrap = partial(LogprobModule, temperature=opts.temperature, chunk_tokens=opts.logprob_chunk_tokens)
+        self._ref_context = nullcontext
+        if mc.get("lora"):  # the policy with its adapters disabled is the reference: no second model
+            lm = self.policy_lm()
+            self.ref_lm, self._ref_context = wrap(lm), partial(disabled_adapters, lm)
             return
         ref, dtype = mc.get("ref_model") or mc.get("model", "tiny-arith"), self.config.dtypes["ref"]
         if self.sharded:
             lm = load_causal_lm(ref, dtype=dtype) if _rank() == 0 else meta_causal_lm(ref, dtype=dtype)
-            self.ref_lm = LogprobModule(lm.requires_grad_(False), temperature=self.config.temperature,
-                                   chunk_tokens=self.config.logprob_chunk_tokens).eval()
+            self.ref_lm = wrap(lm.requires_grad_(False)).eval()
             self._shard(self.ref_lm, lm)
             return
-        lm = load_causal_lm(ref, dtype=dtype).to(self._device).eval().requires_grad_(False)
-        self.ref_lm = LogprobModule(lm, temperature=self.config.temperature,
-                                    chunk_tokens=self.config.logprob_chunk_tokens).eval()
+        self.ref_lm = wrap(load_causal_lm(ref, dtype=dtype).to(self._device).eval().requires_grad_(False)).eval()
 
     def policy_module(self):
         module = self.module[DEFAULT_MODULE_ID]
@@ -228,12 +229,9 @@ class ReinforcePPTorchLearner(ReinforcePPLearner, TorchLearner):
             self._move_optimizer_state(self._device)
         module = self.policy_module()
         module.set_full_state(None)  # the weights are about to change: drop any gathered copy
-        lora = self.ref_lm is None
-        # Log-prob modules (the core's one interface): sharded weights are gathered inside their root's call.
-        ref = LogprobModule(module.lm, temperature=self.options.temperature,
-                            chunk_tokens=self.options.logprob_chunk_tokens) if lora else self.ref_lm
-        stats = prepare_batch(module, ref, batch, self.options, kl_coef=self.kl_coef, collectives=self._collectives(),
-                              ref_context=(lambda: disabled_adapters(module.lm)) if lora else nullcontext)
+        # Sharded weights are gathered inside each log-prob module's root call.
+        stats = prepare_batch(module, self.ref_lm, batch, self.options, kl_coef=self.kl_coef,
+                              collectives=self._collectives(), ref_context=self._ref_context)
         self._kl_per_seq = stats["kl_ref_per_seq"]
         self._num_seqs = int(stats["num_seqs"])
         self.last_batch = batch  # this shard's token batch with Â and π_old (inspection and tests)
@@ -310,9 +308,7 @@ class ReinforcePPTorchLearner(ReinforcePPLearner, TorchLearner):
     @override(Learner)
     def compute_loss_for_module(self, *, module_id, config, batch, fwd_out):
         # The whole batch's loss in one piece (the update itself goes micro-batch by micro-batch).
-        mask = batch[S.LOSS_MASK]
-        world = _world_size()
-        counts = all_reduce_sum(torch.stack([mask.sum(), mask.new_tensor(float(mask.shape[0]))]))
+        num_tokens, num_seqs = step_counts(batch[S.LOSS_MASK], self._collectives())
         loss, _ = microbatch_loss(fwd_out["logprobs"], fwd_out["entropy"], batch, self.options, kl_coef=self.kl_coef,
-                                 num_tokens=counts[0] / world, num_seqs=counts[1] / world)
+                                 num_tokens=num_tokens, num_seqs=num_seqs)
         return loss

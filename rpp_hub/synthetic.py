@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from envs.cache import cached_dir, ensure_built
+from rpp_hub.cache import cached_dir, ensure_built
+from rpp_hub.char_tokenizer import char_tokenizer
 
 # name -> (vocab, hidden, intermediate, layers, heads, kv heads, tied embeddings, attention bias)
 SHAPES: dict[str, tuple] = {
@@ -42,29 +43,6 @@ def model_config(shape: str, *, max_position_embeddings: int = 4096):
                        rope_theta=1e6, bos_token_id=1, eos_token_id=2, pad_token_id=0)
 
 
-def padded_char_tokenizer(vocab_size: int):
-    """The built-in character tokenizer with filler tokens up to `vocab_size` entries."""
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
-    from envs.tiny_arith import CHAT_TEMPLATE, SPECIAL_TOKENS
-
-    chars = [chr(i) for i in range(32, 127)] + ["\n"]
-    names = SPECIAL_TOKENS + chars
-    if vocab_size < len(names):
-        raise ValueError(f"vocab_size={vocab_size} is smaller than the {len(names)} characters and specials")
-    names += [f"<x{i}>" for i in range(vocab_size - len(names))]
-    vocab = {t: i for i, t in enumerate(names)}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
-    tok.decoder = decoders.Fuse()
-    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", vocab["<s>"])])
-    hf = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
-                                 unk_token="<unk>")
-    hf.chat_template = CHAT_TEMPLATE
-    return hf
-
-
 def build_random_model(out_dir: str | Path, shape: str, *, seed: int = 0) -> dict:
     """Random-init model of `shape` and its padded tokenizer, saved with `save_pretrained`."""
     import torch
@@ -74,8 +52,7 @@ def build_random_model(out_dir: str | Path, shape: str, *, seed: int = 0) -> dic
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
     model.save_pretrained(out_dir)
-    tok = padded_char_tokenizer(cfg.vocab_size)
-    tok.model_max_length = cfg.max_position_embeddings
+    tok = char_tokenizer(cfg.vocab_size, model_max_length=cfg.max_position_embeddings)
     tok.save_pretrained(out_dir)
     return {"shape": shape, "parameters": sum(p.numel() for p in model.parameters()), "seed": seed}
 

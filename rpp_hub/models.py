@@ -1,7 +1,7 @@
 """Where models and tokenizers come from: a local directory, a Hugging Face id, or a built-in name.
 
 Built-in names (`tiny-arith`, `tiny-arith-rm`, `tiny-arith-verbose`, `tiny-arith-length-rm`,
-`smollm2-135m-instruct`, `random:<shape>` of `envs.synthetic.SHAPES`) are built on first use and
+`smollm2-135m-instruct`, `random:<shape>` of `rpp_hub.synthetic.SHAPES`) are built on first use and
 cached; every API in this project that takes a model name goes through `resolve_model_path`, so
 they work everywhere a path does.
 """
@@ -21,11 +21,11 @@ BUILTIN_MODELS = Registry("built-in model", callable, kind_name="model builder",
     "tiny-arith-rm": "envs.reward_model:ensure_tiny_arith_rm",
     "tiny-arith-verbose": "envs.tiny_arith:ensure_tiny_arith_verbose",
     "tiny-arith-length-rm": "envs.reward_model:ensure_length_biased_rm",
-    "smollm2-135m-instruct": "envs.smollm2:ensure_smollm2",  # a real model, from a PyPI package's GGUF
+    "smollm2-135m-instruct": "rpp_hub.smollm2:ensure_smollm2",  # a real model, from a PyPI package's GGUF
 })
 # Built-in families: prefix -> "module:function" taking the rest of the name.
 BUILTIN_PREFIXES = Registry("built-in model family", callable, kind_name="model builder", paths=False, entries={
-    "random:": "envs.synthetic:ensure_random_model",  # a random-initialised model of a real shape
+    "random:": "rpp_hub.synthetic:ensure_random_model",  # a random-initialised model of a real shape
 })
 
 
@@ -226,7 +226,7 @@ def model_config_of(name_or_path: str):
     from transformers import AutoConfig
 
     if str(name_or_path).startswith("random:"):
-        from envs.synthetic import model_config
+        from rpp_hub.synthetic import model_config
 
         return model_config(str(name_or_path)[len("random:"):])
     return load_pretrained(AutoConfig.from_pretrained, name_or_path, "config")

