@@ -166,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "none otherwise)")
     t.add_argument("--iterations", type=int, default=None, help="stop after this many iterations")
     t.add_argument("--eval-every", type=float, default=30.0, help="seconds of training between evaluations")
-    t.add_argument("--sampler", choices=tuple(SAMPLERS), help="generation backend of the env runners")
+    t.add_argument("--sampler", choices=tuple(SAMPLERS), help="the sampler the env runners generate with")
     t.add_argument("--lr", type=float, help="learning rate")
     t.add_argument("--kl-coef", type=float, help="β, the KL penalty coefficient")
     t.add_argument("--estimator", choices=tuple(ESTIMATORS), help="advantage estimator")

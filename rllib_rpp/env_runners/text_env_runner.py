@@ -106,11 +106,11 @@ class TextEnvRunner(EnvRunner, Checkpointable):
             cfg = self.config
             mc = cfg.model_config
             extra = dict(cfg.sampler_kwargs or {})
-            backend = sampler_class(cfg.sampler)
-            if backend.sized_by_sequence:
+            kind = sampler_class(cfg.sampler)  # what it can do, before it is built
+            if kind.sized_by_sequence:
                 extra.setdefault("required_len", self.env.max_prompt_tokens + cfg.max_new_tokens)
                 extra.setdefault("seed", (cfg.seed or 0) + self.worker_index)
-            if backend.weight_transfer_engines and self.worker_index > 0:  # remote: learner rank 0 broadcasts
+            if kind.weight_transfer_engines and self.worker_index > 0:  # remote: learner rank 0 broadcasts
                 extra.setdefault("transfer_engine", cfg.weight_transfer_used)
             self.sampler = make_sampler(
                 cfg.sampler, mc.get("model", "tiny-arith"), eos_token_id=self.env.eos_token_id,

