@@ -88,7 +88,7 @@ def build_tiny_arith(out_dir: str | Path, recipe: dict | None = None, log=_log) 
     recipe = recipe or tiny_arith_recipe()
     t0 = time.time()
     torch.manual_seed(recipe["seed"])
-    tok = char_tokenizer()
+    tok = char_tokenizer(model_max_length=recipe["max_position_embeddings"])
     config = LlamaConfig(
         vocab_size=len(tok),
         hidden_size=recipe["hidden_size"],
