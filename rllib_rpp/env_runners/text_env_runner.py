@@ -178,30 +178,37 @@ class TextEnvRunner(EnvRunner, Checkpointable):
         self._reward_workers = list(workers)
 
     def _episodes(self, prompts, gen: Generation, result: RewardResult, n: int) -> list[SingleAgentEpisode]:
-        env, R = self.env, self.env.max_new_tokens
+        env, R, B = self.env, self.env.max_new_tokens, len(gen.token_ids)
         obs_space, act_space = env.observation_space, env.action_space
         base = (self.worker_index << 40) + self._draws
         self._draws += len(prompts) // n
         rewards = result.rewards
         skipped = result.skipped if result.skipped is not None else np.zeros(len(rewards), bool)
-        episodes = []
-        for i, (prompt, ids) in enumerate(zip(prompts, gen.token_ids)):
-            action = np.full(R, env.pad_token_id, np.int64)
-            action[: len(ids)] = ids
-            mask = np.zeros(R, np.float32)
-            mask[: len(ids)] = 1.0
-            logprobs = np.zeros(R, np.float32)
+        # Every row's arrays at once (each episode holds views of one row): per-row allocations were
+        # half of this function's time at the tiny shape.
+        lengths = np.fromiter(map(len, gen.token_ids), np.int64, B)
+        mask = (np.arange(R) < lengths[:, None]).astype(np.float32)  # [B, R]
+        actions = np.full((B, R), env.pad_token_id, np.int64)
+        logprobs = np.zeros((B, R), np.float32)
+        for i, ids in enumerate(gen.token_ids):
+            actions[i, : len(ids)] = ids
             if gen.logprobs:
-                logprobs[: len(ids)] = gen.logprobs[i]
-            obs = env.observation(prompt)
+                logprobs[i, : len(ids)] = gen.logprobs[i]
+        # Every sampled token is the policy's: the loss mask equals the response mask here (a
+        # response with inserted tokens, e.g. tool output, would have holes in it).
+        loss_mask = mask.copy()
+        observations: dict[int, dict] = {}  # a group's samples share their prompt's observation
+        episodes = []
+        for i, prompt in enumerate(prompts):
+            obs = observations.get(id(prompt))
+            if obs is None:
+                obs = observations[id(prompt)] = env.observation(prompt)
             # One step: reset observation, the whole response as the action, the reward.
             ep = SingleAgentEpisode(
-                observations=[obs, obs], actions=[action], rewards=[0.0 if skipped[i] else float(rewards[i])],
+                observations=[obs, obs], actions=[actions[i]], rewards=[0.0 if skipped[i] else float(rewards[i])],
                 infos=[{"prompt_index": prompt.index}, {}], terminated=True, len_lookback_buffer=0,
-                # Every sampled token is the policy's: the loss mask equals the response mask here
-                # (a response with inserted tokens, e.g. tool output, would have holes in it).
-                extra_model_outputs={S.RESPONSE_MASK: [mask], S.LOSS_MASK: [mask.copy()],
-                                     S.SAMPLER_LOGPROBS: [logprobs]},
+                extra_model_outputs={S.RESPONSE_MASK: [mask[i]], S.LOSS_MASK: [loss_mask[i]],
+                                     S.SAMPLER_LOGPROBS: [logprobs[i]]},
                 observation_space=obs_space, action_space=act_space,
             )
             ep.custom_data.update({S.GROUP_ID: base + i // n, S.TRUNCATED: not gen.finished[i],
