@@ -6,7 +6,8 @@ whitening) and PPO-clip updates over `minibatches` mini-batches. Uses the packag
 log-prob function and sampler, nothing of RLlib. `task="smollm2"`: the real shape instead (the
 `smollm2` preset's model, reasoning-gym prompts through the chat template, its verifier as the
 reward); `old_logprobs="sampler"`: π_old from the sampler, as the package's default takes it
-there (no π_old pass); `dtype`: the compute dtype (bf16 autocast over fp32 weights, bf16 sampler).
+there (no π_old pass); `dtype`: the compute dtype (bf16 autocast over fp32 weights, bf16 sampler);
+`with_ray`: an idle Ray cluster up in the same process (a control for the package's runs).
 """
 
 from __future__ import annotations
@@ -112,6 +113,10 @@ class PlainLoop:
 
 
 def measure(args: dict) -> dict:
+    if args.get("with_ray"):  # a control: the same loop with an idle Ray cluster up in this process
+        import ray
+
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     loop = PlainLoop(**args)
     for _ in range(args.get("warmup", 3)):
         loop.step()
