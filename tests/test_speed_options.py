@@ -151,3 +151,19 @@ def test_transformers_sampler_stops_computing_finished_rows_and_decodes_as_gener
         assert got == want
     lengths = {len(t) for t in out.token_ids}
     assert len(lengths) > 1  # rows really ended at different steps
+
+
+def test_built_objects_leave_the_cyclic_gc_until_the_algorithm_stops():
+    import gc
+
+    gc.unfreeze()
+    algo = small_config().build_algo()
+    try:
+        assert gc.get_freeze_count() > 100_000  # imports, Ray, the models and modules: out of every scan
+        garbage = []
+        garbage.append(garbage)  # a cycle created after the build is still collected
+        del garbage
+        assert gc.collect() > 0
+    finally:
+        algo.stop()
+    assert gc.get_freeze_count() == 0  # stopped: its objects can be collected again
