@@ -48,7 +48,7 @@ class CausalLMTorchRLModule(TorchRLModule):
         model = cfg.get("model", "tiny-arith")
         if self.lora:  # a frozen base in the compute dtype, adapters in the master dtype
             self.lm = add_lora(load_causal_lm(model, dtype=self.compute_dtype), self.lora, dtype=self.param_dtype)
-        elif cfg.get("sharded") and dist.get_rank() > 0:
+        elif cfg.get("sharded") and dist.is_initialized() and dist.get_rank() > 0:
             self.lm = meta_causal_lm(model, dtype=self.param_dtype)  # shards arrive from rank 0
         else:
             self.lm = load_causal_lm(model, dtype=self.param_dtype)
