@@ -16,7 +16,6 @@ it names. RLlib checkpoints are pickles that run code when loaded: restore only 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -24,6 +23,8 @@ import uuid
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+
+from rpp_hub.cache import file_sha256
 
 MANIFEST = "rllib_rpp_manifest.json"
 POLICY_FILE = "policy.safetensors"
@@ -40,14 +41,6 @@ def absolute(path) -> str:
     return path if "://" in path else str(Path(path).expanduser().absolute())
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _files(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file() and p.name != MANIFEST)
 
@@ -62,7 +55,8 @@ def _fsync(path: Path) -> None:
 
 def write_manifest(root: Path) -> None:
     """Sizes and SHA-256 of every file under `root`, written last, then everything fsynced."""
-    entries = {p.relative_to(root).as_posix(): {"size": p.stat().st_size, "sha256": _sha256(p)} for p in _files(root)}
+    entries = {p.relative_to(root).as_posix(): {"size": p.stat().st_size, "sha256": file_sha256(p)}
+               for p in _files(root)}
     (root / MANIFEST).write_text(json.dumps({"version": 1, "files": entries}, indent=1))
     for p in [*_files(root), root / MANIFEST]:
         _fsync(p)
@@ -103,7 +97,7 @@ def verify(root: Path) -> None:
         path = root / name
         if not path.is_file():
             raise CheckpointError(f"checkpoint {root} is incomplete: {name} is missing")
-        if path.stat().st_size != meta["size"] or _sha256(path) != meta["sha256"]:
+        if path.stat().st_size != meta["size"] or file_sha256(path) != meta["sha256"]:
             raise CheckpointError(f"checkpoint {root} is corrupted: {name} differs from what was saved "
                                   f"(size or SHA-256 mismatch)")
     _VERIFIED.add(key)

